@@ -1,0 +1,1 @@
+//! `lab`: a network namespace test lab.
