@@ -1,1 +1,299 @@
-fn main() {}
+//! `lab`: build network namespace labs from topology files, run things in them, remove them.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use lab::check::check_connectivity;
+use lab::state::StateRecord;
+use lab::topology::TopologyError;
+use lab::{Lab, LabError, LabOptions, Topology, resolve};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+mod doctor;
+mod list;
+
+/// A network namespace test lab: hosts, switches and links from a topology file.
+#[derive(Parser)]
+#[command(version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a lab from a topology file or a built-in (default: single,3, the seed's network).
+    Up {
+        /// Topology file (TOML) or built-in: single,K | linear,K | minimal.
+        topology: Option<String>,
+        /// Built-in topology, Mininet style (same as the positional argument).
+        #[arg(long, conflicts_with = "topology")]
+        topo: Option<String>,
+        /// Lab name (a-z, 0-9, -); generated when omitted.
+        #[arg(long)]
+        name: Option<String>,
+        /// Check that every host reaches every other host (UDP) after creating the lab.
+        #[arg(long)]
+        check: bool,
+        /// Keep the lab only while this command runs: remove it on Ctrl-C or SIGTERM.
+        #[arg(long)]
+        hold: bool,
+    },
+    /// Remove a lab (its processes, namespaces, links and record).
+    Down {
+        /// Lab name.
+        #[arg(required_unless_present = "all")]
+        name: Option<String>,
+        /// Remove every lab.
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+    },
+    /// List labs with their hosts, addresses, owner and age.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command inside a host: `lab exec h3 -- telnet 10.0.0.50 8080`.
+    Exec {
+        /// Lab name (optional when only one lab is up).
+        #[arg(long = "lab")]
+        lab: Option<String>,
+        /// Host to run in.
+        host: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Check that every host of a lab reaches every other host.
+    Check {
+        /// Lab name (optional when only one lab is up).
+        #[arg(long = "lab")]
+        lab: Option<String>,
+    },
+    /// Remove labs whose owning process is gone (with --all: every lab).
+    Clean {
+        /// Remove every lab, including persistent ones from `lab up`.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Check that this machine can run labs; print the command that fixes each problem.
+    Doctor,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LAB_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lab: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// 2 for bad input (a topology, name or host that is wrong), 1 for a failure of the system.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if cause.downcast_ref::<TopologyError>().is_some() {
+            return 2;
+        }
+        if let Some(le) = cause.downcast_ref::<LabError>() {
+            return match le {
+                LabError::BadName(_)
+                | LabError::NameTaken(_)
+                | LabError::NoSuchLab(_)
+                | LabError::NoSuchNode { .. }
+                | LabError::Ambiguous(_)
+                | LabError::NotRoot => 2,
+                _ => 1,
+            };
+        }
+    }
+    1
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Cmd::Up {
+            topology,
+            topo,
+            name,
+            check,
+            hold,
+        } => up(topology.or(topo), name, check, hold),
+        Cmd::Down { name, all } => down(name, all),
+        Cmd::List { json } => list::list(json),
+        Cmd::Exec { lab, host, command } => exec(lab, &host, &command),
+        Cmd::Check { lab } => {
+            let lab = Lab::attach_or_only(lab.as_deref())?;
+            check(&lab)
+        }
+        Cmd::Clean { all } => clean(all),
+        Cmd::Doctor => Ok(doctor::doctor()),
+    }
+}
+
+fn up(spec: Option<String>, name: Option<String>, do_check: bool, hold: bool) -> Result<ExitCode> {
+    let spec = spec.unwrap_or_else(|| "single,3".into());
+    let plan = resolve(&Topology::load(&spec)?)?;
+    let t0 = Instant::now();
+    if hold {
+        block_stop_signals()?;
+    }
+    let lab = Lab::up(
+        plan,
+        &LabOptions {
+            name,
+            persistent: !hold,
+        },
+    )
+    .context("cannot create the lab")?;
+    let took = t0.elapsed();
+    let p = lab.plan();
+    println!(
+        "lab {} is up in {:.0} ms: {} ({} hosts, {} switch(es), {} links)",
+        lab.name(),
+        took.as_secs_f64() * 1e3,
+        p.name,
+        p.hosts.len(),
+        p.switches.len(),
+        p.links.len()
+    );
+    list::print_hosts(lab.record());
+    let code = if do_check {
+        check(&lab)?
+    } else {
+        ExitCode::SUCCESS
+    };
+    if hold {
+        println!("holding the lab; Ctrl-C or SIGTERM removes it");
+        wait_stop_signal();
+        lab.down()?;
+        println!("lab removed");
+    } else {
+        let first = lab
+            .plan()
+            .hosts
+            .first()
+            .map(|h| h.name.clone())
+            .unwrap_or_default();
+        let name = lab.detach();
+        println!("next: lab exec --lab {name} {first} -- ip addr   |   remove: lab down {name}");
+    }
+    Ok(code)
+}
+
+fn check(lab: &Lab) -> Result<ExitCode> {
+    let r = check_connectivity(lab, Duration::from_secs(3))?;
+    if r.missing.is_empty() {
+        if r.all_pairs {
+            println!("check: all {} host pairs reach each other (UDP)", r.pairs);
+        } else {
+            println!(
+                "check: {} host pairs reach each other (UDP; every host to and from the first and to the next: \
+                 all pairs would overflow the kernel's shared neighbour table)",
+                r.pairs
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for (a, b) in r.missing.iter().take(10) {
+            println!("check: {a} cannot reach {b}");
+        }
+        if r.missing.len() > 10 {
+            println!("check: ... and {} more", r.missing.len() - 10);
+        }
+        println!(
+            "check: {} of {} host pairs failed",
+            r.missing.len(),
+            r.pairs
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn block_stop_signals() -> Result<()> {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).context("blocking SIGINT/SIGTERM")?;
+    Ok(())
+}
+
+fn wait_stop_signal() {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    let _ = set.wait();
+}
+
+fn down(name: Option<String>, all: bool) -> Result<ExitCode> {
+    let names: Vec<String> = if all {
+        StateRecord::all()
+            .into_iter()
+            .filter_map(|r| r.ok())
+            .map(|r| r.name)
+            .collect()
+    } else {
+        name.into_iter().collect()
+    };
+    for n in &names {
+        lab::lab::down(n).with_context(|| format!("cannot remove lab `{n}`"))?;
+        println!("lab {n} removed");
+    }
+    if all && names.is_empty() {
+        println!("no labs");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn exec(lab: Option<String>, host: &str, command: &[String]) -> Result<ExitCode> {
+    let lab = Lab::attach_or_only(lab.as_deref())?;
+    let mut cmd = lab.command(host, &command[0])?;
+    cmd.args(&command[1..]);
+    // exec replaces this process: stdin, stdout, signals and the exit code are the command's.
+    let err = std::os::unix::process::CommandExt::exec(&mut cmd);
+    if err.kind() == std::io::ErrorKind::NotFound {
+        eprintln!("lab: {host}: {}: command not found", command[0]);
+        return Ok(ExitCode::from(127));
+    }
+    bail!("{host}: cannot run `{}`: {err}", command.join(" "))
+}
+
+fn clean(all: bool) -> Result<ExitCode> {
+    let mut removed = 0;
+    for rec in StateRecord::all() {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("lab: skipping: {e}");
+                continue;
+            }
+        };
+        if all || rec.orphaned() {
+            let why = if rec.orphaned() {
+                "owner is gone"
+            } else {
+                "--all"
+            };
+            lab::lab::down(&rec.name)
+                .with_context(|| format!("cannot remove lab `{}`", rec.name))?;
+            println!("lab {} removed ({why})", rec.name);
+            removed += 1;
+        }
+    }
+    if removed == 0 {
+        println!("nothing to clean");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -243,7 +243,7 @@ fn valid_node_name(n: &str) -> bool {
 fn valid_iface_short(n: &str) -> bool {
     !n.is_empty()
         && n.bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'.')
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
 }
 
 /// Resolves a topology into a plan, or names the first mistake (file, line, field).

@@ -112,7 +112,7 @@ pub enum TopologyErrorKind {
         len: usize,
     },
     /// A bad interface short name.
-    #[error("bad interface name `{0}`: use a-z, 0-9, `_`, `.` (e.g. eth0)")]
+    #[error("bad interface name `{0}`: use a-z, 0-9 and `_` (e.g. eth0)")]
     BadInterfaceName(String),
     /// The same interface appears in two links.
     #[error("interface `{0}` is already used by another link")]

@@ -1,0 +1,312 @@
+//! [`Lab`]: a deployed topology, its processes, and the guard that removes it.
+
+use crate::deploy;
+use crate::error::LabError;
+use crate::netns;
+use crate::remove;
+use crate::resolve::Plan;
+use crate::state::{NsRecord, ProcRecord, ProcessId, StateRecord, Status, artifact_root, now_ms};
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// Namespace names are `<PREFIX>-<lab>-<node>`.
+pub const PREFIX: &str = "lab";
+
+/// How to bring a lab up.
+#[derive(Debug, Clone, Default)]
+pub struct LabOptions {
+    /// Lab name; generated when `None`.
+    pub name: Option<String>,
+    /// Keep the lab when this process exits (`lab up`): no owner, removed only by `lab down`
+    /// or `lab clean --all`.
+    pub persistent: bool,
+}
+
+/// A running lab. Dropping it removes the lab (unless it was [`detach`](Lab::detach)ed or
+/// [`attach`](Lab::attach)ed).
+pub struct Lab {
+    record: StateRecord,
+    children: Vec<Child>,
+    remove_on_drop: bool,
+}
+
+/// A background process started in a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    /// Identity (pid + start time).
+    pub id: ProcessId,
+    /// Host it runs in.
+    pub host: String,
+    /// Name given at start.
+    pub name: String,
+    /// stdout+stderr log.
+    pub log: PathBuf,
+}
+
+/// True when running as root (the lab needs CAP_SYS_ADMIN and CAP_NET_ADMIN).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn valid_lab_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    (1..=24).contains(&b.len())
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+fn generated_name() -> String {
+    let mut bytes = [0u8; 3];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
+    }
+    let n = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) ^ std::process::id();
+    format!("{:06x}", n & 0xff_ffff)
+}
+
+impl Lab {
+    /// Deploys `plan` as a new lab. On any failure everything created so far is removed and
+    /// the error names the node, link or rule that failed.
+    pub fn up(plan: Plan, opts: &LabOptions) -> Result<Lab, LabError> {
+        if !is_root() {
+            return Err(LabError::NotRoot);
+        }
+        let name = match &opts.name {
+            Some(n) if !valid_lab_name(n) => return Err(LabError::BadName(n.clone())),
+            Some(n) => n.clone(),
+            None => generated_name(),
+        };
+        let namespaces = plan
+            .nodes()
+            .map(|node| NsRecord {
+                node: node.to_string(),
+                netns: format!("{PREFIX}-{name}-{node}"),
+            })
+            .collect();
+        let record = StateRecord {
+            artifact_dir: artifact_root().join(&name),
+            name,
+            owner: if opts.persistent {
+                None
+            } else {
+                Some(ProcessId::current())
+            },
+            created_ms: now_ms(),
+            status: Status::Creating,
+            namespaces,
+            processes: vec![],
+            plan,
+        };
+        // The record lists every namespace before the first one exists.
+        record.create()?;
+        let mut lab = Lab {
+            record,
+            children: vec![],
+            remove_on_drop: true,
+        };
+        let t0 = std::time::Instant::now();
+        let nss = deploy::create_namespaces(&lab.record.namespaces)?;
+        tracing::debug!(lab = %lab.name(), ms = t0.elapsed().as_secs_f64() * 1e3, "namespaces created");
+        deploy::configure(&lab.record.plan, &nss)?;
+        tracing::debug!(lab = %lab.name(), ms = t0.elapsed().as_secs_f64() * 1e3, "configured");
+        std::fs::create_dir_all(&lab.record.artifact_dir)
+            .map_err(|e| LabError::io(&lab.record.artifact_dir, e))?;
+        lab.record.status = Status::Up;
+        lab.record.save()?;
+        Ok(lab)
+    }
+
+    /// Opens an existing lab by name without taking ownership: dropping it removes nothing.
+    pub fn attach(name: &str) -> Result<Lab, LabError> {
+        Ok(Lab {
+            record: StateRecord::load(name)?,
+            children: vec![],
+            remove_on_drop: false,
+        })
+    }
+
+    /// Opens the lab named `name`, or the only lab when `name` is `None`.
+    pub fn attach_or_only(name: Option<&str>) -> Result<Lab, LabError> {
+        if let Some(n) = name {
+            return Self::attach(n);
+        }
+        let names: Vec<String> = StateRecord::all()
+            .into_iter()
+            .filter_map(|r| r.ok())
+            .map(|r| r.name)
+            .collect();
+        match names.as_slice() {
+            [one] => Self::attach(one),
+            [] => Err(LabError::Ambiguous(
+                "no lab is up (start one with `lab up`)".into(),
+            )),
+            many => Err(LabError::Ambiguous(format!(
+                "{} labs are up ({}): choose one with --lab NAME",
+                many.len(),
+                many.join(", ")
+            ))),
+        }
+    }
+
+    /// Keeps the lab after this value is dropped; returns its name.
+    pub fn detach(mut self) -> String {
+        self.remove_on_drop = false;
+        self.record.name.clone()
+    }
+
+    /// The lab's name.
+    pub fn name(&self) -> &str {
+        &self.record.name
+    }
+
+    /// The resolved topology.
+    pub fn plan(&self) -> &Plan {
+        &self.record.plan
+    }
+
+    /// The state record.
+    pub fn record(&self) -> &StateRecord {
+        &self.record
+    }
+
+    /// Where logs, pcaps and traces go.
+    pub fn artifact_dir(&self) -> &Path {
+        &self.record.artifact_dir
+    }
+
+    /// The namespace path of a node (`/run/netns/lab-NAME-h1`), usable with `ip netns exec`.
+    pub fn netns_path(&self, node: &str) -> Result<PathBuf, LabError> {
+        self.record
+            .namespaces
+            .iter()
+            .find(|n| n.node == node)
+            .map(NsRecord::path)
+            .ok_or_else(|| LabError::NoSuchNode {
+                lab: self.record.name.clone(),
+                node: node.to_string(),
+                known: self
+                    .record
+                    .namespaces
+                    .iter()
+                    .map(|n| n.node.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// Runs `f` on this thread inside `node`'s namespace. Sockets created in `f` stay there.
+    pub fn run_in<T>(&self, node: &str, f: impl FnOnce() -> T) -> Result<T, LabError> {
+        let path = self.netns_path(node)?;
+        netns::run_in(&path, f).map_err(|e| LabError::Namespace {
+            node: node.into(),
+            netns: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// A command that runs inside `node` (foreground; the caller waits for it).
+    pub fn command(&self, node: &str, program: impl AsRef<OsStr>) -> Result<Command, LabError> {
+        let path = self.netns_path(node)?;
+        netns::command_in(&path, program).map_err(|e| LabError::io(&path, e))
+    }
+
+    /// Starts a background process in `host`, stdout and stderr to `<artifacts>/<host>-<name>.log`.
+    /// It runs in its own process group, is recorded, and is stopped at teardown.
+    pub fn spawn<S: AsRef<OsStr>>(
+        &mut self,
+        host: &str,
+        name: &str,
+        argv: &[S],
+    ) -> Result<Process, LabError> {
+        let shown = argv
+            .iter()
+            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .collect::<Vec<_>>();
+        let Some(program) = argv.first() else {
+            return Err(LabError::Spawn {
+                node: host.into(),
+                command: String::new(),
+                message: "empty command".into(),
+            });
+        };
+        let log = self.record.artifact_dir.join(format!("{host}-{name}.log"));
+        let out = std::fs::File::create(&log).map_err(|e| LabError::io(&log, e))?;
+        let err = out.try_clone().map_err(|e| LabError::io(&log, e))?;
+        let mut cmd = self.command(host, program)?;
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| LabError::Spawn {
+                node: host.into(),
+                command: shown.join(" "),
+                message: e.to_string(),
+            })?;
+        let id = ProcessId::of(child.id() as i32).unwrap_or(ProcessId {
+            pid: child.id() as i32,
+            start_time: 0,
+        });
+        self.children.push(child);
+        self.record.processes.push(ProcRecord {
+            id,
+            host: host.into(),
+            name: name.into(),
+            argv: shown,
+            log: log.clone(),
+        });
+        self.record.save()?;
+        Ok(Process {
+            id,
+            host: host.into(),
+            name: name.into(),
+            log,
+        })
+    }
+
+    /// Stops a background process (SIGTERM, then SIGKILL) and forgets it.
+    pub fn stop(&mut self, p: &Process) -> Result<(), LabError> {
+        remove::stop_process(p.id);
+        self.reap();
+        self.record.processes.retain(|r| r.id != p.id);
+        self.record.save()
+    }
+
+    fn reap(&mut self) {
+        self.children
+            .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+    }
+
+    /// Removes the lab now: stops its processes, deletes its namespaces and record.
+    pub fn down(mut self) -> Result<(), LabError> {
+        self.remove_on_drop = false;
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> Result<(), LabError> {
+        let r = remove::remove(&mut self.record);
+        for c in &mut self.children {
+            let _ = c.wait();
+        }
+        r
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.remove_on_drop
+            && let Err(e) = self.teardown()
+        {
+            tracing::error!("{e}");
+        }
+    }
+}
+
+/// Removes a lab by name from its record (`lab down NAME`), whoever created it.
+pub fn down(name: &str) -> Result<(), LabError> {
+    remove::remove(&mut StateRecord::load(name)?)
+}
