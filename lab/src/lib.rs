@@ -1,1 +1,3 @@
 //! `lab`: a network namespace test lab.
+
+pub mod capture;

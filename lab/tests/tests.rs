@@ -1,0 +1,5 @@
+//! Integration tests of the `lab` crate: one test binary, one module per area.
+
+mod capture;
+mod support;
+mod trace;
