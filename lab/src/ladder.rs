@@ -4,7 +4,11 @@
 //! payload) is drawn once. Who sent it is the capture point that saw it leave
 //! ([`PacketType::Outgoing`]), so a DSR reply whose source address is the VIP is drawn from the
 //! backend that sent it; who received it is a capture point that saw it arrive. Without such
-//! an observation the address's name stands in (`vip`, `h3`, or the number).
+//! an observation the address's name stands in (`vip`, `h3`, or the number). A host that sees
+//! its own packet again on `lo` (the agent writing a decapsulated packet back into its stack)
+//! adds no arrow; a packet seen only on `lo` is drawn from the host to itself. A host that
+//! forwards a packet unchanged between two interfaces is its sender for the ladder (the hop
+//! into it is not drawn separately).
 //!
 //! Arrows are ordered by the time of their first observation: all namespaces share the
 //! machine's clock, so this is the order in which packets were sent (or first seen).
@@ -14,6 +18,9 @@ use std::fmt;
 
 use crate::capture::{CapturePoint, PacketType};
 use crate::trace::{NameMap, PacketKey, TraceOptions, analyze};
+
+/// The loopback interface's name in every namespace.
+const LOOPBACK: &str = "lo";
 
 /// One packet in the diagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +44,8 @@ pub struct Ladder {
 
 /// One packet seen at one or more capture points.
 struct Group {
-    /// (host, packet type) of each observation.
-    seen: Vec<(String, PacketType)>,
+    /// (host, packet type, on loopback) of each observation.
+    seen: Vec<(String, PacketType, bool)>,
     src: Option<String>,
     dst: Option<String>,
     label: String,
@@ -64,24 +71,26 @@ impl Ladder {
         for (_, p, _, r) in observations {
             let host = points[p].host.clone();
             let kind = r.packet_type;
+            let lo = r.interface == LOOPBACK;
             let key = r.rendered.key.clone();
             // Join the earliest group of this packet that this host has not seen the same way:
             // a retransmission with identical headers starts a group of its own.
             let existing = key.as_ref().and_then(|k| {
-                by_key
-                    .get(k)?
-                    .iter()
-                    .copied()
-                    .find(|&g| !groups[g].seen.iter().any(|(h, t)| *h == host && *t == kind))
+                by_key.get(k)?.iter().copied().find(|&g| {
+                    !groups[g]
+                        .seen
+                        .iter()
+                        .any(|o| o.0 == host && o.1 == kind && o.2 == lo)
+                })
             });
             match existing {
-                Some(g) => groups[g].seen.push((host, kind)),
+                Some(g) => groups[g].seen.push((host, kind, lo)),
                 None => {
                     if let Some(k) = &key {
                         by_key.entry(k.clone()).or_default().push(groups.len());
                     }
                     groups.push(Group {
-                        seen: vec![(host, kind)],
+                        seen: vec![(host, kind, lo)],
                         src: r.rendered.src.clone(),
                         dst: r.rendered.dst.clone(),
                         label: r.rendered.label.clone(),
@@ -92,16 +101,28 @@ impl Ladder {
 
         let mut arrows = Vec::new();
         for g in &groups {
-            let from = g
-                .seen
+            // Loopback copies (a decapsulated packet written back into the stack, traffic to
+            // oneself) stay inside a host: they draw an arrow only when nothing else saw it.
+            let wire: Vec<&(String, PacketType, bool)> = g.seen.iter().filter(|o| !o.2).collect();
+            let seen: Vec<&(String, PacketType, bool)> = if wire.is_empty() {
+                g.seen.iter().collect()
+            } else {
+                wire
+            };
+            let from = seen
                 .iter()
-                .find(|(_, t)| t.is_outgoing())
-                .map(|(h, _)| h.clone())
+                .find(|o| o.1.is_outgoing())
+                .map(|o| o.0.clone())
+                .or_else(|| seen.iter().find(|o| o.2).map(|o| o.0.clone()))
                 .or_else(|| g.src.clone())
                 .unwrap_or_else(|| "?".into());
             let mut to: Vec<String> = Vec::new();
-            for (h, t) in &g.seen {
-                if t.is_incoming() && *h != from && !to.contains(h) {
+            for (h, t, lo) in seen {
+                let received = matches!(
+                    t,
+                    PacketType::Host | PacketType::Broadcast | PacketType::Multicast
+                );
+                if (received && *h != from || *lo) && !to.contains(h) {
                     to.push(h.clone());
                 }
             }

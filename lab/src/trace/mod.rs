@@ -157,7 +157,12 @@ impl Trace {
             .map(|(point, recs)| Section {
                 title: point.label(),
                 filtered: point.frames.len() - recs.len(),
-                lines: recs.iter().map(|r| line(point, r, options)).collect(),
+                lines: {
+                    let width = recs.iter().map(|r| r.interface.len()).max().unwrap_or(0);
+                    recs.iter()
+                        .map(|r| line(point, r, options, width))
+                        .collect()
+                },
             })
             .collect();
         Self { sections }
@@ -182,7 +187,7 @@ impl fmt::Display for Trace {
     }
 }
 
-fn line(point: &CapturePoint, r: &Record, options: &TraceOptions) -> String {
+fn line(point: &CapturePoint, r: &Record, options: &TraceOptions, width: usize) -> String {
     if !options.direction {
         return r.rendered.line.clone();
     }
@@ -193,7 +198,7 @@ fn line(point: &CapturePoint, r: &Record, options: &TraceOptions) -> String {
     };
     match point.interface {
         Some(_) => format!("{dir} {}", r.rendered.line),
-        None => format!("{} {dir} {}", r.interface, r.rendered.line),
+        None => format!("{:width$} {dir} {}", r.interface, r.rendered.line),
     }
 }
 
