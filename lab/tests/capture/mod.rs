@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use lab::capture::{Capture, CaptureConfig, CapturePoint, PacketType, StopReason};
+use lab::ladder::Ladder;
+use lab::trace::{NameMap, Trace, TraceOptions};
 
 use crate::support::{NsThread, VethPair, privileged, tool};
 
@@ -91,6 +93,44 @@ fn capture_is_armed_when_start_returns() {
                 .all(|f| f.interface == p.interface.clone().unwrap())
         );
     }
+}
+
+#[test]
+fn real_capture_trace_matches_snapshot() {
+    if !privileged("real_capture_trace_matches_snapshot") {
+        return;
+    }
+    let pair = VethPair::new();
+    let listener = pair
+        .b
+        .run(|| TcpListener::bind("10.0.0.2:8080").expect("listen"));
+    let ca = pair
+        .a
+        .run(|| Capture::start(CaptureConfig::new("h3", Some("veth-a"))))
+        .expect("capture a");
+    let cb = pair
+        .b
+        .run(|| Capture::start(CaptureConfig::new("h2", Some("veth-b"))))
+        .expect("capture b");
+    send_udp(&pair, 3);
+    let client = pair
+        .a
+        .run(|| TcpStream::connect("10.0.0.2:8080").expect("connect"));
+    // accept returns once h2's kernel has the final ACK, so all three segments are queued.
+    let (_server, _) = listener.accept().expect("accept");
+    let points = [ca.stop().expect("stop a"), cb.stop().expect("stop b")];
+    drop(client);
+    let names = NameMap::new()
+        .host("h3", Ipv4Addr::new(10, 0, 0, 3))
+        .host("h2", Ipv4Addr::new(10, 0, 0, 2));
+    let options = TraceOptions {
+        direction: true,
+        ..TraceOptions::default()
+    };
+    let trace = Trace::build(&points, &names, &options);
+    lab::assert_trace!("real_capture_udp_and_tcp_handshake", trace);
+    let ladder = Ladder::build(&points, &names, &options);
+    lab::assert_trace!("real_capture_ladder", ladder);
 }
 
 #[test]

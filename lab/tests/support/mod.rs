@@ -142,6 +142,29 @@ impl VethPair {
             sh("ip addr add 10.0.0.2/24 dev veth-b");
             sh("ip link set veth-b up");
         });
+        // The kernel activates a link's queue only when linkwatch notices the carrier, up to a
+        // second later (longer under load); frames sent before that are dropped. Wait for it.
+        a.run(|| wait_link_up("veth-a"));
+        b.run(|| wait_link_up("veth-b"));
         Self { a, b }
+    }
+}
+
+/// Polls `ip link show` until `iface` is operationally up (5 s at most).
+fn wait_link_up(iface: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let out = Command::new("ip")
+            .args(["-o", "link", "show", iface])
+            .output()
+            .expect("ip link show");
+        if String::from_utf8_lossy(&out.stdout).contains("state UP") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{iface} did not come up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
