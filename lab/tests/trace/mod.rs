@@ -1,5 +1,6 @@
 //! Trace, ladder and mermaid snapshots of hand-built frames; the seed reproduced exactly.
 
+mod catalog;
 mod seed;
 
 use lab::assert_trace;
