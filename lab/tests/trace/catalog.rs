@@ -158,6 +158,14 @@ fn catalog() -> Vec<CapturePoint> {
             .icmpv6_raw(135, 0, [0; 4]);
         write(b, &target)
     };
+    let fragment = {
+        let mut ip =
+            etherparse::Ipv4Header::new(0, 64, etherparse::IpNumber::UDP, H3, H2).expect("ip");
+        ip.more_fragments = true;
+        let b = PacketBuilder::ethernet2(M3, M2)
+            .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()));
+        write(b.udp(41005, 9000), &[0; 1472])
+    };
     let mut truncated = tcp(h3, vip, (41004, 8080), 1, "S", 0, b"");
     truncated.truncate(40);
     let (c, s) = (1_000_000u32, 3_000_000_000u32);
@@ -197,6 +205,7 @@ fn catalog() -> Vec<CapturePoint> {
             tcp(h3, vip, (41001, 8080), c + 10, ".", s + 4, b""),
         ),
         (Outgoing, write(eth4(h1, h2).udp(45000, 1337), &inner_udp)),
+        (Outgoing, fragment),
         (Broadcast, arp_request),
         (Host, arp_reply),
         (Outgoing, ns),
