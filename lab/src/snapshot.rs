@@ -1,6 +1,6 @@
 //! Snapshot assertions for traces and ladders, with insta.
 //!
-//! ```ignore
+//! ```text
 //! lab::assert_trace!("seed_h3_view", &trace);   // any `Display` value
 //! ```
 //!

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use etherparse::{IpHeaders, IpNumber, Ipv4Header, PacketBuilder, TcpHeader, TcpOptionElement};
-use lab::capture::{CapturePoint, Frame, LinkType, PacketType};
+use lab::capture::{CapturePoint, Frame, PacketType};
 use lab::trace::NameMap;
 
 pub const H1: [u8; 4] = [10, 0, 0, 1];
@@ -135,11 +135,8 @@ fn encap(inner: &[u8], id: u16, run: &Run) -> Vec<u8> {
 }
 
 fn frame(run: &Run, at_us: u64, kind: PacketType, iface: &str, data: Vec<u8>) -> Frame {
-    let mut f = Frame::ethernet(run.start + Duration::from_micros(at_us), kind, iface, data);
-    if iface == "lo" {
-        f.link = LinkType::Ethernet;
-    }
-    f
+    // Loopback frames carry an all-zero Ethernet header, as the kernel shows them.
+    Frame::ethernet(run.start + Duration::from_micros(at_us), kind, iface, data)
 }
 
 /// Capture points h3 (h3-eth0), h1 (h1-eth0) and h2 (any: h2-eth0 and lo), in that order.
