@@ -118,7 +118,15 @@ pub fn sh(cmdline: &str) {
     );
 }
 
+const MAC_A: &str = "02:00:00:00:00:03";
+const MAC_B: &str = "02:00:00:00:00:02";
+
 /// Two namespaces joined by a veth pair: `a` (veth-a, 10.0.0.3/24) and `b` (veth-b, 10.0.0.2/24).
+///
+/// Neighbours are static: the kernel's ARP table is one for all namespaces, capped at
+/// `gc_thresh3` (1024) dynamic entries, and a busy machine (other labs) can fill it, after which
+/// new dynamic entries fail and UDP sends vanish as `UdpSndbufErrors`. Permanent entries are
+/// exempt from that cap (and keep ARP out of the captures).
 pub struct VethPair {
     pub a: NsThread,
     pub b: NsThread,
@@ -132,14 +140,16 @@ impl VethPair {
         let peer = b.ns_path.clone();
         a.run(move || {
             sh("sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
-            sh(&format!("ip link add veth-a type veth peer name veth-b netns {peer}"));
+            sh(&format!("ip link add veth-a address {MAC_A} type veth peer name veth-b address {MAC_B} netns {peer}"));
             sh("ip addr add 10.0.0.3/24 dev veth-a");
+            sh(&format!("ip neigh replace 10.0.0.2 lladdr {MAC_B} dev veth-a nud permanent"));
             sh("ip link set veth-a up");
         });
         b.run(|| {
             sh("sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
             sh("sysctl -q -w net.ipv6.conf.veth-b.disable_ipv6=1");
             sh("ip addr add 10.0.0.2/24 dev veth-b");
+            sh(&format!("ip neigh replace 10.0.0.3 lladdr {MAC_A} dev veth-b nud permanent"));
             sh("ip link set veth-b up");
         });
         // The kernel activates a link's queue only when linkwatch notices the carrier, up to a
