@@ -215,7 +215,9 @@ fn from_sliced(p: &SlicedPacket<'_>, len: usize, encap_ports: &[u16], depth: usi
         Some(TransportSlice::Icmpv4(i)) => {
             L4::Icmp(icmpv4(i.type_u8(), i.code_u8(), i.bytes5to8(), i.payload()))
         }
-        Some(TransportSlice::Icmpv6(i)) => L4::Icmp(icmpv6(i.type_u8(), i.code_u8(), i.payload())),
+        Some(TransportSlice::Icmpv6(i)) => {
+            L4::Icmp(icmpv6(i.type_u8(), i.code_u8(), i.bytes5to8(), i.payload()))
+        }
         Some(TransportSlice::Igmp(_)) | None if payload.fragmented => L4::Fragment {
             proto,
             len: payload.payload.len(),
@@ -263,7 +265,7 @@ fn icmpv4(kind: u8, code: u8, rest: [u8; 4], payload: &[u8]) -> Icmp {
     }
 }
 
-fn icmpv6(kind: u8, code: u8, payload: &[u8]) -> Icmp {
+fn icmpv6(kind: u8, code: u8, rest: [u8; 4], payload: &[u8]) -> Icmp {
     let len = payload.len() + 8;
     // NS and NA carry the target right after the 8-byte header.
     let target = || {
