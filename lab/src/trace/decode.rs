@@ -277,7 +277,7 @@ fn icmpv6(kind: u8, code: u8, rest: [u8; 4], payload: &[u8]) -> Icmp {
     match kind {
         128 | 129 => Icmp::Echo {
             reply: kind == 129,
-            seq: 0,
+            seq: u16::from_be_bytes([rest[2], rest[3]]),
             len,
         },
         133 => Icmp::RouterSolicitation,
