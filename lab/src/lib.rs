@@ -3,17 +3,23 @@
 //! A topology file becomes hosts (network namespaces), switches (Linux bridges, each in its own
 //! namespace) and veth links, in a pipeline of separate steps:
 //! [`topology`] (parse) → [`resolve`] → [`deploy`] → run ([`Lab`]) → [`remove`].
+//! Packets are seen through [`capture`], turned into normalized [`trace`]s and [`ladder`]
+//! diagrams, and asserted with [`snapshot`]s.
 
+pub mod capture;
 pub mod check;
 pub mod deploy;
 pub mod error;
 pub mod lab;
+pub mod ladder;
 pub mod net;
 pub mod netns;
 pub mod remove;
 pub mod resolve;
+pub mod snapshot;
 pub mod state;
 pub mod topology;
+pub mod trace;
 
 pub use error::LabError;
 pub use lab::{Lab, LabOptions, Process};

@@ -1,0 +1,467 @@
+//! Packet capture with AF_PACKET sockets, one capture point per host (and interface).
+//!
+//! Namespaces: [`PacketSocket::open`] (and [`Capture::start`], which calls it) must run on a
+//! thread that is already inside the host's network namespace, e.g. inside
+//! `netns_rs::NetNs::run`. The socket stays bound to that namespace, so [`Capture::from_socket`]
+//! can read it on a thread of its own from anywhere.
+//!
+//! Armed: [`Capture::start`] / [`Capture::from_socket`] return only once the socket is bound
+//! (from then on the kernel queues every frame, see [`PacketSocket`]) and the reader thread runs.
+//! Traffic sent after they return is captured; no sleep is involved.
+//!
+//! Nothing is dropped silently: [`CaptureStats`] carries the kernel's PACKET_STATISTICS drop
+//! count, the frames left unread when a count limit stopped the capture, the frames cut to the
+//! snap length, and loopback's duplicate outgoing copies that were skipped (as libpcap does).
+//!
+//! Both directions are captured. On every interface (`interface: None`) a frame that the host
+//! forwards from one interface to another is seen twice, once per interface and direction, as
+//! `tcpdump -i any` shows it; each [`Frame`] names its interface and [`PacketType`], and the
+//! ladder diagram merges such copies into one arrow.
+
+mod pcap;
+mod socket;
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use pcap::{PcapError, write_pcap, write_pcap_file};
+pub use socket::PacketSocket;
+use socket::{Received, Waker, poll2};
+
+/// Default snap length: whole frames, as tcpdump's default.
+pub const DEFAULT_SNAPLEN: usize = 262_144;
+
+/// Errors of opening or running a capture.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The interface does not exist in the calling thread's namespace.
+    #[error("interface {name:?} not found in this network namespace")]
+    NoSuchInterface {
+        /// Interface name asked for.
+        name: String,
+    },
+    /// A socket call failed.
+    #[error("packet socket on {interface}: {op}: {source}")]
+    Socket {
+        /// The failing call.
+        op: &'static str,
+        /// Interface name, or `any`.
+        interface: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `wait` was called on a capture with neither a count nor a duration limit.
+    #[error("capture on {host} has no count or duration limit; call stop() instead of wait()")]
+    Unbounded {
+        /// Capture point host.
+        host: String,
+    },
+    /// The reader thread panicked.
+    #[error("capture thread for {host} panicked")]
+    ThreadPanicked {
+        /// Capture point host.
+        host: String,
+    },
+}
+
+/// The kernel's `sll_pkttype`: who the frame was for, or that this host sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PacketType {
+    /// Received, addressed to this host.
+    Host,
+    /// Received, link-layer broadcast.
+    Broadcast,
+    /// Received, link-layer multicast.
+    Multicast,
+    /// Received, addressed to another host (promiscuous).
+    OtherHost,
+    /// Sent by this host.
+    Outgoing,
+    /// Not known (hand-built frames, pcaps without direction).
+    Unknown,
+}
+
+impl PacketType {
+    /// Maps the kernel's PACKET_* value.
+    pub fn from_raw(raw: u8) -> Self {
+        match raw {
+            0 => Self::Host,
+            1 => Self::Broadcast,
+            2 => Self::Multicast,
+            3 => Self::OtherHost,
+            4 => Self::Outgoing,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// The kernel's PACKET_* value (Unknown maps to PACKET_HOST).
+    pub fn to_raw(self) -> u8 {
+        match self {
+            Self::Host | Self::Unknown => 0,
+            Self::Broadcast => 1,
+            Self::Multicast => 2,
+            Self::OtherHost => 3,
+            Self::Outgoing => 4,
+        }
+    }
+
+    /// True when the capturing host sent the frame.
+    pub fn is_outgoing(self) -> bool {
+        self == Self::Outgoing
+    }
+
+    /// True when the capturing host received the frame.
+    pub fn is_incoming(self) -> bool {
+        !matches!(self, Self::Outgoing | Self::Unknown)
+    }
+}
+
+/// How a frame's bytes start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LinkType {
+    /// Ethernet II header (veth, bridges, and loopback's all-zero header).
+    Ethernet,
+    /// Bare IP packet (tun and other ARPHRD_NONE devices).
+    RawIp,
+    /// Another ARPHRD_* type, kept as captured.
+    Other(u16),
+}
+
+/// One captured frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// Kernel receive time since the Unix epoch (one clock for all namespaces of the machine).
+    pub timestamp: Duration,
+    /// Sent or received, and for whom.
+    pub packet_type: PacketType,
+    /// Interface it was seen on.
+    pub interface: String,
+    /// What `data` starts with.
+    pub link: LinkType,
+    /// EtherType the kernel reported (`sll_protocol`).
+    pub protocol: u16,
+    /// Length on the wire; larger than `data.len()` when cut to the snap length.
+    pub orig_len: u32,
+    /// Captured bytes.
+    pub data: Vec<u8>,
+}
+
+impl Frame {
+    /// An Ethernet frame with the given direction, for hand-built traces and tests.
+    pub fn ethernet(
+        timestamp: Duration,
+        packet_type: PacketType,
+        interface: &str,
+        data: Vec<u8>,
+    ) -> Self {
+        let protocol = match data.get(12..14) {
+            Some(b) => u16::from_be_bytes([b[0], b[1]]),
+            None => 0,
+        };
+        Self {
+            timestamp,
+            packet_type,
+            interface: interface.to_string(),
+            link: LinkType::Ethernet,
+            protocol,
+            orig_len: u32::try_from(data.len()).unwrap_or(u32::MAX),
+            data,
+        }
+    }
+}
+
+/// Why a capture ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StopReason {
+    /// The count limit was reached.
+    Count,
+    /// The duration limit passed.
+    Duration,
+    /// [`Capture::stop`] or a [`StopHandle`] asked for it.
+    #[default]
+    Stopped,
+}
+
+/// Counters that account for every frame the kernel offered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaptureStats {
+    /// Frames the kernel queued or dropped for this socket (PACKET_STATISTICS tp_packets).
+    pub kernel_packets: u64,
+    /// Frames the kernel dropped because the socket buffer was full (tp_drops).
+    pub kernel_drops: u64,
+    /// Frames read and kept.
+    pub captured: u64,
+    /// Frames cut to the snap length (kept, shorter than on the wire).
+    pub truncated: u64,
+    /// Loopback's outgoing copies, skipped because loopback shows each frame twice.
+    pub loopback_duplicates: u64,
+    /// Frames queued but not read because a count limit ended the capture.
+    pub unread: u64,
+    /// Why the capture ended.
+    pub stop_reason: StopReason,
+}
+
+/// The frames of one capture point, in the order the host saw them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CapturePoint {
+    /// Topology host name (the trace section is named after it).
+    pub host: String,
+    /// Interface captured on; `None` for every interface of the host.
+    pub interface: Option<String>,
+    /// Captured frames.
+    pub frames: Vec<Frame>,
+    /// Accounting of what the kernel offered.
+    pub stats: CaptureStats,
+}
+
+impl CapturePoint {
+    /// An empty capture point, for building traces by hand.
+    pub fn new(host: &str, interface: Option<&str>) -> Self {
+        Self {
+            host: host.to_string(),
+            interface: interface.map(str::to_string),
+            ..Self::default()
+        }
+    }
+
+    /// `host (iface)` or `host (any)`: how sections and pcaps name this point.
+    pub fn label(&self) -> String {
+        format!(
+            "{} ({})",
+            self.host,
+            self.interface.as_deref().unwrap_or("any")
+        )
+    }
+}
+
+/// Limits and names of one capture.
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    /// Topology host name recorded in the result.
+    pub host: String,
+    /// Interface name; `None` for every interface of the namespace.
+    pub interface: Option<String>,
+    /// Stop after this many frames.
+    pub max_packets: Option<usize>,
+    /// Stop after this long.
+    pub max_duration: Option<Duration>,
+    /// Bytes kept per frame.
+    pub snaplen: usize,
+}
+
+impl CaptureConfig {
+    /// A capture of `interface` (`None`: all) on `host`, unbounded, whole frames.
+    pub fn new(host: &str, interface: Option<&str>) -> Self {
+        Self {
+            host: host.to_string(),
+            interface: interface.map(str::to_string),
+            max_packets: None,
+            max_duration: None,
+            snaplen: DEFAULT_SNAPLEN,
+        }
+    }
+
+    /// Stops after `n` frames.
+    pub fn count(mut self, n: usize) -> Self {
+        self.max_packets = Some(n);
+        self
+    }
+
+    /// Stops after `d`.
+    pub fn duration(mut self, d: Duration) -> Self {
+        self.max_duration = Some(d);
+        self
+    }
+}
+
+/// Asks a running capture to stop from anywhere (e.g. a Ctrl-C handler thread).
+#[derive(Debug, Clone)]
+pub struct StopHandle(Arc<Waker>);
+
+impl StopHandle {
+    /// Asks the reader to drain what is queued and stop; returns at once.
+    pub fn stop(&self) {
+        self.0.wake();
+    }
+}
+
+/// A running capture: a reader thread that owns the socket.
+#[derive(Debug)]
+pub struct Capture {
+    host: String,
+    bounded: bool,
+    waker: Arc<Waker>,
+    /// Taken by `stop`/`wait`; still there in `drop`, which then stops the reader.
+    thread: Option<JoinHandle<Result<CapturePoint, CaptureError>>>,
+}
+
+impl Capture {
+    /// Opens a socket in the calling thread's namespace and starts reading; returns once armed.
+    ///
+    /// Must be called on a thread inside the host's network namespace (see the module doc).
+    pub fn start(config: CaptureConfig) -> Result<Self, CaptureError> {
+        let socket = PacketSocket::open(config.interface.as_deref())?;
+        Self::from_socket(socket, config)
+    }
+
+    /// Starts reading a socket opened earlier (in its namespace); returns once armed.
+    pub fn from_socket(socket: PacketSocket, config: CaptureConfig) -> Result<Self, CaptureError> {
+        let waker = Arc::new(Waker::new().map_err(|source| CaptureError::Socket {
+            op: "eventfd",
+            interface: socket.interface().unwrap_or("any").to_string(),
+            source,
+        })?);
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let host = config.host.clone();
+        let bounded = config.max_packets.is_some() || config.max_duration.is_some();
+        let thread_waker = Arc::clone(&waker);
+        let thread = std::thread::Builder::new()
+            .name(format!("capture-{host}"))
+            .spawn(move || read_loop(socket, config, &thread_waker, ready_tx))
+            .map_err(|source| CaptureError::Socket {
+                op: "spawn",
+                interface: host.clone(),
+                source,
+            })?;
+        // The thread sends once, before its first read; an Err means it died first.
+        if ready_rx.recv().is_err() {
+            return Err(match thread.join() {
+                Ok(Err(e)) => e,
+                _ => CaptureError::ThreadPanicked { host },
+            });
+        }
+        Ok(Self {
+            host,
+            bounded,
+            waker,
+            thread: Some(thread),
+        })
+    }
+
+    /// A handle that stops this capture from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(Arc::clone(&self.waker))
+    }
+
+    /// True once the reader ended (limit reached or stopped).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Reads what is already queued, stops, and returns the capture point.
+    pub fn stop(mut self) -> Result<CapturePoint, CaptureError> {
+        self.waker.wake();
+        self.join()
+    }
+
+    /// Waits until the count or duration limit ends the capture.
+    pub fn wait(mut self) -> Result<CapturePoint, CaptureError> {
+        if !self.bounded {
+            // Waiting forever would hang the caller: say so instead (drop stops the reader).
+            return Err(CaptureError::Unbounded {
+                host: self.host.clone(),
+            });
+        }
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<CapturePoint, CaptureError> {
+        let host = self.host.clone();
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| CaptureError::ThreadPanicked { host })?,
+            None => Err(CaptureError::ThreadPanicked { host }),
+        }
+    }
+}
+
+impl Drop for Capture {
+    /// A capture dropped unjoined (a panic, an early return) stops its reader, which closes
+    /// the socket, so the namespace it holds can go away.
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.waker.wake();
+            let _ = t.join();
+        }
+    }
+}
+
+fn read_loop(
+    socket: PacketSocket,
+    config: CaptureConfig,
+    waker: &Waker,
+    ready: mpsc::SyncSender<()>,
+) -> Result<CapturePoint, CaptureError> {
+    let iface = socket.interface().unwrap_or("any").to_string();
+    let err = |op: &'static str| {
+        let interface = iface.clone();
+        move |source| CaptureError::Socket {
+            op,
+            interface,
+            source,
+        }
+    };
+    let mut point = CapturePoint::new(&config.host, config.interface.as_deref());
+    let deadline = config.max_duration.map(|d| Instant::now() + d);
+    let full = |p: &CapturePoint| config.max_packets.is_some_and(|m| p.frames.len() >= m);
+    let _ = ready.send(());
+    tracing::debug!(host = %config.host, interface = %iface, "capture armed");
+    let reason = 'outer: loop {
+        if full(&point) {
+            break StopReason::Count;
+        }
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if timeout == Some(Duration::ZERO) {
+            break StopReason::Duration;
+        }
+        let (readable, stop) =
+            poll2(socket.as_raw_fd(), waker.as_raw_fd(), timeout).map_err(err("poll"))?;
+        if stop {
+            // Drain what the kernel already queued: it was sent before stop() was called.
+            drain(&socket, &config, &mut point).map_err(err("recvmsg"))?;
+            break StopReason::Stopped;
+        }
+        if readable {
+            drain(&socket, &config, &mut point).map_err(err("recvmsg"))?;
+            continue 'outer;
+        }
+    };
+    let (packets, drops) = socket.statistics().map_err(err("PACKET_STATISTICS"))?;
+    let stats = &mut point.stats;
+    stats.kernel_packets = packets;
+    stats.kernel_drops = drops;
+    stats.captured = point.frames.len() as u64;
+    stats.stop_reason = reason;
+    stats.unread = packets.saturating_sub(drops + stats.captured + stats.loopback_duplicates);
+    if drops > 0 {
+        tracing::warn!(host = %config.host, interface = %iface, drops, "kernel dropped frames");
+    }
+    tracing::debug!(host = %config.host, interface = %iface, ?stats, "capture ended");
+    Ok(point)
+}
+
+/// Reads until the socket is empty or the count limit is reached.
+fn drain(
+    socket: &PacketSocket,
+    config: &CaptureConfig,
+    point: &mut CapturePoint,
+) -> std::io::Result<()> {
+    while config.max_packets.is_none_or(|m| point.frames.len() < m) {
+        match socket.recv(config.snaplen)? {
+            Received::WouldBlock => break,
+            Received::LoopbackOutgoing => point.stats.loopback_duplicates += 1,
+            Received::Frame(frame) => {
+                if (frame.data.len() as u64) < u64::from(frame.orig_len) {
+                    point.stats.truncated += 1;
+                }
+                point.frames.push(frame);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,300 @@
+//! Normalized traces: captured frames as tcpdump-like lines that are identical on every run
+//! and machine, one section per capture point.
+//!
+//! ```text
+//! --- h2 (h2-eth0) ---
+//! h3.p1 > vip.8080: Flags [S], seq 0, length 0
+//! vip.8080 > h3.p1: Flags [S.], seq 0, ack 1, length 0
+//! ```
+//!
+//! Addresses become topology names ([`NameMap`]), ephemeral ports (≥ 32768 and not a declared
+//! service port) become `pN` per address in order of appearance, TCP numbers become relative
+//! to each direction's SYN, timestamps, windows and option values are left out. The full rules,
+//! and why packets stay in captured order, are in docs/trace-format.md.
+
+mod decode;
+mod normalize;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::capture::{CapturePoint, PacketType};
+use decode::{Packet, decode_frame};
+pub(crate) use normalize::PacketKey;
+use normalize::{Normalizer, Rendered};
+
+pub use normalize::EPHEMERAL_PORTS_START;
+
+/// The UDP port of the balancer's encapsulation (Caplance's agent port).
+pub const ENCAP_PORT: u16 = 1337;
+
+/// Topology names for addresses (and MACs), and the ports that stay numeric.
+#[derive(Debug, Clone, Default)]
+pub struct NameMap {
+    addrs: BTreeMap<IpAddr, String>,
+    macs: BTreeMap<[u8; 6], String>,
+    service_ports: BTreeSet<u16>,
+}
+
+impl NameMap {
+    /// An empty map: every address shown as a number.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Names `addr` (e.g. `h3` for 10.0.0.3).
+    pub fn host(mut self, name: &str, addr: impl Into<IpAddr>) -> Self {
+        self.addrs.insert(addr.into(), name.to_string());
+        self
+    }
+
+    /// Names `addr` `vip`.
+    pub fn vip(self, addr: impl Into<IpAddr>) -> Self {
+        self.host("vip", addr)
+    }
+
+    /// Names a MAC address (ARP replies show it); unnamed MACs show as `macN`.
+    pub fn mac(mut self, name: &str, mac: [u8; 6]) -> Self {
+        self.macs.insert(mac, name.to_string());
+        self
+    }
+
+    /// Keeps `port` numeric even when it lies in the ephemeral range.
+    pub fn service_port(mut self, port: u16) -> Self {
+        self.service_ports.insert(port);
+        self
+    }
+
+    /// The name of `addr`, if it has one.
+    pub fn name(&self, addr: IpAddr) -> Option<&str> {
+        self.addrs.get(&addr).map(String::as_str)
+    }
+
+    fn mac_name(&self, mac: [u8; 6]) -> Option<&str> {
+        self.macs.get(&mac).map(String::as_str)
+    }
+
+    fn is_service_port(&self, port: u16) -> bool {
+        self.service_ports.contains(&port)
+    }
+}
+
+/// The order of lines within a section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ordering {
+    /// As captured. The default: in the lab's topologies the races that matter decide the
+    /// outcome, so a different order is a different run and should fail the snapshot.
+    #[default]
+    Captured,
+    /// Each run of consecutive received packets (nothing sent by the capture point between
+    /// them) sorted by its text. Opt-in, for traffic whose arrival order is irrelevant.
+    SortArrivals,
+}
+
+/// What a trace shows.
+#[derive(Debug, Clone)]
+pub struct TraceOptions {
+    /// Show ARP (filtered by default: its timing varies).
+    pub arp: bool,
+    /// Show IPv6, neighbour discovery included (filtered by default).
+    pub ipv6: bool,
+    /// Show frames of other EtherTypes (LLDP, …).
+    pub other_ethertypes: bool,
+    /// Prefix lines with `In`/`Out` (and the interface for captures on every interface).
+    pub direction: bool,
+    /// Show TCP windows (they vary with kernel and memory: off by default).
+    pub window: bool,
+    /// Show TCP option kinds, without values (`options [mss,sackOK,TS,nop,wscale]`).
+    pub tcp_options: bool,
+    /// UDP destination ports whose payload is a whole IP packet, shown decoded.
+    pub encap_ports: Vec<u16>,
+    /// Line order within a section.
+    pub ordering: Ordering,
+}
+
+impl Default for TraceOptions {
+    fn default() -> Self {
+        Self {
+            arp: false,
+            ipv6: false,
+            other_ethertypes: false,
+            direction: false,
+            window: false,
+            tcp_options: false,
+            encap_ports: vec![ENCAP_PORT],
+            ordering: Ordering::Captured,
+        }
+    }
+}
+
+/// The normalized view of one capture point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    /// `host (interface)`, or `host (any)`.
+    pub title: String,
+    /// One line per shown frame.
+    pub lines: Vec<String>,
+    /// Frames left out by the protocol filters (not rendered: their number varies).
+    pub filtered: usize,
+}
+
+/// A normalized trace: one section per capture point, in capture order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trace {
+    /// The sections.
+    pub sections: Vec<Section>,
+}
+
+impl Trace {
+    /// Builds the trace of `points` (in the order given) with `names`.
+    pub fn build(points: &[CapturePoint], names: &NameMap, options: &TraceOptions) -> Self {
+        let records = analyze(points, names, options);
+        let sections = points
+            .iter()
+            .zip(records)
+            .map(|(point, recs)| Section {
+                title: point.label(),
+                filtered: point.frames.len() - recs.len(),
+                lines: {
+                    let width = recs.iter().map(|r| r.interface.len()).max().unwrap_or(0);
+                    recs.iter()
+                        .map(|r| line(point, r, options, width))
+                        .collect()
+                },
+            })
+            .collect();
+        Self { sections }
+    }
+}
+
+impl fmt::Display for Trace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, s) in self.sections.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            writeln!(f, "--- {} ---", s.title)?;
+            if s.lines.is_empty() {
+                writeln!(f, "(no packets)")?;
+            }
+            for l in &s.lines {
+                writeln!(f, "{l}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn line(point: &CapturePoint, r: &Record, options: &TraceOptions, width: usize) -> String {
+    if !options.direction {
+        return r.rendered.line.clone();
+    }
+    let dir = match r.packet_type {
+        PacketType::Outgoing => "Out",
+        PacketType::Unknown => "?  ",
+        _ => "In ",
+    };
+    match point.interface {
+        Some(_) => format!("{dir} {}", r.rendered.line),
+        None => format!("{:width$} {dir} {}", r.interface, r.rendered.line),
+    }
+}
+
+/// One shown frame, normalized; the ladder builds on these.
+#[derive(Debug, Clone)]
+pub(crate) struct Record {
+    pub timestamp: Duration,
+    pub packet_type: PacketType,
+    pub interface: String,
+    pub rendered: Rendered,
+}
+
+/// Decodes, filters, orders and normalizes every frame; one vector per capture point.
+pub(crate) fn analyze(
+    points: &[CapturePoint],
+    names: &NameMap,
+    options: &TraceOptions,
+) -> Vec<Vec<Record>> {
+    let mut decoded: Vec<Vec<(usize, Packet)>> = points
+        .iter()
+        .map(|p| {
+            p.frames
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (i, decode_frame(f, &options.encap_ports)))
+                .filter(|(i, packet)| shown(packet, p.frames[*i].protocol, options))
+                .collect()
+        })
+        .collect();
+    let mut records = normalize(points, &decoded, names, options);
+    if options.ordering == Ordering::SortArrivals {
+        for (section, recs) in decoded.iter_mut().zip(&records) {
+            let mut order: Vec<usize> = (0..section.len()).collect();
+            let mut start = 0;
+            for end in 0..=order.len() {
+                if end == order.len() || recs[end].packet_type.is_outgoing() {
+                    order[start..end]
+                        .sort_by(|&a, &b| recs[a].rendered.line.cmp(&recs[b].rendered.line));
+                    start = end + 1;
+                }
+            }
+            let mut old = std::mem::take(section)
+                .into_iter()
+                .map(Some)
+                .collect::<Vec<_>>();
+            *section = order.iter().filter_map(|&i| old[i].take()).collect();
+        }
+        // Aliases are handed out in order of appearance: hand them out again in the new order.
+        records = normalize(points, &decoded, names, options);
+    }
+    records
+}
+
+fn normalize(
+    points: &[CapturePoint],
+    decoded: &[Vec<(usize, Packet)>],
+    names: &NameMap,
+    options: &TraceOptions,
+) -> Vec<Vec<Record>> {
+    let mut norm = Normalizer::new(names, options);
+    decoded.iter().flatten().for_each(|(_, p)| norm.observe(p));
+    points
+        .iter()
+        .zip(decoded)
+        .map(|(point, section)| {
+            section
+                .iter()
+                .map(|(i, packet)| {
+                    let frame = &point.frames[*i];
+                    Record {
+                        timestamp: frame.timestamp,
+                        packet_type: frame.packet_type,
+                        interface: frame.interface.clone(),
+                        rendered: norm.render(packet),
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The protocol filter. Malformed frames are shown unless their EtherType is filtered.
+fn shown(packet: &Packet, ethertype: u16, options: &TraceOptions) -> bool {
+    const ARP: u16 = 0x0806;
+    const IPV6: u16 = 0x86dd;
+    match packet {
+        Packet::Ip(ip) => ip.src.is_ipv4() || options.ipv6,
+        Packet::Arp { .. } => options.arp,
+        Packet::OtherEther { .. } => options.other_ethertypes,
+        Packet::Malformed { .. } => match ethertype {
+            ARP => options.arp,
+            IPV6 => options.ipv6,
+            _ => true,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,206 @@
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use etherparse::PacketBuilder;
+use proptest::prelude::*;
+
+use super::*;
+use crate::capture::{Frame, LinkType};
+
+const H2: [u8; 4] = [10, 0, 0, 2];
+const H3: [u8; 4] = [10, 0, 0, 3];
+
+fn names() -> NameMap {
+    NameMap::new()
+        .host("h2", Ipv4Addr::from(H2))
+        .host("h3", Ipv4Addr::from(H3))
+}
+
+fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2([2; 6], [3; 6])
+        .ipv4(H3, H2, 64)
+        .udp(sport, dport);
+    let mut out = Vec::new();
+    b.write(&mut out, payload).expect("build");
+    out
+}
+
+fn point(frames: Vec<Vec<u8>>) -> CapturePoint {
+    let mut p = CapturePoint::new("h2", Some("h2-eth0"));
+    p.frames = frames
+        .into_iter()
+        .map(|d| Frame::ethernet(Duration::ZERO, PacketType::Host, "h2-eth0", d))
+        .collect();
+    p
+}
+
+fn render(frames: Vec<Vec<u8>>, options: &TraceOptions) -> String {
+    Trace::build(&[point(frames)], &names(), options).to_string()
+}
+
+#[test]
+fn ephemeral_ports_alias_per_address_in_order_of_appearance() {
+    let frames = vec![
+        udp(40000, 53, b"a"),
+        udp(50000, 53, b"b"),
+        udp(40000, 53, b"c"),
+        udp(1000, 40000, b"d"),
+    ];
+    let out = render(frames, &TraceOptions::default());
+    assert_eq!(
+        out,
+        "--- h2 (h2-eth0) ---\n\
+         h3.p1 > h2.53: UDP, length 1\n\
+         h3.p2 > h2.53: UDP, length 1\n\
+         h3.p1 > h2.53: UDP, length 1\n\
+         h3.1000 > h2.p1: UDP, length 1\n"
+    );
+}
+
+#[test]
+fn service_ports_stay_numeric() {
+    let map = names().service_port(40000);
+    let out = Trace::build(
+        &[point(vec![udp(50000, 40000, b"")])],
+        &map,
+        &TraceOptions::default(),
+    );
+    assert_eq!(out.sections[0].lines, ["h3.p1 > h2.40000: UDP, length 0"]);
+}
+
+#[test]
+fn truncated_and_garbage_frames_get_a_malformed_line() {
+    let mut frame = udp(40000, 53, b"hello");
+    frame.truncate(30);
+    let out = render(vec![frame, vec![1, 2, 3]], &TraceOptions::default());
+    assert!(out.contains("malformed frame ("), "{out}");
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("malformed frame"))
+            .count(),
+        2,
+        "{out}"
+    );
+}
+
+#[test]
+fn arp_is_filtered_unless_asked_for() {
+    let arp = {
+        let b = PacketBuilder::ethernet2([2; 6], [0xff; 6]).arp(
+            etherparse::ArpPacket::new(
+                etherparse::ArpHardwareId::ETHERNET,
+                etherparse::EtherType::IPV4,
+                etherparse::ArpOperation::REQUEST,
+                &[2; 6],
+                &H3,
+                &[0; 6],
+                &H2,
+            )
+            .expect("arp"),
+        );
+        let mut out = Vec::new();
+        b.write(&mut out).expect("build");
+        out
+    };
+    let hidden = Trace::build(
+        &[point(vec![arp.clone()])],
+        &names(),
+        &TraceOptions::default(),
+    );
+    assert_eq!(
+        (hidden.sections[0].lines.len(), hidden.sections[0].filtered),
+        (0, 1)
+    );
+    let shown = render(
+        vec![arp],
+        &TraceOptions {
+            arp: true,
+            ..TraceOptions::default()
+        },
+    );
+    assert!(shown.contains("ARP, Request who-has h2 tell h3"), "{shown}");
+}
+
+#[test]
+fn sort_arrivals_orders_runs_of_received_packets() {
+    let frames = vec![udp(1000, 2, b""), udp(1000, 1, b"")];
+    let captured = render(frames.clone(), &TraceOptions::default());
+    let sorted = render(
+        frames,
+        &TraceOptions {
+            ordering: Ordering::SortArrivals,
+            ..TraceOptions::default()
+        },
+    );
+    assert!(
+        captured.contains("h2.2: UDP, length 0\nh3.1000 > h2.1:"),
+        "{captured}"
+    );
+    assert!(
+        sorted.contains("h2.1: UDP, length 0\nh3.1000 > h2.2:"),
+        "{sorted}"
+    );
+}
+
+fn arbitrary_point(frames: Vec<(Vec<u8>, bool)>) -> CapturePoint {
+    let mut p = CapturePoint::new("h1", None);
+    p.frames = frames
+        .into_iter()
+        .map(|(data, raw)| {
+            let mut f = Frame::ethernet(Duration::ZERO, PacketType::Outgoing, "h1-eth0", data);
+            if raw {
+                f.link = LinkType::RawIp;
+            }
+            f
+        })
+        .collect();
+    p
+}
+
+fn everything() -> TraceOptions {
+    TraceOptions {
+        arp: true,
+        ipv6: true,
+        other_ethertypes: true,
+        direction: true,
+        window: true,
+        tcp_options: true,
+        encap_ports: vec![ENCAP_PORT, 53],
+        ordering: Ordering::SortArrivals,
+    }
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(frames in proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..128), any::<bool>()), 0..8)) {
+        let p = arbitrary_point(frames);
+        let trace = Trace::build(std::slice::from_ref(&p), &names(), &everything());
+        prop_assert_eq!(trace.sections[0].lines.len() + trace.sections[0].filtered, p.frames.len());
+        let _ = crate::ladder::Ladder::build(std::slice::from_ref(&p), &names(), &everything()).to_string();
+    }
+
+    #[test]
+    fn corrupted_valid_frames_never_panic(
+        payload in proptest::collection::vec(any::<u8>(), 0..64),
+        flips in proptest::collection::vec((0usize..200, any::<u8>()), 0..6),
+        cut in 0usize..200,
+    ) {
+        // An encapsulated TCP packet, then bytes flipped and the tail cut: deep paths, bad data.
+        let inner = {
+            let b = PacketBuilder::ipv4(H3, H2, 64).tcp(40000, 8080, 7, 1024).syn();
+            let mut v = Vec::new();
+            b.write(&mut v, &payload).expect("build");
+            v
+        };
+        let mut frame = udp(40001, ENCAP_PORT, &inner);
+        for (at, byte) in flips {
+            if let Some(b) = frame.get_mut(at) {
+                *b ^= byte;
+            }
+        }
+        frame.truncate(cut.max(1));
+        let p = arbitrary_point(vec![(frame, false)]);
+        let _ = Trace::build(std::slice::from_ref(&p), &names(), &everything()).to_string();
+        let _ = crate::ladder::Ladder::build(std::slice::from_ref(&p), &names(), &everything()).to_string();
+    }
+}

@@ -1,0 +1,437 @@
+//! Privileged tests of the lab runtime on the real kernel: deploy, reachability, teardown,
+//! parallel labs, SIGKILLed owners, half-way failures and the CLI.
+
+use crate::support::privileged;
+use lab::check::check_connectivity;
+use lab::state::{NETNS_DIR, StateRecord};
+use lab::topology::{Origin, builtin};
+use lab::{Lab, LabError, LabOptions, Plan, Topology, resolve};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddrV4, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn plan(spec: &str) -> Plan {
+    resolve(&builtin(spec).unwrap()).unwrap()
+}
+
+fn up(spec: &str) -> Lab {
+    Lab::up(plan(spec), &LabOptions::default()).unwrap()
+}
+
+fn lab_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lab"))
+}
+
+/// Namespaces of lab `name` that exist under /run/netns.
+fn namespaces_of(name: &str) -> Vec<String> {
+    let prefix = format!("lab-{name}-");
+    std::fs::read_dir(NETNS_DIR)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What the root namespace looks like: links, addresses, routes and rules.
+fn root_snapshot() -> String {
+    let mut out = String::new();
+    for args in [
+        &["-o", "link"][..],
+        &["-o", "addr"],
+        &["route", "show", "table", "all"],
+        &["rule"],
+    ] {
+        let o = Command::new("ip").args(args).output().expect("ip");
+        out.push_str(&String::from_utf8_lossy(&o.stdout));
+    }
+    // Link state lines carry counters of nothing we create; keep names and flags only.
+    out.lines()
+        .map(|l| l.split(" qdisc").next().unwrap_or(l).to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn default_lab_every_host_reaches_every_other() {
+    if !privileged("default_lab_every_host_reaches_every_other") {
+        return;
+    }
+    let lab = up("single,3");
+    let r = check_connectivity(&lab, Duration::from_secs(3)).unwrap();
+    assert!(r.all_pairs);
+    assert_eq!(r.pairs, 6);
+    assert_eq!(r.missing, [], "UDP pairs that failed");
+
+    // And TCP, from Rust: h3 connects to a listener in h2, sends, h2 reads it.
+    let listener = lab
+        .run_in("h2", || TcpListener::bind("10.0.0.2:8080"))
+        .unwrap()
+        .unwrap();
+    let mut client = lab
+        .run_in("h3", || {
+            TcpStream::connect_timeout(&"10.0.0.2:8080".parse().unwrap(), Duration::from_secs(2))
+        })
+        .unwrap()
+        .unwrap();
+    client.write_all(b"Is this working?\n").unwrap();
+    drop(client);
+    let (mut conn, peer) = listener.accept().unwrap();
+    assert_eq!(peer.ip().to_string(), "10.0.0.3");
+    let mut got = String::new();
+    conn.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "Is this working?\n");
+}
+
+#[test]
+fn teardown_leaves_no_namespace_link_or_record() {
+    if !privileged("teardown_leaves_no_namespace_link_or_record") {
+        return;
+    }
+    let before = root_snapshot();
+    let lab = up("linear,3");
+    let name = lab.name().to_string();
+    assert_eq!(namespaces_of(&name).len(), 6);
+    assert!(StateRecord::path_of(&name).exists());
+    lab.down().unwrap();
+    assert_eq!(namespaces_of(&name), Vec::<String>::new());
+    assert!(!StateRecord::path_of(&name).exists());
+    assert_eq!(root_snapshot(), before, "the root namespace changed");
+}
+
+#[test]
+fn dropping_the_lab_removes_it() {
+    if !privileged("dropping_the_lab_removes_it") {
+        return;
+    }
+    let name = {
+        let lab = up("single,2");
+        lab.name().to_string()
+    };
+    assert_eq!(namespaces_of(&name), Vec::<String>::new());
+}
+
+#[test]
+fn eight_labs_in_parallel() {
+    if !privileged("eight_labs_in_parallel") {
+        return;
+    }
+    let before = root_snapshot();
+    let names: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    let lab = up("single,3");
+                    let r = check_connectivity(&lab, Duration::from_secs(3)).unwrap();
+                    assert_eq!(r.missing, [], "lab {}", lab.name());
+                    let name = lab.name().to_string();
+                    lab.down().unwrap();
+                    name
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 8, "lab names collided: {names:?}");
+    for n in &names {
+        assert_eq!(namespaces_of(n), Vec::<String>::new());
+    }
+    assert_eq!(root_snapshot(), before, "the root namespace changed");
+}
+
+#[test]
+fn lab_of_a_sigkilled_owner_is_removed_by_clean() {
+    if !privileged("lab_of_a_sigkilled_owner_is_removed_by_clean") {
+        return;
+    }
+    let name = format!("kill{}", std::process::id());
+    let mut child = lab_bin()
+        .args(["up", "--name", &name, "--hold"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Ready when it says it is holding the lab (printed after the record says `up`).
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.unwrap().starts_with("holding the lab")),
+        "lab up --hold ended early"
+    );
+    assert_eq!(namespaces_of(&name).len(), 4);
+    child.kill().unwrap(); // SIGKILL: no cleanup runs in the owner
+    child.wait().unwrap();
+    assert_eq!(
+        namespaces_of(&name).len(),
+        4,
+        "the lab must outlive its SIGKILLed owner"
+    );
+    assert!(StateRecord::load(&name).unwrap().orphaned());
+
+    let out = lab_bin().arg("clean").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("lab {name} removed (owner is gone)")),
+        "{stdout}"
+    );
+    assert_eq!(namespaces_of(&name), Vec::<String>::new());
+    assert!(!StateRecord::path_of(&name).exists());
+}
+
+#[test]
+fn clean_keeps_labs_whose_owner_lives() {
+    if !privileged("clean_keeps_labs_whose_owner_lives") {
+        return;
+    }
+    let lab = up("single,2");
+    let out = lab_bin().arg("clean").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        namespaces_of(lab.name()).len(),
+        3,
+        "clean removed a lab whose owner is alive"
+    );
+}
+
+#[test]
+fn failure_half_way_leaves_nothing_and_names_host_and_rule() {
+    if !privileged("failure_half_way_leaves_nothing_and_names_host_and_rule") {
+        return;
+    }
+    if crate::support::tool("failure_half_way", "iptables-restore").is_none() {
+        assert_ne!(
+            std::env::var("LAB_REQUIRE_PRIVILEGED").as_deref(),
+            Ok("1"),
+            "iptables is required in CI (ci/setup.sh)"
+        );
+        return;
+    }
+    let text = r#"
+links = [["h1:eth0", "s1"], ["h2:eth0", "s1"]]
+[switches.s1]
+[hosts.h1]
+interfaces = { eth0 = "10.0.0.1/24" }
+[hosts.h2]
+interfaces = { eth0 = "10.0.0.2/24" }
+iptables = ["-A INPUT -p tcp --dport 22 -j ACCEPT", "-A INPUT -p tcp -j NOSUCHCHAIN"]
+"#;
+    let t = Topology::parse(
+        text,
+        Origin::File {
+            path: "half.toml".into(),
+            text: text.into(),
+        },
+    )
+    .unwrap();
+    let before = root_snapshot();
+    let name = format!("half{}", std::process::id());
+    let err = Lab::up(
+        resolve(&t).unwrap(),
+        &LabOptions {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+    )
+    .err()
+    .expect("must fail");
+    match &err {
+        LabError::Firewall { node, rule, .. } => {
+            assert_eq!(node, "h2");
+            assert_eq!(rule, "-A INPUT -p tcp -j NOSUCHCHAIN");
+        }
+        other => panic!("expected a firewall error, got {other}"),
+    }
+    assert!(
+        err.to_string()
+            .starts_with("h2: firewall rule rejected: `-A INPUT -p tcp -j NOSUCHCHAIN`"),
+        "{err}"
+    );
+    assert_eq!(namespaces_of(&name), Vec::<String>::new());
+    assert!(!StateRecord::path_of(&name).exists());
+    assert_eq!(root_snapshot(), before);
+}
+
+#[test]
+fn firewall_sysctls_routes_and_loopback_are_applied() {
+    if !privileged("firewall_sysctls_routes_and_loopback_are_applied") {
+        return;
+    }
+    if crate::support::tool("firewall_sysctls", "iptables-save").is_none() {
+        assert_ne!(
+            std::env::var("LAB_REQUIRE_PRIVILEGED").as_deref(),
+            Ok("1"),
+            "iptables is required in CI (ci/setup.sh)"
+        );
+        return;
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/topologies/router.toml");
+    let lab = Lab::up(
+        resolve(&Topology::from_file(&path).unwrap()).unwrap(),
+        &LabOptions::default(),
+    )
+    .unwrap();
+    let run = |host: &str, cmd: &[&str]| {
+        let o = lab
+            .command(host, cmd[0])
+            .unwrap()
+            .args(&cmd[1..])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(
+        run("router", &["iptables-save", "-t", "nat"])
+            .contains("-A POSTROUTING -o router-eth1 -j MASQUERADE")
+    );
+    assert_eq!(
+        run("router", &["cat", "/proc/sys/net/ipv4/ip_forward"]).trim(),
+        "1"
+    );
+    assert!(run("client", &["ip", "route"]).contains("default via 10.1.0.1"));
+    assert!(run("server", &["ip", "-o", "addr", "show", "dev", "lo"]).contains("10.2.0.50/32"));
+    // The client reaches the server's loopback VIP through the masquerading router.
+    let listener = lab
+        .run_in("server", || TcpListener::bind("10.2.0.50:9000"))
+        .unwrap()
+        .unwrap();
+    let c = lab.run_in("client", || {
+        TcpStream::connect_timeout(
+            &SocketAddrV4::new([10, 2, 0, 50].into(), 9000).into(),
+            Duration::from_secs(2),
+        )
+    });
+    c.unwrap().unwrap();
+    let (_, peer) = listener.accept().unwrap();
+    assert_eq!(
+        peer.ip().to_string(),
+        "10.2.0.1",
+        "source must be masqueraded to the router"
+    );
+}
+
+#[test]
+fn background_processes_log_and_stop_at_teardown() {
+    if !privileged("background_processes_log_and_stop_at_teardown") {
+        return;
+    }
+    let mut lab = up("single,2");
+    let p = lab
+        .spawn(
+            "h1",
+            "sleeper",
+            &[
+                "sh",
+                "-c",
+                "echo started in $(cat /proc/sys/net/ipv4/ip_forward); exec sleep 60",
+            ],
+        )
+        .unwrap();
+    assert!(p.id.alive());
+    let rec = StateRecord::load(lab.name()).unwrap();
+    assert_eq!(rec.processes.len(), 1, "the pid must be recorded");
+    // The log is written by the child; wait for its line (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&p.log)
+        .unwrap_or_default()
+        .contains("started")
+    {
+        assert!(std::time::Instant::now() < deadline, "no log line");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    lab.down().unwrap();
+    assert!(!p.id.alive(), "process survived teardown");
+}
+
+#[test]
+fn cli_exec_passes_stdio_and_exit_code() {
+    if !privileged("cli_exec_passes_stdio_and_exit_code") {
+        return;
+    }
+    let lab = up("single,2");
+    let mut child = lab_bin()
+        .args([
+            "exec",
+            "--lab",
+            lab.name(),
+            "h2",
+            "--",
+            "sh",
+            "-c",
+            "cat; ip -o -4 addr show h2-eth0 | wc -l; exit 7",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n1\n");
+}
+
+#[test]
+fn cli_bad_input_is_one_line_and_exit_2() {
+    // Bad input is rejected before any privilege is needed, so this runs unprivileged too.
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["up", "/nonexistent/t.toml"],
+            "lab: /nonexistent/t.toml: cannot read the file",
+        ),
+        (
+            &["up", "--topo", "single,0"],
+            "lab: builtin single,0: host count must be 1 to 250",
+        ),
+        (
+            &["up", "--topo", "star,3"],
+            "lab: builtin star,3: unknown topology",
+        ),
+        (
+            &["exec", "--lab", "no-such-lab", "h1", "--", "true"],
+            "lab: no lab named `no-such-lab`",
+        ),
+        (
+            &["down", "no-such-lab"],
+            "lab: cannot remove lab `no-such-lab`: no lab named `no-such-lab`",
+        ),
+        (&["up", "--name", "Bad_Name"], "lab: "),
+        (&["frobnicate"], "error: unrecognized subcommand"),
+    ];
+    for (args, start) in cases {
+        let out = lab_bin().args(*args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "lab {args:?}: {err}");
+        assert!(err.starts_with(start), "lab {args:?}: {err}");
+        if !args[0].starts_with("frob") {
+            assert_eq!(
+                err.trim_end().lines().count(),
+                1,
+                "lab {args:?} printed more than one line: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn cli_rejects_a_bad_topology_with_file_line_and_field() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/topologies/invalid/unknown-host.toml");
+    let out = lab_bin()
+        .args(["up", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.ends_with("unknown-host.toml:3: links[1]: unknown node `h9` (nodes: h1, s1)\n"),
+        "{err}"
+    );
+}

@@ -1,0 +1,6 @@
+//! Integration tests of the `lab` crate: one test binary, one module per area.
+
+mod capture;
+mod runtime;
+mod support;
+mod trace;
