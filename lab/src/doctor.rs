@@ -1,4 +1,272 @@
-//! `lab doctor`: placeholder replaced below.
-pub fn doctor() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! `lab doctor`: can this machine run labs? Each problem comes with the command that fixes it.
+//! Probes that create devices run in a throw-away namespace (a thread that unshared its own),
+//! so the root namespace is never touched.
+
+use std::process::{Command, ExitCode, Stdio};
+
+enum Level {
+    Ok,
+    Fail,
+    Absent,
+    Info,
+}
+
+struct Finding {
+    level: Level,
+    what: String,
+    fix: Option<String>,
+}
+
+fn ok(what: impl Into<String>) -> Finding {
+    Finding {
+        level: Level::Ok,
+        what: what.into(),
+        fix: None,
+    }
+}
+
+fn fail(what: impl Into<String>, fix: impl Into<String>) -> Finding {
+    Finding {
+        level: Level::Fail,
+        what: what.into(),
+        fix: Some(fix.into()),
+    }
+}
+
+/// CapEff bits from /proc/self/status.
+fn has_cap(bit: u32) -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
+        })
+        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
+        .is_some_and(|caps| caps & (1 << bit) != 0)
+}
+
+/// Runs `ip`/`tc` commands in a fresh anonymous network namespace; returns each one's result.
+fn in_scratch_netns(cmds: &[&[&str]]) -> Result<Vec<Result<(), String>>, String> {
+    let cmds: Vec<Vec<String>> = cmds
+        .iter()
+        .map(|c| c.iter().map(|s| s.to_string()).collect())
+        .collect();
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))?;
+        Ok(cmds
+            .iter()
+            .map(|c| {
+                // A child forked from this thread inherits its namespace.
+                let out = Command::new(&c[0])
+                    .args(&c[1..])
+                    .stdin(Stdio::null())
+                    .output()
+                    .map_err(|e| format!("{}: {e}", c[0]))?;
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&out.stderr)
+                        .lines()
+                        .next()
+                        .unwrap_or("failed")
+                        .to_string())
+                }
+            })
+            .collect())
+    })
+    .join()
+    .map_err(|_| "probe thread panicked".to_string())?
+}
+
+fn tool_version(program: &str, arg: &str) -> Option<String> {
+    let out = Command::new(program)
+        .arg(arg)
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    Some(text.lines().next().unwrap_or("").trim().to_string())
+}
+
+fn findings() -> Vec<Finding> {
+    let mut f = Vec::new();
+    let root = nix::unistd::geteuid().is_root();
+    let (net_admin, sys_admin) = (has_cap(12), has_cap(21));
+    if root && net_admin && sys_admin {
+        f.push(ok("root, with CAP_NET_ADMIN and CAP_SYS_ADMIN"));
+    } else {
+        f.push(fail(
+            format!(
+                "privileges: uid {}, CAP_NET_ADMIN {net_admin}, CAP_SYS_ADMIN {sys_admin}",
+                nix::unistd::geteuid()
+            ),
+            "sudo lab ... (labs need root)",
+        ));
+    }
+    let uname = nix::sys::utsname::uname().ok();
+    let release = uname
+        .as_ref()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    f.push(Finding {
+        level: Level::Info,
+        what: format!("kernel {release}"),
+        fix: None,
+    });
+
+    if tool_version("ip", "-V").is_none() {
+        f.push(fail(
+            "iproute2 (`ip`) is missing",
+            "apt-get install -y iproute2",
+        ));
+    } else if root {
+        let probes: &[(&str, &[&str], &str)] = &[
+            (
+                "veth pairs",
+                &[
+                    "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+                ],
+                "a kernel with CONFIG_VETH (modprobe veth)",
+            ),
+            (
+                "Linux bridge",
+                &["ip", "link", "add", "b0", "type", "bridge"],
+                "a kernel with CONFIG_BRIDGE (modprobe bridge)",
+            ),
+        ];
+        let optional: &[(&str, &[&str], &str)] = &[
+            (
+                "netem (tc qdisc netem: delay/loss)",
+                &[
+                    "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms",
+                ],
+                "modprobe sch_netem, or a kernel with CONFIG_NET_SCH_NETEM",
+            ),
+            (
+                "IPIP tunnels",
+                &[
+                    "ip", "link", "add", "t0", "type", "ipip", "local", "10.9.9.1", "remote",
+                    "10.9.9.2",
+                ],
+                "modprobe ipip, or a kernel with CONFIG_NET_IPIP",
+            ),
+            (
+                "GRE tunnels",
+                &[
+                    "ip", "link", "add", "g0", "type", "gre", "local", "10.9.9.1", "remote",
+                    "10.9.9.2",
+                ],
+                "modprobe ip_gre, or a kernel with CONFIG_NET_IPGRE",
+            ),
+            (
+                "vxlan",
+                &[
+                    "ip", "link", "add", "v0", "type", "vxlan", "id", "1", "dstport", "4789",
+                ],
+                "modprobe vxlan",
+            ),
+        ];
+        let all: Vec<&[&str]> = probes.iter().chain(optional).map(|p| p.1).collect();
+        match in_scratch_netns(&all) {
+            Err(e) => f.push(fail(
+                format!("network namespaces: {e}"),
+                "a kernel with CONFIG_NET_NS, and root",
+            )),
+            Ok(results) => {
+                f.push(ok("network namespaces"));
+                for ((what, _, fix), r) in probes.iter().chain(optional).zip(results) {
+                    let required = probes.iter().any(|p| p.0 == *what);
+                    match (r, required) {
+                        (Ok(()), _) => f.push(ok(*what)),
+                        (Err(e), true) => f.push(fail(format!("{what}: {e}"), *fix)),
+                        (Err(e), false) => f.push(Finding {
+                            level: Level::Absent,
+                            what: format!("{what}: {e} (scenarios that need it skip, saying why)"),
+                            fix: Some((*fix).into()),
+                        }),
+                    }
+                }
+            }
+        }
+    }
+    for (what, path, fix) in [
+        (
+            "NFQUEUE (nfnetlink_queue)",
+            "/proc/net/netfilter/nfnetlink_queue",
+            "modprobe nfnetlink_queue",
+        ),
+        (
+            "conntrack",
+            "/proc/sys/net/netfilter/nf_conntrack_max",
+            "modprobe nf_conntrack",
+        ),
+    ] {
+        if std::path::Path::new(path).exists() {
+            f.push(ok(what));
+        } else {
+            f.push(fail(format!("{what}: {path} is missing"), fix));
+        }
+    }
+    if std::path::Path::new("/proc/net/ip_vs").exists() {
+        f.push(ok("IPVS"));
+    } else {
+        f.push(Finding {
+            level: Level::Absent,
+            what: "IPVS: /proc/net/ip_vs is missing".into(),
+            fix: Some("modprobe ip_vs".into()),
+        });
+    }
+    for (program, arg, package, required) in [
+        ("iptables", "-V", "iptables", true),
+        ("iptables-restore", "-V", "iptables", true),
+        ("nft", "-v", "nftables", true),
+        ("tcpdump", "--version", "tcpdump", false),
+        ("conntrack", "-V", "conntrack", false),
+        ("telnet", "-?", "telnet", false),
+    ] {
+        match tool_version(program, arg) {
+            Some(v) => f.push(ok(format!("{program}: {v}"))),
+            None if required => f.push(fail(
+                format!("{program} is not installed"),
+                format!("ci/setup.sh (or: apt-get install -y {package})"),
+            )),
+            None => f.push(Finding {
+                level: Level::Absent,
+                what: format!("{program} is not installed (optional)"),
+                fix: Some(format!("ci/setup.sh (or: apt-get install -y {package})")),
+            }),
+        }
+    }
+    f
+}
+
+/// Prints every finding; exit 1 if anything required is missing.
+pub fn doctor() -> ExitCode {
+    println!("lab doctor: can this machine run labs?");
+    let all = findings();
+    for x in &all {
+        let tag = match x.level {
+            Level::Ok => "ok    ",
+            Level::Fail => "FAIL  ",
+            Level::Absent => "absent",
+            Level::Info => "info  ",
+        };
+        match &x.fix {
+            Some(fix) => println!("  {tag} {}\n         fix: {fix}", x.what),
+            None => println!("  {tag} {}", x.what),
+        }
+    }
+    let failed = all
+        .iter()
+        .filter(|x| matches!(x.level, Level::Fail))
+        .count();
+    if failed == 0 {
+        println!("ready: labs can run here");
+        ExitCode::SUCCESS
+    } else {
+        println!("{failed} problem(s): run the fix commands above, then `lab doctor` again");
+        ExitCode::from(1)
+    }
 }
