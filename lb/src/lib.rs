@@ -6,6 +6,20 @@
 //! (Caplance-compatible UDP encapsulation, or L2 direct server return) and handles the MTU.
 //! NFQUEUE, sockets, clocks and randomness are adapters around this crate.
 
+pub mod conntable;
+pub mod core;
+pub mod encap;
 pub mod hash;
 pub mod maglev;
+pub mod time;
 pub mod wire;
+
+pub use crate::conntable::{ConnTable, Timeouts};
+pub use crate::core::{
+    Action, Backend, BackendError, BackendId, BackendSpec, BackendState, Config, ConfigError,
+    Counters, DropReason, Intake, State, decide,
+};
+pub use crate::encap::{Emitted, ForwardConfig, ForwardMode, emit};
+pub use crate::hash::{HashKey, HashMode};
+pub use crate::time::Nanos;
+pub use crate::wire::MacAddr;
