@@ -14,9 +14,50 @@ mod field {
 /// Ethertype of IPv4.
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 
-/// A 48-bit MAC address.
+/// A 48-bit MAC address; written `02:00:00:00:00:01` in configuration files.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct MacAddr(pub [u8; 6]);
+
+/// A string that is not six colon-separated hex bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid MAC address {0:?} (want six hex bytes like 02:00:00:00:00:01)")]
+pub struct MacParseError(pub String);
+
+impl std::str::FromStr for MacAddr {
+    type Err = MacParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || MacParseError(s.to_owned());
+        let mut out = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in &mut out {
+            let part = parts.next().ok_or_else(err)?;
+            if part.len() != 2 {
+                return Err(err());
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| err())?;
+        }
+        if parts.next().is_some() {
+            return Err(err());
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+impl TryFrom<String> for MacAddr {
+    type Error = MacParseError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<MacAddr> for String {
+    fn from(mac: MacAddr) -> Self {
+        mac.to_string()
+    }
+}
 
 impl fmt::Debug for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -154,5 +195,22 @@ mod tests {
             ]
         );
         assert_eq!(MacAddr([0xaa; 6]).to_string(), "aa:aa:aa:aa:aa:aa");
+    }
+
+    #[test]
+    fn mac_from_str() {
+        assert_eq!(
+            "02:00:0a:ff:00:01".parse(),
+            Ok(MacAddr([2, 0, 0x0a, 0xff, 0, 1]))
+        );
+        for bad in [
+            "",
+            "02:00:00:00:00",
+            "02:00:00:00:00:01:02",
+            "2:00:00:00:00:01",
+            "zz:00:00:00:00:01",
+        ] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
+        }
     }
 }

@@ -17,7 +17,7 @@ mod ipv4;
 mod tcp;
 mod udp;
 
-pub use ethernet::{ETHERTYPE_IPV4, EthernetFrame, MacAddr};
+pub use ethernet::{ETHERTYPE_IPV4, EthernetFrame, MacAddr, MacParseError};
 pub use flow::{FlowKey, Parsed, Protocol, parse_ethernet, parse_ipv4, parse_l4};
 pub use ipv4::Ipv4Packet;
 pub use tcp::{TcpFlags, TcpPacket};
