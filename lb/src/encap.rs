@@ -51,7 +51,9 @@ pub struct ForwardConfig {
     pub mtu: u16,
     /// Outer UDP source port.
     pub encap_src_port: u16,
-    /// Lower the MSS of TCP SYNs so encapsulated segments fit the MTU.
+    /// Lower the MSS of forwarded TCP SYNs to `mtu − 68`. Off by default: with direct server
+    /// return it only limits the backend → client direction, which skips the tunnel; the
+    /// client → backend direction needs the backend's SYN-ACK clamped (see docs/mtu.md).
     pub clamp_mss: bool,
 }
 
@@ -63,7 +65,7 @@ impl Default for ForwardConfig {
             local_mac: MacAddr::default(),
             mtu: 1500,
             encap_src_port: ENCAP_PORT,
-            clamp_mss: true,
+            clamp_mss: false,
         }
     }
 }
@@ -466,6 +468,7 @@ mod tests {
     fn emit_clamps_inside_the_encapsulation() {
         let cfg = ForwardConfig {
             local_ip: LB,
+            clamp_mss: true,
             ..ForwardConfig::default()
         };
         let action = Action::Forward {

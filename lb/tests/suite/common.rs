@@ -29,6 +29,8 @@ pub fn host(n: u8) -> BackendSpec {
 #[serde(deny_unknown_fields)]
 pub struct Provision {
     pub intake: Intake,
+    #[serde(default)]
+    pub clamp_mss: bool,
     pub mode: ForwardMode,
     #[serde(default = "default_mtu")]
     pub mtu: u16,
@@ -52,6 +54,7 @@ pub fn config(p: &Provision) -> Config {
             local_ip: LB_IP,
             local_mac: LB_MAC,
             mtu: p.mtu,
+            clamp_mss: p.clamp_mss,
             ..ForwardConfig::default()
         },
         conn_capacity: 65_536,
@@ -74,6 +77,7 @@ pub fn provision(p: &Provision) -> State {
 pub fn hosts(n: u8) -> Provision {
     Provision {
         intake: Intake::Ipv4,
+        clamp_mss: false,
         mode: ForwardMode::UdpEncap,
         mtu: 1500,
         hash_mode: HashMode::FiveTuple,

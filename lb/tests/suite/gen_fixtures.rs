@@ -157,8 +157,8 @@ fn provision_toml(p: &Provision) -> String {
     };
     let _ = writeln!(
         s,
-        "intake = \"{intake}\"\nmode = \"{mode}\"\nmtu = {}\nhash_mode = \"{hash}\"",
-        p.mtu
+        "intake = \"{intake}\"\nmode = \"{mode}\"\nmtu = {}\nclamp_mss = {}\nhash_mode = \"{hash}\"",
+        p.mtu, p.clamp_mss
     );
     s.push_str("backends = [\n");
     for b in &p.backends {
@@ -209,6 +209,7 @@ fn table(
 fn tables() -> Vec<GenTable> {
     let h23 = |intake, mode| Provision {
         intake,
+        clamp_mss: false,
         mode,
         mtu: 1500,
         hash_mode: HashMode::FiveTuple,
@@ -300,8 +301,11 @@ fn tables() -> Vec<GenTable> {
         ),
         table(
             "02_mss_mtu.toml",
-            "MTU: the encapsulation adds 28 bytes. SYNs get their MSS clamped to 1500 - 40 - 28 = 1432; a DF packet that no longer fits gets ICMP fragmentation-needed (MTU 1472); a non-DF one is forwarded and left to IP fragmentation",
-            h23(Intake::Ipv4, ForwardMode::UdpEncap),
+            "MTU: the encapsulation adds 28 bytes. With clamp_mss on, SYNs get their MSS clamped to 1500 - 40 - 28 = 1432 (see docs/mtu.md for which direction that helps); a DF packet that no longer fits gets ICMP fragmentation-needed (MTU 1472); a non-DF one is forwarded and left to IP fragmentation",
+            Provision {
+                clamp_mss: true,
+                ..h23(Intake::Ipv4, ForwardMode::UdpEncap)
+            },
             vec![
                 case(
                     "SYN with MSS 1460: rewritten to 1432 inside the encapsulation, TCP checksum fixed",
