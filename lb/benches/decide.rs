@@ -8,7 +8,7 @@ use etherparse::PacketBuilder;
 use lb::{BackendSpec, Config, ForwardConfig, MacAddr, Nanos, State, decide};
 use std::hint::black_box;
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
 
@@ -33,6 +33,17 @@ fn state(backends: u32, conn_capacity: usize) -> State {
         .expect("valid backend");
     }
     s
+}
+
+/// The state with other conn-table timeouts (rebuilt: timeouts are configuration).
+fn with_timeouts(s: State, timeouts: lb::Timeouts) -> State {
+    let mut cfg = s.config().clone();
+    cfg.timeouts = timeouts;
+    let mut fresh = State::new(cfg).expect("valid config");
+    for b in s.backends() {
+        fresh.add_backend(b.spec.clone()).expect("valid backend");
+    }
+    fresh
 }
 
 fn syn(src: Ipv4Addr, sport: u16) -> Vec<u8> {
@@ -88,20 +99,44 @@ fn bench_decide(c: &mut Criterion) {
         })
     });
 
-    // New flows: each decision is a flow never seen, inserted into a table big enough for all
-    // of them (built outside the timed loop).
-    g.bench_function("new_flow", |b| {
-        b.iter_custom(|iters| {
-            let mut s = state(100, iters as usize);
-            let mut p = syn(Ipv4Addr::new(11, 0, 0, 0), 1);
-            let start = Instant::now();
-            for i in 0..iters {
-                patch(&mut p, i);
-                black_box(decide(&mut s, Nanos(i), black_box(&p)));
-            }
-            start.elapsed()
+    // The same hot path with 2^20 tracked flows: the table (~64 MiB) no longer fits in cache.
+    const BIG: u64 = 1 << 20;
+    let mut s = state(100, BIG as usize);
+    let mut p = syn(Ipv4Addr::new(11, 0, 0, 0), 1);
+    for i in 0..BIG {
+        patch(&mut p, i);
+        decide(&mut s, Nanos::ZERO, &p);
+    }
+    let mut a = ack(Ipv4Addr::new(11, 0, 0, 0), 1);
+    let mut n = 0u64;
+    g.bench_function("tracked_flow_1m", |b| {
+        b.iter(|| {
+            // A large odd stride visits every flow, in an order the prefetcher cannot follow.
+            n = (n + 0x9e37_79b9) & (BIG - 1);
+            patch(&mut a, n);
+            black_box(decide(&mut s, Nanos::ZERO, black_box(&a)))
         })
     });
+
+    // New flows in steady state: `flows` distinct flows cycled through a table of as many
+    // entries whose timeouts are short in virtual time, so every decision finds the flow's
+    // previous entry expired, removes it and inserts a new one after a Maglev pick (warm-up
+    // fills the table, so no page is touched for the first time while timing).
+    for (name, flows) in [("new_flow_64k", 1u64 << 16), ("new_flow_1m", BIG)] {
+        let s = state(100, flows as usize);
+        let mut timeouts = *s.conns().timeouts();
+        timeouts.tcp_established = Nanos(1_000);
+        let mut s = with_timeouts(s, timeouts);
+        let mut p = syn(Ipv4Addr::new(11, 0, 0, 0), 1);
+        let mut n = 0u64;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                n += 1;
+                patch(&mut p, n & (flows - 1));
+                black_box(decide(&mut s, Nanos(n * 1_000), black_box(&p)))
+            })
+        });
+    }
 
     // New flows with no connection table: Maglev alone, Caplance's mode.
     let mut s = state(100, 0);
