@@ -6,6 +6,8 @@
 //! (Caplance-compatible UDP encapsulation, or L2 direct server return) and handles the MTU.
 //! NFQUEUE, sockets, clocks and randomness are adapters around this crate.
 
+#![warn(missing_docs)]
+
 pub mod conntable;
 pub mod core;
 pub mod encap;
