@@ -1,0 +1,12 @@
+//! `lb` integration tests, one binary: fixture tables, properties, state behaviour.
+
+#[path = "suite/common.rs"]
+mod common;
+#[path = "suite/fixtures.rs"]
+mod fixtures;
+#[path = "suite/gen_fixtures.rs"]
+mod gen_fixtures;
+#[path = "suite/props.rs"]
+mod props;
+#[path = "suite/state.rs"]
+mod state;
