@@ -12,6 +12,23 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// Root and `tool` installed; a missing tool skips locally but fails where privileged tests
+/// are required (CI installs it with ci/setup.sh).
+fn privileged_with(test: &str, tool: &str) -> bool {
+    if !privileged(test) {
+        return false;
+    }
+    if crate::support::tool(test, tool).is_some() {
+        return true;
+    }
+    assert_ne!(
+        std::env::var("LAB_REQUIRE_PRIVILEGED").as_deref(),
+        Ok("1"),
+        "{test}: `{tool}` is required (ci/setup.sh installs it)"
+    );
+    false
+}
+
 fn plan(spec: &str) -> Plan {
     resolve(&builtin(spec).unwrap()).unwrap()
 }
@@ -204,15 +221,10 @@ fn clean_keeps_labs_whose_owner_lives() {
 
 #[test]
 fn failure_half_way_leaves_nothing_and_names_host_and_rule() {
-    if !privileged("failure_half_way_leaves_nothing_and_names_host_and_rule") {
-        return;
-    }
-    if crate::support::tool("failure_half_way", "iptables-restore").is_none() {
-        assert_ne!(
-            std::env::var("LAB_REQUIRE_PRIVILEGED").as_deref(),
-            Ok("1"),
-            "iptables is required in CI (ci/setup.sh)"
-        );
+    if !privileged_with(
+        "failure_half_way_leaves_nothing_and_names_host_and_rule",
+        "iptables-restore",
+    ) {
         return;
     }
     let text = r#"
@@ -262,15 +274,10 @@ iptables = ["-A INPUT -p tcp --dport 22 -j ACCEPT", "-A INPUT -p tcp -j NOSUCHCH
 
 #[test]
 fn firewall_sysctls_routes_and_loopback_are_applied() {
-    if !privileged("firewall_sysctls_routes_and_loopback_are_applied") {
-        return;
-    }
-    if crate::support::tool("firewall_sysctls", "iptables-save").is_none() {
-        assert_ne!(
-            std::env::var("LAB_REQUIRE_PRIVILEGED").as_deref(),
-            Ok("1"),
-            "iptables is required in CI (ci/setup.sh)"
-        );
+    if !privileged_with(
+        "firewall_sysctls_routes_and_loopback_are_applied",
+        "iptables-save",
+    ) {
         return;
     }
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/topologies/router.toml");
