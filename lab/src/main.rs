@@ -9,6 +9,7 @@ use lab::{Lab, LabError, LabOptions, Topology, resolve};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+mod capture_cmd;
 mod doctor;
 mod list;
 
@@ -79,6 +80,8 @@ enum Cmd {
     },
     /// Check that this machine can run labs; print the command that fixes each problem.
     Doctor,
+    /// Capture a host's packets and print them live with the lab's names (tcpdump-like).
+    Capture(capture_cmd::CaptureArgs),
 }
 
 fn main() -> ExitCode {
@@ -138,6 +141,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Clean { all } => clean(all),
         Cmd::Doctor => Ok(doctor::doctor()),
+        Cmd::Capture(args) => capture_cmd::run(args),
     }
 }
 

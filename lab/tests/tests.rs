@@ -1,6 +1,7 @@
 //! Integration tests of the `lab` crate: one test binary, one module per area.
 
 mod capture;
+mod capture_cli;
 mod runtime;
 mod support;
 mod trace;

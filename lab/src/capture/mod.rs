@@ -251,6 +251,9 @@ pub struct CaptureConfig {
     pub max_duration: Option<Duration>,
     /// Bytes kept per frame.
     pub snaplen: usize,
+    /// Also sends a copy of each frame here as soon as it is read (the live view of
+    /// `lab capture`); the sender is dropped when the capture ends.
+    pub live: Option<mpsc::Sender<Frame>>,
 }
 
 impl CaptureConfig {
@@ -262,6 +265,7 @@ impl CaptureConfig {
             max_packets: None,
             max_duration: None,
             snaplen: DEFAULT_SNAPLEN,
+            live: None,
         }
     }
 
@@ -274,6 +278,12 @@ impl CaptureConfig {
     /// Stops after `d`.
     pub fn duration(mut self, d: Duration) -> Self {
         self.max_duration = Some(d);
+        self
+    }
+
+    /// Sends a copy of every frame to `tx` as it is read, in capture order.
+    pub fn live(mut self, tx: mpsc::Sender<Frame>) -> Self {
+        self.live = Some(tx);
         self
     }
 }
@@ -458,6 +468,10 @@ fn drain(
             Received::Frame(frame) => {
                 if (frame.data.len() as u64) < u64::from(frame.orig_len) {
                     point.stats.truncated += 1;
+                }
+                if let Some(tx) = &config.live {
+                    // A receiver that went away only stops the copies, not the capture.
+                    let _ = tx.send(frame.clone());
                 }
                 point.frames.push(frame);
             }

@@ -11,6 +11,9 @@
 //! service port) become `pN` per address in order of appearance, TCP numbers become relative
 //! to each direction's SYN, timestamps, windows and option values are left out. The full rules,
 //! and why packets stay in captured order, are in docs/trace-format.md.
+//!
+//! [`Trace::build`] formats finished captures; [`TraceBuilder`] formats frames one at a time
+//! as they arrive (`lab capture`), with the same code.
 
 mod decode;
 mod normalize;
@@ -20,7 +23,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::capture::{CapturePoint, PacketType};
+use crate::capture::{CapturePoint, Frame, PacketType};
 use decode::{Packet, decode_frame};
 pub(crate) use normalize::PacketKey;
 use normalize::{Normalizer, Rendered};
@@ -160,7 +163,7 @@ impl Trace {
                 lines: {
                     let width = recs.iter().map(|r| r.interface.len()).max().unwrap_or(0);
                     recs.iter()
-                        .map(|r| line(point, r, options, width))
+                        .map(|r| line(point.interface.is_none(), r, options, width))
                         .collect()
                 },
             })
@@ -187,7 +190,9 @@ impl fmt::Display for Trace {
     }
 }
 
-fn line(point: &CapturePoint, r: &Record, options: &TraceOptions, width: usize) -> String {
+/// The text of a record: the normalized line, with `In`/`Out` (and, for a capture point on
+/// every interface, the interface padded to `width`) when `options.direction` asks for it.
+fn line(any_interface: bool, r: &Record, options: &TraceOptions, width: usize) -> String {
     if !options.direction {
         return r.rendered.line.clone();
     }
@@ -196,9 +201,65 @@ fn line(point: &CapturePoint, r: &Record, options: &TraceOptions, width: usize) 
         PacketType::Unknown => "?  ",
         _ => "In ",
     };
-    match point.interface {
-        Some(_) => format!("{dir} {}", r.rendered.line),
-        None => format!("{:width$} {dir} {}", r.interface, r.rendered.line),
+    if any_interface {
+        format!("{:width$} {dir} {}", r.interface, r.rendered.line)
+    } else {
+        format!("{dir} {}", r.rendered.line)
+    }
+}
+
+/// Formats frames one at a time, as they arrive: the live view of a capture (`lab capture`).
+///
+/// It is the same decoder, filter, normalizer and line format as [`Trace::build`], used in one
+/// pass: each frame is numbered with what the builder has seen so far, where `Trace::build`
+/// looks at the whole capture first. The lines are the same except for TCP numbers that a
+/// later packet would change (a reused 4-tuple whose new SYN has a lower ISN), and
+/// [`Ordering::SortArrivals`] does not apply (lines come in captured order).
+pub struct TraceBuilder<'a> {
+    options: &'a TraceOptions,
+    norm: Normalizer<'a>,
+    any_interface: bool,
+    width: usize,
+    shown: usize,
+    filtered: usize,
+}
+
+impl<'a> TraceBuilder<'a> {
+    /// A builder for one capture point; `any_interface` when it captures every interface
+    /// (lines with `direction` then name the interface).
+    pub fn new(names: &'a NameMap, options: &'a TraceOptions, any_interface: bool) -> Self {
+        Self {
+            options,
+            norm: Normalizer::new(names, options),
+            any_interface,
+            width: 0,
+            shown: 0,
+            filtered: 0,
+        }
+    }
+
+    /// The line of `frame`, or `None` when the protocol filters leave it out.
+    pub fn push(&mut self, frame: &Frame) -> Option<String> {
+        let Some(packet) = decode_shown(frame, self.options) else {
+            self.filtered += 1;
+            return None;
+        };
+        self.norm.observe(&packet);
+        let r = record(&mut self.norm, frame, &packet);
+        // Live, the longest interface name is not known in advance: pad to the longest so far.
+        self.width = self.width.max(r.interface.len());
+        self.shown += 1;
+        Some(line(self.any_interface, &r, self.options, self.width))
+    }
+
+    /// Frames shown so far.
+    pub fn shown(&self) -> usize {
+        self.shown
+    }
+
+    /// Frames the protocol filters left out so far.
+    pub fn filtered(&self) -> usize {
+        self.filtered
     }
 }
 
@@ -223,8 +284,7 @@ pub(crate) fn analyze(
             p.frames
                 .iter()
                 .enumerate()
-                .map(|(i, f)| (i, decode_frame(f, &options.encap_ports)))
-                .filter(|(i, packet)| shown(packet, p.frames[*i].protocol, options))
+                .filter_map(|(i, f)| Some((i, decode_shown(f, options)?)))
                 .collect()
         })
         .collect();
@@ -266,18 +326,26 @@ fn normalize(
         .map(|(point, section)| {
             section
                 .iter()
-                .map(|(i, packet)| {
-                    let frame = &point.frames[*i];
-                    Record {
-                        timestamp: frame.timestamp,
-                        packet_type: frame.packet_type,
-                        interface: frame.interface.clone(),
-                        rendered: norm.render(packet),
-                    }
-                })
+                .map(|(i, packet)| record(&mut norm, &point.frames[*i], packet))
                 .collect()
         })
         .collect()
+}
+
+/// Decodes `frame`; `None` when the protocol filter leaves it out.
+fn decode_shown(frame: &Frame, options: &TraceOptions) -> Option<Packet> {
+    let packet = decode_frame(frame, &options.encap_ports);
+    shown(&packet, frame.protocol, options).then_some(packet)
+}
+
+/// The normalized record of a decoded frame (the normalizer has observed it already).
+fn record(norm: &mut Normalizer<'_>, frame: &Frame, packet: &Packet) -> Record {
+    Record {
+        timestamp: frame.timestamp,
+        packet_type: frame.packet_type,
+        interface: frame.interface.clone(),
+        rendered: norm.render(packet),
+    }
 }
 
 /// The protocol filter. Malformed frames are shown unless their EtherType is filtered.

@@ -142,6 +142,62 @@ fn sort_arrivals_orders_runs_of_received_packets() {
     );
 }
 
+/// A TCP segment of the connection h3:40000 → h2:8080 (`from_h3`) or its reply direction.
+fn tcp(from_h3: bool, seq: u32, ack: Option<u32>, syn: bool, payload: &[u8]) -> Vec<u8> {
+    let (src, dst, sport, dport) = if from_h3 {
+        (H3, H2, 40000, 8080)
+    } else {
+        (H2, H3, 8080, 40000)
+    };
+    let mut b = PacketBuilder::ethernet2([2; 6], [3; 6])
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, seq, 1024);
+    if syn {
+        b = b.syn();
+    }
+    if let Some(a) = ack {
+        b = b.ack(a);
+    }
+    let mut out = Vec::new();
+    b.write(&mut out, payload).expect("build");
+    out
+}
+
+/// The live builder's lines, frame by frame.
+fn live(p: &CapturePoint, options: &TraceOptions) -> Vec<String> {
+    let names = names();
+    let mut b = TraceBuilder::new(&names, options, p.interface.is_none());
+    let lines: Vec<String> = p.frames.iter().filter_map(|f| b.push(f)).collect();
+    assert_eq!(b.shown() + b.filtered(), p.frames.len());
+    lines
+}
+
+#[test]
+fn live_builder_matches_the_whole_trace() {
+    let frames = vec![
+        tcp(true, 1000, None, true, b""),
+        tcp(false, 7000, Some(1001), true, b""),
+        tcp(true, 1001, Some(7001), false, b""),
+        tcp(true, 1001, Some(7001), false, b"hello"),
+        udp(50000, 9000, b"x"),
+        tcp(false, 7001, Some(1006), false, b"ok"),
+    ];
+    let p = point(frames);
+    let options = TraceOptions {
+        direction: true,
+        ..TraceOptions::default()
+    };
+    let whole = Trace::build(std::slice::from_ref(&p), &names(), &options);
+    assert_eq!(live(&p, &options), whole.sections[0].lines);
+    assert_eq!(
+        live(&p, &TraceOptions::default())[..2],
+        [
+            "h3.p1 > h2.8080: Flags [S], seq 0, length 0",
+            "h2.8080 > h3.p1: Flags [S.], seq 0, ack 1, length 0"
+        ]
+    );
+}
+
 fn arbitrary_point(frames: Vec<(Vec<u8>, bool)>) -> CapturePoint {
     let mut p = CapturePoint::new("h1", None);
     p.frames = frames
@@ -176,6 +232,10 @@ proptest! {
         let p = arbitrary_point(frames);
         let trace = Trace::build(std::slice::from_ref(&p), &names(), &everything());
         prop_assert_eq!(trace.sections[0].lines.len() + trace.sections[0].filtered, p.frames.len());
+        // Without TCP and in captured order, the live builder writes the same lines.
+        let captured = TraceOptions { ordering: Ordering::Captured, ..everything() };
+        let whole = Trace::build(std::slice::from_ref(&p), &names(), &captured);
+        prop_assert_eq!(whole.sections[0].lines.len(), live(&p, &captured).len());
         let _ = crate::ladder::Ladder::build(std::slice::from_ref(&p), &names(), &everything()).to_string();
     }
 
