@@ -5,7 +5,7 @@
 //! namespace (by fd), with ifindexes chosen by the plan so no lookups are needed.
 
 use crate::error::LabError;
-use crate::netns::{command_in, run_in, write_sysctl};
+use crate::netns::{command_in, run_in, write_sysctls};
 use crate::resolve::{HostPlan, LinkPlan, NodeKind, Plan};
 use crate::state::NsRecord;
 use futures::future::try_join_all;
@@ -63,21 +63,20 @@ pub fn configure(plan: &Plan, nss: &HashMap<String, NetNs>) -> Result<(), LabErr
         })
     };
     // IPv6 off before any interface exists, so new interfaces inherit it (no ND/MLD noise).
-    for node in plan
-        .hosts
-        .iter()
-        .filter(|h| !h.ipv6)
-        .map(|h| &h.name)
-        .chain(plan.switches.iter().map(|s| &s.name))
-    {
-        let path = ns(node)?.path();
-        if std::path::Path::new("/proc/sys/net/ipv6").exists() {
-            for key in [
-                "net.ipv6.conf.all.disable_ipv6",
-                "net.ipv6.conf.default.disable_ipv6",
-            ] {
-                write_sysctl(path, key, "1").map_err(|e| sysctl_err(node, key, "1", e))?;
-            }
+    if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        let ipv6_off = [
+            ("net.ipv6.conf.all.disable_ipv6", "1"),
+            ("net.ipv6.conf.default.disable_ipv6", "1"),
+        ];
+        for node in plan
+            .hosts
+            .iter()
+            .filter(|h| !h.ipv6)
+            .map(|h| &h.name)
+            .chain(plan.switches.iter().map(|s| &s.name))
+        {
+            write_sysctls(ns(node)?.path(), &ipv6_off)
+                .map_err(|e| sysctl_err(node, &ipv6_off, e))?;
         }
     }
 
@@ -173,17 +172,21 @@ pub fn configure(plan: &Plan, nss: &HashMap<String, NetNs>) -> Result<(), LabErr
     })?;
     drop(handles);
 
-    for host in &plan.hosts {
-        let path = ns(&host.name)?.path();
-        for s in &host.sysctls {
-            write_sysctl(path, &s.key, &s.value)
-                .map_err(|e| sysctl_err(&host.name, &s.key, &s.value, e))?;
-        }
+    for host in plan.hosts.iter().filter(|h| !h.sysctls.is_empty()) {
+        let pairs: Vec<(&str, &str)> = host
+            .sysctls
+            .iter()
+            .map(|s| (s.key.as_str(), s.value.as_str()))
+            .collect();
+        write_sysctls(ns(&host.name)?.path(), &pairs)
+            .map_err(|e| sysctl_err(&host.name, &pairs, e))?;
     }
     apply_firewalls(plan, nss)
 }
 
-fn sysctl_err(node: &str, key: &str, value: &str, e: std::io::Error) -> LabError {
+/// The error for the key of `pairs` that [`write_sysctls`] says failed.
+fn sysctl_err(node: &str, pairs: &[(&str, &str)], (i, e): (usize, std::io::Error)) -> LabError {
+    let (key, value) = pairs.get(i).copied().unwrap_or(("?", "?"));
     let message = match e.kind() {
         std::io::ErrorKind::NotFound => "no such sysctl in this kernel".to_string(),
         _ => e.to_string(),

@@ -47,8 +47,15 @@ pub fn command_in(netns: &Path, program: impl AsRef<OsStr>) -> io::Result<Comman
     Ok(cmd)
 }
 
-/// Writes a sysctl (`net.ipv4.ip_forward`) inside the namespace at `netns`.
-pub fn write_sysctl(netns: &Path, key: &str, value: &str) -> io::Result<()> {
-    let path = Path::new("/proc/sys").join(key.replace('.', "/"));
-    run_in(netns, || std::fs::write(&path, value))?
+/// Writes sysctls (`net.ipv4.ip_forward`) in order inside the namespace at `netns`, entering it
+/// once for all of them. On failure, returns the index of the key that failed and why; the
+/// keys before it are written.
+pub fn write_sysctls(netns: &Path, pairs: &[(&str, &str)]) -> Result<(), (usize, io::Error)> {
+    run_in(netns, || {
+        pairs.iter().enumerate().try_for_each(|(i, (key, value))| {
+            std::fs::write(Path::new("/proc/sys").join(key.replace('.', "/")), value)
+                .map_err(|e| (i, e))
+        })
+    })
+    .map_err(|e| (0, e))?
 }

@@ -442,3 +442,41 @@ fn cli_rejects_a_bad_topology_with_file_line_and_field() {
         "{err}"
     );
 }
+
+#[test]
+fn unknown_sysctl_names_host_and_key_and_leaves_nothing() {
+    if !privileged("unknown_sysctl_names_host_and_key_and_leaves_nothing") {
+        return;
+    }
+    let text = r#"
+links = [["h1:eth0", "s1"]]
+[switches.s1]
+[hosts.h1]
+interfaces = { eth0 = "10.0.0.1/24" }
+sysctl = { "net.ipv4.ip_forward" = 1, "net.ipv4.no_such_knob" = 1 }
+"#;
+    let t = Topology::parse(
+        text,
+        Origin::File {
+            path: "sysctl.toml".into(),
+            text: text.into(),
+        },
+    )
+    .unwrap();
+    let name = format!("sys{}", std::process::id());
+    let err = Lab::up(
+        resolve(&t).unwrap(),
+        &LabOptions {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+    )
+    .err()
+    .expect("must fail");
+    assert_eq!(
+        err.to_string(),
+        "h1: sysctl net.ipv4.no_such_knob=1: no such sysctl in this kernel"
+    );
+    assert_eq!(namespaces_of(&name), Vec::<String>::new());
+    assert!(!StateRecord::path_of(&name).exists());
+}
