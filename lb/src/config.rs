@@ -21,6 +21,17 @@ pub enum IntakeKind {
     Packet,
 }
 
+/// How NFQUEUE packets are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictMode {
+    /// One `NFQNL_MSG_VERDICT_BATCH` per receive batch.
+    #[default]
+    Batch,
+    /// One packet per receive and one verdict per packet, like Caplance's loop (for comparison).
+    PerPacket,
+}
+
 /// A transport protocol the server queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -97,6 +108,8 @@ pub struct ServerSection {
     pub queue_bypass: bool,
     /// Packets per receive batch.
     pub batch: usize,
+    /// `batch` or `per_packet` verdicts.
+    pub verdict: VerdictMode,
     /// Socket receive buffer in bytes.
     pub rcvbuf: usize,
     /// Backends.
@@ -122,6 +135,7 @@ impl Default for ServerSection {
             fail_open: false,
             queue_bypass: false,
             batch: 64,
+            verdict: VerdictMode::Batch,
             rcvbuf: 16 << 20,
             backends: Vec::new(),
         }

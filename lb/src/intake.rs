@@ -8,7 +8,7 @@ use crate::server::DataPath;
 use crate::sys::now;
 use crate::sys::sock::wait_readable;
 use anyhow::{Context, Result};
-use lb::config::ServerSection;
+use lb::config::{ServerSection, VerdictMode};
 use nfqueue::{Queue, QueueConfig, RecvBatch, Verdict};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,12 +33,20 @@ pub fn bind_queue(num: u16, s: &ServerSection) -> Result<Queue> {
 }
 
 /// Receives, decides, sends and verdicts until `stop`; returns the path for its counters.
+///
+/// `VerdictMode::PerPacket` receives one packet at a time and answers each with its own
+/// verdict message, like Caplance's loop: there only to measure what batching buys.
 pub fn nfqueue_loop(
     mut q: Queue,
     mut path: DataPath,
     batch: usize,
+    mode: VerdictMode,
     stop: &AtomicBool,
 ) -> Result<DataPath> {
+    let batch = match mode {
+        VerdictMode::Batch => batch,
+        VerdictMode::PerPacket => 1,
+    };
     let mut packets = RecvBatch::new(batch);
     let fd = q.as_raw_fd();
     while !stop.load(Ordering::Relaxed) {
@@ -53,6 +61,15 @@ pub fn nfqueue_loop(
             continue;
         }
         let t = now();
+        if mode == VerdictMode::PerPacket {
+            for p in packets.packets() {
+                path.handle(t, p.payload, p.skb_info & NFQA_SKB_CSUMNOTREADY != 0);
+                path.flush();
+                q.verdict(p.id, Verdict::Drop)
+                    .with_context(|| format!("verdict on NFQUEUE {}", q.num()))?;
+            }
+            continue;
+        }
         for p in packets.packets() {
             path.handle(t, p.payload, p.skb_info & NFQA_SKB_CSUMNOTREADY != 0);
         }

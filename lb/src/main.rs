@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use lb::HashMode;
-use lb::config::{BackendEntry, FileConfig, IntakeKind, Proto, parse_backend_flag};
+use lb::config::{BackendEntry, FileConfig, IntakeKind, Proto, VerdictMode, parse_backend_flag};
 use lb::encap::ForwardMode;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
@@ -37,6 +37,14 @@ enum ForwardArg {
     Encap,
     /// Destination MAC rewritten to the backend's; the backend holds the VIP on lo.
     Dsr,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum VerdictArg {
+    /// One NFQNL_MSG_VERDICT_BATCH per receive batch.
+    Batch,
+    /// One packet per receive, one verdict per packet.
+    PerPacket,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -108,6 +116,9 @@ struct ServerArgs {
     /// Packets per receive batch.
     #[arg(long)]
     batch: Option<usize>,
+    /// NFQUEUE verdicts: one per batch, or one per packet like Caplance (for comparison).
+    #[arg(long, value_enum)]
+    verdict: Option<VerdictArg>,
     /// Maglev table size (prime).
     #[arg(long)]
     table_size: Option<u32>,
@@ -198,6 +209,12 @@ fn server_settings(a: ServerArgs) -> Result<server::ServerSettings> {
     s.fail_open |= a.fail_open;
     s.queue_bypass |= a.queue_bypass;
     s.batch = a.batch.unwrap_or(s.batch);
+    if let Some(v) = a.verdict {
+        s.verdict = match v {
+            VerdictArg::Batch => VerdictMode::Batch,
+            VerdictArg::PerPacket => VerdictMode::PerPacket,
+        };
+    }
     s.table_size = a.table_size.unwrap_or(s.table_size);
     s.conn_capacity = a.conn_capacity.unwrap_or(s.conn_capacity);
     s.mtu = a.mtu.unwrap_or(s.mtu);

@@ -15,7 +15,7 @@ use crate::sys::sock::{
     PacketSocket, RawIpSocket, RecvSlots, SendBatch, set_rcvbuf, set_sndbuf, wait_readable,
 };
 use anyhow::{Context, Result, bail};
-use lb::config::{BackendEntry, IntakeKind, ServerSection};
+use lb::config::{BackendEntry, IntakeKind, ServerSection, VerdictMode};
 use lb::encap::{ENCAP_PORT, complete_l4_checksum, ip_packet, max_mss};
 use lb::{Action, BackendSpec, Config, ForwardConfig, ForwardMode, Intake, MacAddr, State, decide};
 use std::collections::BTreeMap;
@@ -326,18 +326,22 @@ pub fn run(s: ServerSettings) -> Result<()> {
             for queue in queues {
                 let path = new_path(&s, &cfg, &specs, &iface)?;
                 let stop = Arc::clone(&stop);
-                let batch = s.server.batch;
+                let (batch, mode) = (s.server.batch, s.server.verdict);
                 threads.push(
                     std::thread::Builder::new()
                         .name(format!("queue-{}", queue.num()))
-                        .spawn(move || crate::intake::nfqueue_loop(queue, path, batch, &stop))
+                        .spawn(move || crate::intake::nfqueue_loop(queue, path, batch, mode, &stop))
                         .context("spawn data path thread")?,
                 );
             }
             let last = s.server.queue + s.server.queues - 1;
+            let verdicts = match s.server.verdict {
+                VerdictMode::Batch => "batch verdicts",
+                VerdictMode::PerPacket => "per-packet verdicts",
+            };
             match s.server.queues {
-                1 => format!("nfqueue {}", s.server.queue),
-                _ => format!("nfqueue {}-{last}", s.server.queue),
+                1 => format!("nfqueue {} ({verdicts})", s.server.queue),
+                _ => format!("nfqueue {}-{last} ({verdicts})", s.server.queue),
             }
         }
         IntakeKind::Packet => {
