@@ -274,6 +274,12 @@ pub enum StepKind {
         addr: SocketAddrV4,
         /// Lines to send (each followed by `\n`).
         send: Vec<String>,
+        /// The tcp-listener serving this connection: the lines are sent once it has accepted the
+        /// connection, and (with `wait_reply`) the client closes once the listener has seen its
+        /// reply acknowledged. Paced like this, every run sends the same packets in the same order.
+        server: Option<String>,
+        /// Read a reply line before closing.
+        wait_reply: bool,
         /// Connect timeout, and the bound of the whole exchange.
         timeout: Duration,
     },
@@ -627,13 +633,15 @@ struct RawWait {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawTelnet {
     telnet: String,
     host: String,
     name: Option<String>,
     #[serde(default)]
     send: Vec<String>,
+    server: Option<String>,
+    wait_reply: Option<bool>,
     timeout: Option<RawDuration>,
 }
 
@@ -1364,6 +1372,9 @@ impl Validator<'_> {
                 let r: RawTelnet = convert(t).map_err(&e)?;
                 let host = self.host(line, &ctx, &r.host)?;
                 let addr = socket_addr(&r.telnet).map_err(&e)?;
+                if let Some(l) = &r.server {
+                    self.refer(line, &ctx, l, &[Named::TcpListener])?;
+                }
                 let name = self.claim(
                     line,
                     &ctx,
@@ -1376,6 +1387,8 @@ impl Validator<'_> {
                     name,
                     addr,
                     send: r.send,
+                    server: r.server,
+                    wait_reply: r.wait_reply.unwrap_or(false),
                     timeout: dur(&r.timeout, Duration::from_secs(2))?,
                 }
             }

@@ -9,8 +9,8 @@ use super::model::{ExpectKind, Scenario, Step, StepKind, StopSignal};
 use super::result::{ExpectResult, ScenarioResult, StepResult, StepStatus, Verdict};
 use super::snapfile::{SnapshotCheck, SnapshotMode, check};
 use super::tasks::{
-    ListenerStats, Log, Task, TelnetResult, bound_queues, cancelled, is_listening, pause,
-    printable, tcp_listener, telnet, udp_burst, udp_listener, wait_links_up,
+    ListenerStats, Log, Task, TelnetPlan, TelnetResult, bound_queues, cancelled, is_listening,
+    pause, printable, tcp_listener, telnet, udp_burst, udp_listener, wait_links_up,
 };
 use crate::capture::{
     Capture, CaptureConfig, CapturePoint, Frame, LinkType, PacketSocket, write_pcap_file,
@@ -618,9 +618,43 @@ impl Runtime<'_> {
                 name,
                 addr,
                 send,
+                server,
+                wait_reply,
                 timeout,
             } => {
-                let r = telnet(&self.lab, host, *addr, send, *timeout)?;
+                let plan = TelnetPlan {
+                    send: send.clone(),
+                    wait_reply: *wait_reply,
+                };
+                let listener = server.as_ref().map(|l| (l, &self.listeners[l]));
+                let before = listener.map(|(_, t)| t.stats());
+                let r = telnet(
+                    &self.lab,
+                    host,
+                    *addr,
+                    &plan,
+                    *timeout,
+                    |left| match (listener, &before) {
+                        (Some((l, t)), Some(b)) => {
+                            match t.wait_for(left, |s| s.connections > b.connections) {
+                                (_, true) => Ok(()),
+                                _ => Err(format!(
+                                    "connected, but `{l}` did not accept the connection"
+                                )),
+                            }
+                        }
+                        _ => Ok(()),
+                    },
+                    |left| match (listener, &before) {
+                        (Some((l, t)), Some(b)) => {
+                            match t.wait_for(left, |s| s.replies_acked > b.replies_acked) {
+                                (_, true) => Ok(()),
+                                _ => Err(format!("`{l}` did not see its reply acknowledged")),
+                            }
+                        }
+                        _ => Ok(()),
+                    },
+                )?;
                 let mut detail = format!("{} ({})", r.outcome, r.message);
                 if r.outcome == super::model::TelnetOutcome::Connected {
                     detail.push_str(&format!(

@@ -75,6 +75,8 @@ pub struct ListenerStats {
     pub datagrams: u64,
     /// Payload bytes received.
     pub bytes: u64,
+    /// TCP: replies (`reply`) the client has acknowledged completely.
+    pub replies_acked: u64,
     /// What was received (TCP: all connections in order; UDP: every payload).
     pub received: Vec<u8>,
 }
@@ -165,6 +167,11 @@ pub fn update<S>(stats: &(Mutex<S>, Condvar), f: impl FnOnce(&mut S)) {
 
 /// poll(2) on `fds` for input, `TICK` at most; returns the readable ones' indexes.
 pub fn poll_readable(fds: &[i32]) -> Vec<usize> {
+    poll_readable_for(fds, TICK)
+}
+
+/// poll(2) on `fds` for input, `timeout` at most; returns the readable ones' indexes.
+pub fn poll_readable_for(fds: &[i32], timeout: Duration) -> Vec<usize> {
     let mut p: Vec<libc::pollfd> = fds
         .iter()
         .map(|&fd| libc::pollfd {
@@ -178,7 +185,7 @@ pub fn poll_readable(fds: &[i32]) -> Vec<usize> {
         libc::poll(
             p.as_mut_ptr(),
             p.len() as libc::nfds_t,
-            TICK.as_millis() as i32,
+            timeout.as_millis() as i32,
         )
     };
     if n <= 0 {
@@ -213,51 +220,80 @@ pub fn tcp_listener(
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     log.line(&format!("listening on tcp {addr}"));
     Task::spawn(format!("tcp-{name}"), move |stop, stats| {
-        let mut conns: Vec<(TcpStream, SocketAddr, bool)> = Vec::new();
+        struct Conn {
+            stream: TcpStream,
+            peer: SocketAddr,
+            replied: bool,
+            /// The reply is sent but not yet acknowledged by the client.
+            ack_pending: bool,
+        }
+        let mut conns: Vec<Conn> = Vec::new();
         let mut buf = [0u8; 4096];
         while !stop.load(Ordering::SeqCst) && !cancelled() {
             let mut fds = vec![listener.as_raw_fd()];
-            fds.extend(conns.iter().map(|c| c.0.as_raw_fd()));
-            let ready = poll_readable(&fds);
+            fds.extend(conns.iter().map(|c| c.stream.as_raw_fd()));
+            // While a reply waits for its ACK, look again soon: a client may be waiting on it.
+            let pending = conns.iter().any(|c| c.ack_pending);
+            let ready = poll_readable_for(
+                &fds,
+                if pending {
+                    Duration::from_millis(1)
+                } else {
+                    TICK
+                },
+            );
             if ready.contains(&0) {
-                while let Ok((s, peer)) = listener.accept() {
-                    let _ = s.set_nonblocking(true);
+                while let Ok((stream, peer)) = listener.accept() {
+                    let _ = stream.set_nonblocking(true);
                     log.line(&format!("connection from {peer}"));
                     update(&stats, |st: &mut ListenerStats| st.connections += 1);
-                    conns.push((s, peer, false));
+                    conns.push(Conn {
+                        stream,
+                        peer,
+                        replied: false,
+                        ack_pending: false,
+                    });
                 }
             }
             let mut closed = Vec::new();
             for (i, c) in conns.iter_mut().enumerate() {
+                if c.ack_pending && unacknowledged(&c.stream) == Some(0) {
+                    c.ack_pending = false;
+                    log.line(&format!("{} acknowledged the reply", c.peer));
+                    update(&stats, |st: &mut ListenerStats| st.replies_acked += 1);
+                }
                 if !ready.contains(&(i + 1)) {
                     continue;
                 }
-                match c.0.read(&mut buf) {
+                match c.stream.read(&mut buf) {
                     Ok(0) => {
-                        log.line(&format!("{} closed the connection", c.1));
+                        log.line(&format!("{} closed the connection", c.peer));
                         closed.push(i);
                     }
                     Ok(n) => {
                         log.line(&format!(
                             "received {n} bytes from {}: {}",
-                            c.1,
+                            c.peer,
                             printable(&buf[..n])
                         ));
                         update(&stats, |st: &mut ListenerStats| {
                             st.bytes += n as u64;
                             st.received.extend_from_slice(&buf[..n]);
                         });
-                        if let (Some(r), false) = (&reply, c.2) {
-                            c.2 = true;
-                            match c.0.write_all(format!("{r}\n").as_bytes()) {
-                                Ok(()) => log.line(&format!("replied {} bytes", r.len() + 1)),
+                        if let (Some(r), false) = (&reply, c.replied) {
+                            c.replied = true;
+                            match c.stream.write_all(format!("{r}\n").as_bytes()) {
+                                Ok(()) => {
+                                    c.ack_pending = true;
+                                    log.line(&format!("replied {} bytes", r.len() + 1));
+                                }
                                 Err(e) => log.line(&format!("reply failed: {e}")),
                             }
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => {
-                        log.line(&format!("read from {}: {e}", c.1));
+                        log.line(&format!("read from {}: {e}", c.peer));
                         closed.push(i);
                     }
                 }
@@ -269,6 +305,14 @@ pub fn tcp_listener(
         log.line("stopped");
     })
     .map_err(|e| e.to_string())
+}
+
+/// Bytes sent on a TCP socket that its peer has not acknowledged yet (SIOCOUTQ).
+fn unacknowledged(s: &TcpStream) -> Option<i32> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int through the pointer we own.
+    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    (r == 0).then_some(n)
 }
 
 /// Starts a UDP socket in `host` that counts, logs and keeps every datagram it receives.
@@ -330,14 +374,27 @@ pub struct TelnetResult {
     pub closed_by_peer: bool,
 }
 
-/// Connects from `host` to `addr` like `telnet`: on success sends each line followed by `\n`,
-/// half-closes (FIN), and reads until the server closes, all within `timeout`.
+/// How a telnet session goes once connected.
+#[derive(Debug, Clone, Default)]
+pub struct TelnetPlan {
+    /// Lines to send, each followed by `\n`.
+    pub send: Vec<String>,
+    /// Read until a whole line (`\n`) has arrived before closing (a person reading the answer).
+    pub wait_reply: bool,
+}
+
+/// Connects from `host` to `addr` like `telnet`. On success: `before_send` runs (it may wait
+/// for the server to have accepted), the lines are sent, then (with `wait_reply`) a reply line
+/// is read and `after_reply` runs (it may wait for the server to see its reply acknowledged),
+/// then the client half-closes (FIN) and reads until the server closes, all within `timeout`.
 pub fn telnet(
     lab: &Lab,
     host: &str,
     addr: SocketAddrV4,
-    send: &[String],
+    plan: &TelnetPlan,
     timeout: Duration,
+    before_send: impl FnOnce(Duration) -> Result<(), String>,
+    after_reply: impl FnOnce(Duration) -> Result<(), String>,
 ) -> Result<TelnetResult, String> {
     let start = Instant::now();
     let conn = lab
@@ -369,35 +426,66 @@ pub fn telnet(
             });
         }
     };
-    for l in send {
+    before_send(timeout.saturating_sub(start.elapsed()))?;
+    for l in &plan.send {
         stream
             .write_all(format!("{l}\n").as_bytes())
             .map_err(|e| format!("send to {addr}: {e}"))?;
+    }
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut replied_and_closed = false;
+    if plan.wait_reply {
+        while !received.contains(&b'\n') {
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() || cancelled() {
+                return Err(format!(
+                    "no reply line from {addr} within {} ms",
+                    timeout.as_millis()
+                ));
+            }
+            let _ = stream.set_read_timeout(Some(left.min(TICK)));
+            match stream.read(&mut buf) {
+                Ok(0) => {
+                    replied_and_closed = true;
+                    break;
+                }
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(format!("read from {addr}: {e}")),
+            }
+        }
+    }
+    if plan.wait_reply && !replied_and_closed {
+        after_reply(timeout.saturating_sub(start.elapsed()))?;
     }
     // telnet's `close`: nothing more to send. The server sees EOF and closes its side.
     stream
         .shutdown(std::net::Shutdown::Write)
         .map_err(|e| format!("close towards {addr}: {e}"))?;
-    let mut received = Vec::new();
-    let mut buf = [0u8; 4096];
-    let closed_by_peer = loop {
-        let left = timeout.saturating_sub(start.elapsed());
-        if left.is_zero() || cancelled() {
-            break false;
-        }
-        let _ = stream.set_read_timeout(Some(left.min(TICK)));
-        match stream.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(n) => received.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break true,
-            Err(e) => return Err(format!("read from {addr}: {e}")),
-        }
-    };
+    let closed_by_peer = replied_and_closed
+        || loop {
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() || cancelled() {
+                break false;
+            }
+            let _ = stream.set_read_timeout(Some(left.min(TICK)));
+            match stream.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break true,
+                Err(e) => return Err(format!("read from {addr}: {e}")),
+            }
+        };
     Ok(TelnetResult {
         outcome: TelnetOutcome::Connected,
         message: format!("Connected to {}.", addr.ip()),
