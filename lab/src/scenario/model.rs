@@ -847,10 +847,11 @@ impl Scenario {
             },
         }
         .map_err(|e| ScenarioError {
-            file: file.clone(),
-            line: None,
-            context: String::new(),
-            message: e.to_string(),
+            // The topology error names its own file (this one, for an inline topology) and line.
+            file: e.origin.clone(),
+            line: e.line,
+            context: e.field.clone(),
+            message: e.kind.to_string(),
         })?;
 
         let mut captures = Vec::new();
