@@ -68,7 +68,9 @@ pub fn render(r: &ScenarioResult, o: ReportOptions) -> String {
                 Verdict::Updated => "NEW ",
             };
             let _ = writeln!(out, "  {word}  {:>2}  {}", e.index, e.what);
-            if !e.detail.is_empty() {
+            // A pass whose finding is what was expected says nothing new: only show the rest.
+            let says_nothing_new = e.verdict == Verdict::Pass && e.what.contains(&e.detail);
+            if !e.detail.is_empty() && !says_nothing_new {
                 let _ = writeln!(out, "            {}", e.detail);
             }
             if let Some(d) = &e.diff {
