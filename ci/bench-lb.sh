@@ -8,6 +8,7 @@
 # in the same run with the same generator; each mode RUNS times (median shown), plus NFQUEUE
 # drops (queue_dropped + user_dropped in /proc/net/netfilter/nfnetlink_queue).
 # The ratio lb-dsr / kernel is printed last. Run as root:  ci/bench-lb.sh [SECONDS] [RUNS]
+# (LB_ARGS="--queue-len 65536 --batch 256" passes extra flags to every lb server run.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-4}
@@ -54,7 +55,8 @@ queue_drops() {
 
 start_lb() {
   # Not through x(): $! must be the process itself (lab exec execs into lb), not a subshell.
-  $lab exec --lab "$name" h1 -- "$lb" server --vip 10.0.0.50 --backend h2=10.0.0.2 "$@" >"$work/lb.log" 2>&1 &
+  # shellcheck disable=SC2086 # LB_ARGS: extra flags, word-split on purpose
+  $lab exec --lab "$name" h1 -- "$lb" server --vip 10.0.0.50 --backend h2=10.0.0.2 "$@" ${LB_ARGS:-} >"$work/lb.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 200); do grep -q '^ready:' "$work/lb.log" && return; sleep 0.05; done
   echo "lb server did not start:"; cat "$work/lb.log"; exit 1
