@@ -548,3 +548,88 @@ fn full_mtu_packet_gets_icmp_fragmentation_needed_and_the_client_lowers_its_path
     assert!(log.contains("icmp_frag_needed=1"), "{log}");
     stop(&mut lab, &agent);
 }
+
+#[test]
+fn two_queues_each_carry_flows() {
+    if !privileged("two_queues_each_carry_flows") {
+        return;
+    }
+    let mut lab = up(&fixture("dsr4.toml"));
+    let _e2 = Echo::start(&lab, "h2");
+    let server = start(
+        &mut lab,
+        "h1",
+        "server",
+        &[
+            "server",
+            "--vip",
+            "10.0.0.50",
+            "--forward",
+            "dsr",
+            "--backend",
+            "h2=10.0.0.2",
+            "--queue",
+            "3",
+            "--queues",
+            "2",
+        ],
+    );
+    assert!(
+        sh(&lab, "h1", "iptables -S INPUT").contains("--queue-balance 3:4"),
+        "{}",
+        sh(&lab, "h1", "iptables -S INPUT")
+    );
+    // `--queue-balance` hashes the address pair, not the ports: spread the clients over 16
+    // source addresses (all 16 in one queue of two: probability 2^-15).
+    let sources: Vec<Ipv4Addr> = (0..16).map(|i| Ipv4Addr::new(10, 0, 0, 100 + i)).collect();
+    for a in &sources {
+        sh(&lab, "h4", &format!("ip addr add {a}/24 dev h4-eth0"));
+    }
+    for (i, a) in sources.iter().enumerate() {
+        let conn = lab
+            .run_in("h4", || connect_from(*a))
+            .unwrap()
+            .expect("connect from a source address");
+        conn.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        (&conn).write_all(format!("c{i}\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        BufReader::new(&conn).read_line(&mut answer).unwrap();
+        assert_eq!(answer.trim_end(), format!("h2: c{i}"));
+    }
+    // Columns: queue, portid, waiting, copy mode, copy range, queue_dropped, user_dropped, id_sequence.
+    let stats = sh(&lab, "h1", "cat /proc/net/netfilter/nfnetlink_queue");
+    let per_queue: Vec<(u32, u64)> = stats
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].parse().unwrap(), f[7].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(per_queue.len(), 2, "{stats}");
+    assert!(
+        per_queue.iter().all(|&(_, ids)| ids > 0),
+        "a queue carried nothing:\n{stats}"
+    );
+    stop(&mut lab, &server);
+}
+
+/// A TCP connection to VIP:8080 from source address `src` (bind before connect).
+fn connect_from(src: Ipv4Addr) -> std::io::Result<TcpStream> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    bind(
+        fd.as_raw_fd(),
+        &SockaddrIn::from(std::net::SocketAddrV4::new(src, 0)),
+    )?;
+    connect(
+        fd.as_raw_fd(),
+        &SockaddrIn::from(std::net::SocketAddrV4::new(VIP, PORT)),
+    )?;
+    Ok(TcpStream::from(fd))
+}
