@@ -19,6 +19,9 @@ cargo build --release -q -p lab -p lb
 lab=${CARGO_TARGET_DIR:-target}/release/lab
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# Each run's artifacts (pcaps, logs) go here and are removed at the end, except a failing run's,
+# which are kept in /tmp/scenarios-20x-run-N/.
+export LAB_ARTIFACTS="$work/artifacts"
 
 state_dir=${LAB_STATE_DIR:-/run/lab}
 failed=0 differing=0 leftovers=0
@@ -46,13 +49,18 @@ for i in $(seq 1 "$runs"); do
   if [[ $code -ne 0 ]]; then
     verdict="FAILED (exit $code)"
     failed=$((failed + 1))
-    cp "$work/out-$i.txt" "/tmp/scenarios-20x-run-$i.txt"
   elif ! cmp -s "$work/results-1.json" "$work/results-$i.json"; then
     verdict="DIFFERS from run 1"
     differing=$((differing + 1))
-    cp "$work/out-$i.txt" "/tmp/scenarios-20x-run-$i.txt"
     diff "$work/results-1.json" "$work/results-$i.json" | head -20 || true
   fi
+  if [[ $verdict != same ]]; then
+    keep="/tmp/scenarios-20x-run-$i"
+    rm -rf "$keep" && mkdir -p "$keep"
+    cp "$work/out-$i.txt" "$keep/output.txt"
+    cp -r "$LAB_ARTIFACTS/." "$keep/" 2>/dev/null || true
+  fi
+  rm -rf "$LAB_ARTIFACTS"
   if ((${#left[@]})); then
     leftovers=$((leftovers + 1))
     verdict="$verdict; LEFT BEHIND: ${left[*]}"
@@ -67,6 +75,6 @@ echo "$runs runs: $((runs - failed)) passed, $distinct distinct result(s), $left
 echo "time per run: min $min_ms ms, mean $((total_ms / runs)) ms, max $max_ms ms"
 echo "results digest: $(md5sum "$work/results-1.json" | awk '{print $1}')"
 if ((failed + differing + leftovers)); then
-  echo "outputs of the failing runs: /tmp/scenarios-20x-run-*.txt"
+  echo "output and artifacts of the failing runs: /tmp/scenarios-20x-run-N/"
   exit 1
 fi
