@@ -351,6 +351,8 @@ async fn session(
     }
     let mut beat = tokio::time::interval(t.health_interval.0);
     let mut poll_stop = tokio::time::interval(Duration::from_millis(100));
+    // Not a timeout around each read: the other branches restart the loop all the time.
+    let mut silent_at = tokio::time::Instant::now() + t.read_timeout.0;
     loop {
         tokio::select! {
             _ = beat.tick() => {
@@ -401,11 +403,14 @@ async fn session(
                     }
                 }
             }
-            r = tokio::time::timeout(t.read_timeout.0, c.recv()) => {
+            _ = tokio::time::sleep_until(silent_at) => {
+                return Ended::Lost(format!("the server was silent for {:?}", t.read_timeout.0));
+            }
+            r = c.recv() => {
+                silent_at = tokio::time::Instant::now() + t.read_timeout.0;
                 let m = match r {
-                    Err(_) => return Ended::Lost(format!("the server was silent for {:?}", t.read_timeout.0)),
-                    Ok(Err(e)) => return Ended::Lost(e),
-                    Ok(Ok(m)) => m,
+                    Err(e) => return Ended::Lost(e),
+                    Ok(m) => m,
                 };
                 let mut sh = shared.borrow_mut();
                 match m {

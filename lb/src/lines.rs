@@ -100,7 +100,7 @@ mod tests {
             assert_eq!(r.next().await.unwrap(), "HEALTH 200");
             assert!(matches!(r.next().await, Err(LineError::Eof)));
 
-            let long = vec![b'A'; 100];
+            let long = [b'A'; 100];
             let mut r = LineReader::new(&long[..], 64);
             assert!(matches!(r.next().await, Err(LineError::TooLong(64))));
             assert!(r.buf.len() <= 64);
