@@ -644,6 +644,84 @@ data_ip = "10.0.0.2"
     }
 
     #[test]
+    fn control_plane_fields() {
+        let c = parse(
+            r#"
+vip = "10.0.0.50"
+[control]
+secret_file = "/etc/lb/secret"
+health_interval = "250ms"
+read_timeout = 2
+register_timeout = "1.5s"
+[server]
+control = "10.0.0.1"
+ctl_socket = "/tmp/s.sock"
+drain_timeout = "1m"
+[server.check]
+port = 8080
+interval = "200ms"
+timeout = "100ms"
+rise = 1
+fall = 2
+[agent]
+server = "10.0.0.1:2000"
+name = "h2"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.control.health_interval, Dur::millis(250));
+        assert_eq!(c.control.read_timeout, Dur::secs(2));
+        assert_eq!(c.control.register_timeout, Dur::millis(1500));
+        assert_eq!(
+            c.server.control,
+            Some(Endpoint("10.0.0.1:1338".parse().unwrap()))
+        );
+        assert_eq!(c.server.drain_timeout, Dur::secs(60));
+        assert_eq!(c.server.check.port, Some(8080));
+        assert_eq!(
+            c.agent.server,
+            Some(Endpoint("10.0.0.1:2000".parse().unwrap()))
+        );
+        assert_eq!(c.agent.name.as_deref(), Some("h2"));
+    }
+
+    #[test]
+    fn control_plane_errors_name_the_field() {
+        let e = parse("[control]\nread_timeout = \"5s\"\n").unwrap_err();
+        assert_eq!(e.field, "control.read_timeout");
+        assert!(e.message.contains("health_interval"), "{e}");
+        let e = parse("[control]\nhealth_interval = \"2 fortnights\"\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (Some(2), "health_interval"));
+        assert!(e.message.contains("unknown unit"), "{e}");
+        let e = parse("[server]\ncontrol = \"10.0.0.1:99999\"\n").unwrap_err();
+        assert_eq!(e.field, "control");
+        let e = parse("[server]\nforward = \"dsr\"\ncontrol = \"10.0.0.1\"\n").unwrap_err();
+        assert_eq!(e.field, "server.control");
+        let e = parse("[server.check]\ninterval = \"1s\"\ntimeout = \"2s\"\n").unwrap_err();
+        assert_eq!(e.field, "server.check.timeout");
+        let e = parse("[server.check]\nfall = 0\n").unwrap_err();
+        assert_eq!(e.field, "server.check.fall");
+        let e = parse("[agent]\nname = \"no spaces\"\n").unwrap_err();
+        assert_eq!(e.field, "agent.name");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("1e99h").is_err());
+        assert_eq!(
+            parse_endpoint("10.0.0.1"),
+            Ok("10.0.0.1:1338".parse().unwrap())
+        );
+        assert!(parse_endpoint("host:1338").is_err());
+    }
+
+    #[test]
     fn backend_flags() {
         let b = parse_backend_flag("h2=10.0.0.2,weight=2").unwrap();
         assert_eq!((b.name.as_str(), b.weight), ("h2", 2));

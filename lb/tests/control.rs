@@ -590,3 +590,42 @@ fn ctl_errors_name_what_was_wrong() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach /nonexistent/lb.sock"));
 }
+
+#[test]
+fn agents_register_again_when_the_server_restarts() {
+    if !privileged("agents_register_again_when_the_server_restarts") {
+        return;
+    }
+    let mut s = setup(&[], &[], &["h2", "h4"]);
+    let args = [
+        "server",
+        "--vip",
+        "10.0.0.50",
+        "--control",
+        "10.0.0.1",
+        "--read-timeout",
+        "1500ms",
+        "--health-interval",
+        "250ms",
+    ];
+    s.lab.stop(&s.server.p).unwrap();
+    for a in s.agents.values() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ctl(a, &["state"])["state"] == "Active" {
+            assert!(
+                Instant::now() < deadline,
+                "agent never noticed the server left"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let server = start(&mut s.lab, "h1", "server2", &args);
+    wait_backends(&server, "both agents back", |b| {
+        all_active(b, &["h2", "h4"])
+    });
+    for a in s.agents.values() {
+        assert_eq!(ctl(a, &["state"])["registrations"], 2);
+    }
+    let by = spread(&s.lab, 40);
+    assert_eq!(by.values().sum::<usize>(), 40, "{by:?}");
+}
