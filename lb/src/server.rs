@@ -69,6 +69,7 @@ impl Drop for Installed {
 #[derive(Debug, Default, Clone, Copy)]
 struct PathStats {
     received: u64,
+    batches: u64,
     sent: u64,
     send_failed: u64,
     icmp_sent: u64,
@@ -183,7 +184,9 @@ impl DataPath {
         }
     }
 
+    /// Sends what the batch produced; call once per received batch.
     pub(crate) fn flush(&mut self) {
+        self.stats.batches += 1;
         if self.batch.len() == 0 {
             return;
         }
@@ -208,6 +211,7 @@ struct Totals {
 impl Totals {
     fn add(&mut self, path: &DataPath) {
         self.paths.received += path.stats.received;
+        self.paths.batches += path.stats.batches;
         self.paths.sent += path.stats.sent;
         self.paths.send_failed += path.stats.send_failed;
         self.paths.icmp_sent += path.stats.icmp_sent;
@@ -226,6 +230,7 @@ impl Totals {
         let p = &self.paths;
         tracing::info!(
             received = p.received,
+            mean_batch = format!("{:.1}", p.received as f64 / p.batches.max(1) as f64),
             sent = p.sent,
             send_failed = p.send_failed,
             icmp_frag_needed = p.icmp_sent,

@@ -467,3 +467,169 @@ fn bad_input_prints_one_line_and_exits_2() {
     assert!(err.contains("table_size"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn full_mtu_packet_gets_icmp_fragmentation_needed_and_the_client_lowers_its_path_mtu() {
+    let test = "full_mtu_packet_gets_icmp_fragmentation_needed_and_the_client_lowers_its_path_mtu";
+    if !privileged(test) {
+        return;
+    }
+    let mut lab = up("single,3");
+    let agent = start(&mut lab, "h2", "agent", &["agent", "--vip", "10.0.0.50"]);
+    let echo = Echo::start(&lab, "h2");
+    let server = start(
+        &mut lab,
+        "h1",
+        "server",
+        &["server", "--vip", "10.0.0.50", "--backend", "h2=10.0.0.2"],
+    );
+    // A connected UDP socket with DF set (IP_PMTUDISC_DO), as a path-MTU-aware client is.
+    let sock = lab
+        .run_in("h3", || UdpSocket::bind("0.0.0.0:0"))
+        .unwrap()
+        .unwrap();
+    sock.connect((VIP, PORT)).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    let set = |opt: libc::c_int, v: libc::c_int| {
+        // SAFETY: valid socket and option value.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IP,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                4,
+            )
+        };
+        assert_eq!(r, 0, "setsockopt {opt}");
+    };
+    set(libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO);
+    let mtu = || {
+        let mut v: libc::c_int = 0;
+        let mut len: libc::socklen_t = 4;
+        // SAFETY: valid socket, buffer and length.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_IP,
+                libc::IP_MTU,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(r, 0);
+        v
+    };
+    assert_eq!(mtu(), 1500);
+    // 1472 bytes of payload: a 1500-byte packet, 1528 once encapsulated.
+    sock.send(&[7u8; 1472]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while mtu() == 1500 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        mtu(),
+        1472,
+        "the balancer's ICMP must lower h3's path MTU to 1500 - 28"
+    );
+    // The ICMP error is also pending on the connected socket (SO_ERROR): read it.
+    let pending = sock.take_error().unwrap();
+    assert_eq!(pending.and_then(|e| e.raw_os_error()), Some(libc::EMSGSIZE));
+    let err = sock.send(&[7u8; 1472]).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EMSGSIZE));
+    // What fits still goes through.
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    sock.send(&[b'x'; 1444]).unwrap();
+    let mut buf = [0u8; 2048];
+    let n = sock.recv(&mut buf).unwrap();
+    assert_eq!(n, "h2: ".len() + 1444);
+    drop(echo);
+    let log = stop(&mut lab, &server);
+    assert!(log.contains("icmp_frag_needed=1"), "{log}");
+    stop(&mut lab, &agent);
+}
+
+#[test]
+fn two_queues_each_carry_flows() {
+    if !privileged("two_queues_each_carry_flows") {
+        return;
+    }
+    let mut lab = up(&fixture("dsr4.toml"));
+    let _e2 = Echo::start(&lab, "h2");
+    let server = start(
+        &mut lab,
+        "h1",
+        "server",
+        &[
+            "server",
+            "--vip",
+            "10.0.0.50",
+            "--forward",
+            "dsr",
+            "--backend",
+            "h2=10.0.0.2",
+            "--queue",
+            "3",
+            "--queues",
+            "2",
+        ],
+    );
+    assert!(
+        sh(&lab, "h1", "iptables -S INPUT").contains("--queue-balance 3:4"),
+        "{}",
+        sh(&lab, "h1", "iptables -S INPUT")
+    );
+    // `--queue-balance` hashes the address pair, not the ports: spread the clients over 16
+    // source addresses (all 16 in one queue of two: probability 2^-15).
+    let sources: Vec<Ipv4Addr> = (0..16).map(|i| Ipv4Addr::new(10, 0, 0, 100 + i)).collect();
+    for a in &sources {
+        sh(&lab, "h4", &format!("ip addr add {a}/24 dev h4-eth0"));
+    }
+    for (i, a) in sources.iter().enumerate() {
+        let conn = lab
+            .run_in("h4", || connect_from(*a))
+            .unwrap()
+            .expect("connect from a source address");
+        conn.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        (&conn).write_all(format!("c{i}\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        BufReader::new(&conn).read_line(&mut answer).unwrap();
+        assert_eq!(answer.trim_end(), format!("h2: c{i}"));
+    }
+    // Columns: queue, portid, waiting, copy mode, copy range, queue_dropped, user_dropped, id_sequence.
+    let stats = sh(&lab, "h1", "cat /proc/net/netfilter/nfnetlink_queue");
+    let per_queue: Vec<(u32, u64)> = stats
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].parse().unwrap(), f[7].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(per_queue.len(), 2, "{stats}");
+    assert!(
+        per_queue.iter().all(|&(_, ids)| ids > 0),
+        "a queue carried nothing:\n{stats}"
+    );
+    stop(&mut lab, &server);
+}
+
+/// A TCP connection to VIP:8080 from source address `src` (bind before connect).
+fn connect_from(src: Ipv4Addr) -> std::io::Result<TcpStream> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    bind(
+        fd.as_raw_fd(),
+        &SockaddrIn::from(std::net::SocketAddrV4::new(src, 0)),
+    )?;
+    connect(
+        fd.as_raw_fd(),
+        &SockaddrIn::from(std::net::SocketAddrV4::new(VIP, PORT)),
+    )?;
+    Ok(TcpStream::from(fd))
+}

@@ -55,7 +55,7 @@ pub mod attr {
     pub const IFINDEX_PHYSINDEV: u16 = 7;
     /// be32 physical output ifindex (bridge).
     pub const IFINDEX_PHYSOUTDEV: u16 = 8;
-    /// `struct nfqnl_msg_packet_hw`: addrlen (be16), pad, addr[8].
+    /// `struct nfqnl_msg_packet_hw`: addrlen (be16), pad, `addr[8]`.
     pub const HWADDR: u16 = 9;
     /// The packet from the network header on, up to the copy range.
     pub const PAYLOAD: u16 = 10;

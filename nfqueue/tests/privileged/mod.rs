@@ -249,10 +249,12 @@ fn batch_accept_delivers_all_and_batch_drop_delivers_none() {
             stats.portid,
             stats.queue_total,
             stats.copy_mode,
+            stats.copy_range,
             stats.queue_dropped,
             stats.user_dropped
         ),
-        (q.portid(), 50, 2, 0, 0)
+        // copy_range 0xffff is capped by the kernel at 65531 (0xffff - NLA_HDRLEN).
+        (q.portid(), 50, 2, 65531, 0, 0)
     );
 
     // One batch verdict accepts all 50.
@@ -288,4 +290,160 @@ fn batch_accept_delivers_all_and_batch_drop_delivers_none() {
         (c.packets, c.malformed, c.truncated, c.kernel_errors),
         (71, 0, 0, 0)
     );
+}
+
+#[test]
+fn second_bind_is_queue_busy_naming_the_owner() {
+    if !privileged("second_bind_is_queue_busy_naming_the_owner") {
+        return;
+    }
+    let lab = Lab::up(
+        resolve(&builtin("minimal").unwrap()).unwrap(),
+        &LabOptions::default(),
+    )
+    .unwrap();
+    let first = bind_in(&lab, "h1", 5, &QueueConfig::default()).unwrap();
+    let e = bind_in(&lab, "h1", 5, &QueueConfig::default()).unwrap_err();
+    // Another socket's queue: the kernel answers EPERM (EBUSY is for the same socket twice).
+    assert!(
+        matches!(e, Error::QueueBusy { queue: 5, errno: libc::EPERM, owner: Some(p) } if p == first.portid()),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "bind queue 5: Operation not permitted (queue is bound by another socket, portid {})",
+            first.portid()
+        )
+    );
+    // Queue numbers are per network namespace: h2 binds 5 too.
+    let other_ns = bind_in(&lab, "h2", 5, &QueueConfig::default()).unwrap();
+    // The stats file is per namespace and per thread: /proc/thread-self/net is the thread's
+    // namespace, /proc/self/net the main thread's (here: not h1).
+    let (h1, via_self) = lab
+        .run_in("h1", || {
+            (
+                QueueStats::read_all().unwrap(),
+                QueueStats::read_all_from(std::path::Path::new(
+                    "/proc/self/net/netfilter/nfnetlink_queue",
+                )),
+            )
+        })
+        .unwrap();
+    assert_eq!(
+        h1.iter()
+            .map(|s| (s.queue_num, s.portid))
+            .collect::<Vec<_>>(),
+        [(5, first.portid())]
+    );
+    let via_self = via_self.unwrap();
+    assert!(
+        !via_self
+            .iter()
+            .any(|s| s.queue_num == 5 && s.portid == first.portid()),
+        "/proc/self/net showed h1's queue: {via_self:?}"
+    );
+    // Closing the socket unbinds: the queue can be bound again. The kernel unbinds when the
+    // last reference to the socket goes, and a child forked by another test thread holds one
+    // until it execs (CLOEXEC), so allow for a short delay.
+    let old = first.portid();
+    drop(first);
+    let deadline = Instant::now() + PATIENCE;
+    let again = loop {
+        match bind_in(&lab, "h1", 5, &QueueConfig::default()) {
+            Err(Error::QueueBusy { owner: Some(p), .. })
+                if p == old && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            r => break r.unwrap(),
+        }
+    };
+    assert_eq!(again.num(), 5);
+    drop(other_ns);
+}
+
+#[test]
+fn verdict_on_unknown_id_is_counted_not_fatal() {
+    if !privileged_with_iptables("verdict_on_unknown_id_is_counted_not_fatal") {
+        return;
+    }
+    let s = setup(6);
+    let mut q = bind_in(&s.lab, "h1", 6, &QueueConfig::default()).unwrap();
+    let mut batch = RecvBatch::new(4);
+    // Nothing pending: the kernel rejects both with ENOENT, reported among the packets.
+    q.verdict(12345, Verdict::Accept).unwrap();
+    q.verdict_batch(12345, Verdict::Accept).unwrap();
+    send(&s.tx, ["one".to_string()]);
+    let got = collect(&mut q, &mut batch, 1);
+    // With a mark: the packet goes through with the single verdict.
+    q.verdict_with_mark(got[0].id, Verdict::Accept, 7).unwrap();
+    assert_eq!(listen(&s.rx, 1), ["one"]);
+    let c = q.counters();
+    assert_eq!(
+        (c.packets, c.kernel_errors, c.last_kernel_error),
+        (1, 2, Some(libc::ENOENT))
+    );
+}
+
+/// Sends 10 datagrams to a queue of length 4 that nobody answers yet.
+fn overflow(fail_open: bool, num: u16) -> (Setup, Queue, RecvBatch) {
+    let s = setup(num);
+    let cfg = QueueConfig {
+        queue_len: 4,
+        fail_open,
+        ..QueueConfig::default()
+    };
+    let q = bind_in(&s.lab, "h1", num, &cfg).unwrap();
+    send(&s.tx, (0..10).map(|i| format!("p{i}")));
+    (s, q, RecvBatch::new(16))
+}
+
+#[test]
+fn fail_open_accepts_what_does_not_fit() {
+    if !privileged_with_iptables("fail_open_accepts_what_does_not_fit") {
+        return;
+    }
+    let (s, mut q, mut batch) = overflow(true, 7);
+    // The 6 beyond the queue length pass at once; the first 4 wait for a verdict.
+    assert_eq!(listen(&s.rx, 6), ["p4", "p5", "p6", "p7", "p8", "p9"]);
+    let got = collect(&mut q, &mut batch, 4);
+    assert_eq!(
+        got.iter().map(|g| g.data.as_slice()).collect::<Vec<_>>(),
+        [b"p0", b"p1", b"p2", b"p3"]
+    );
+    let st = s
+        .lab
+        .run_in("h1", || QueueStats::read(7))
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (st.queue_total, st.queue_dropped, st.id_sequence),
+        (4, 0, 4)
+    );
+    q.verdict_batch(got[3].id, Verdict::Drop).unwrap();
+    marker_is_next(&s, &mut q, &mut batch, "marker");
+}
+
+#[test]
+fn fail_closed_drops_what_does_not_fit_and_counts_it() {
+    if !privileged_with_iptables("fail_closed_drops_what_does_not_fit_and_counts_it") {
+        return;
+    }
+    let (s, mut q, mut batch) = overflow(false, 8);
+    let st = s
+        .lab
+        .run_in("h1", || QueueStats::read(8))
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (st.queue_total, st.queue_dropped, st.user_dropped),
+        (4, 6, 0)
+    );
+    let got = collect(&mut q, &mut batch, 4);
+    q.verdict_batch(got[3].id, Verdict::Accept).unwrap();
+    assert_eq!(listen(&s.rx, 4), ["p0", "p1", "p2", "p3"]);
+    marker_is_next(&s, &mut q, &mut batch, "marker");
 }
