@@ -128,6 +128,22 @@ fn wait_backends(server: &Lb, what: &str, f: impl Fn(&BTreeMap<String, Value>) -
     }
 }
 
+/// Polls an agent until it is in `state` after `registrations` registrations (bounded: 10 s).
+fn wait_agent(agent: &Lb, state: &str, registrations: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = ctl(agent, &["state"]);
+        if st["state"] == state && st["registrations"] == registrations {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent never {state} #{registrations}: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn statuses(b: &BTreeMap<String, Value>) -> BTreeMap<&str, &str> {
     b.iter()
         .map(|(n, v)| (n.as_str(), v["status"].as_str().unwrap_or("?")))
@@ -331,6 +347,7 @@ fn three_agents_register_and_share_300_connections() {
     assert_eq!(state["registered"], 3, "{state}");
     assert_eq!(state["auth"], true, "{state}");
     for (h, a) in &s.agents {
+        wait_agent(a, "Active", 1);
         let st = ctl(a, &["state"]);
         assert_eq!(st["state"], "Active", "{h}: {st}");
         assert_eq!(st["data_ip"], format!("10.0.0.{}", &h[1..]), "{h}: {st}");
@@ -454,8 +471,8 @@ fn a_killed_agent_is_deregistered_after_the_timeout() {
     wait_backends(&s.server, "h4 registered again", |b| {
         statuses(b).get("h4") == Some(&"active")
     });
-    let st = ctl(&s.agents["h4"], &["state"]);
-    assert_eq!(st["registrations"], 2, "{st}");
+    // The server adds the backend before it writes REGISTERED: the agent may lag a little.
+    wait_agent(&s.agents["h4"], "Active", 2);
     drop(s.echos);
 }
 
@@ -624,7 +641,7 @@ fn agents_register_again_when_the_server_restarts() {
         all_active(b, &["h2", "h4"])
     });
     for a in s.agents.values() {
-        assert_eq!(ctl(a, &["state"])["registrations"], 2);
+        wait_agent(a, "Active", 2);
     }
     let by = spread(&s.lab, 40);
     assert_eq!(by.values().sum::<usize>(), 40, "{by:?}");
