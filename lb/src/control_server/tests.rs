@@ -5,7 +5,9 @@ use super::*;
 use crate::pathctl::{self, PathCtl};
 use lb::BackendState;
 use lb::config::{CheckSection, ControlSection, Dur};
+use lb::control::{MAX_LINE, ServerMsg};
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
 use std::net::{TcpStream as StdTcp, UdpSocket};
 use std::sync::Mutex;
 
