@@ -646,3 +646,65 @@ fn agents_register_again_when_the_server_restarts() {
     let by = spread(&s.lab, 40);
     assert_eq!(by.values().sum::<usize>(), 40, "{by:?}");
 }
+
+/// Peak resident memory (VmHWM) of `p`.
+fn peak_rss_kib(p: &Process) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", p.id.pid))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_flood_of_hostile_clients_leaves_memory_bounded_and_backends_registered() {
+    if !privileged("a_flood_of_hostile_clients_leaves_memory_bounded_and_backends_registered") {
+        return;
+    }
+    let s = setup(&["--register-timeout", "500ms"], &[], &["h2", "h4"]);
+    let before = peak_rss_kib(&s.server.p);
+    let mut answered = BTreeMap::<String, usize>::new();
+    // 20 waves of 50 clients, each pushing up to 256 KiB without a newline (12.5 MiB a wave,
+    // 250 MiB in all). The server reads at most one line's worth (512 bytes) of each and
+    // closes, so a server that buffered lines would peak far above the bound below.
+    let blob = vec![b'A'; 256 * 1024];
+    for _ in 0..20 {
+        let conns: Vec<TcpStream> = (0..50)
+            .filter_map(|_| {
+                s.lab
+                    .run_in("h3", || TcpStream::connect(("10.0.0.1", 1338)))
+                    .unwrap()
+                    .ok()
+            })
+            .collect();
+        for c in &conns {
+            c.set_write_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let _ = (&*c).write_all(&blob);
+        }
+        for c in &conns {
+            c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut l = String::new();
+            let _ = BufReader::new(c).read_line(&mut l);
+            let kind = l.split(" (").next().unwrap_or("").trim().to_string();
+            *answered.entry(kind).or_default() += 1;
+        }
+    }
+    let after = peak_rss_kib(&s.server.p);
+    eprintln!("peak RSS {before} KiB -> {after} KiB; answers {answered:?}");
+    // Every client got an error line: too long, or refused while max_pending were busy.
+    assert_eq!(answered.values().sum::<usize>(), 1000, "{answered:?}");
+    assert!(
+        answered.keys().all(|k| k == "INVALID line too long"
+            || k == "INVALID too many connections, try later"),
+        "{answered:?}"
+    );
+    assert!(
+        after < before + 8 * 1024,
+        "peak RSS grew from {before} KiB to {after} KiB"
+    );
+    let b = backends(&s.server);
+    assert!(all_active(&b, &["h2", "h4"]), "{b:#?}");
+    assert_eq!(spread(&s.lab, 20).values().sum::<usize>(), 20);
+}
