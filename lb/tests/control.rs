@@ -151,7 +151,7 @@ fn statuses(b: &BTreeMap<String, Value>) -> BTreeMap<&str, &str> {
 }
 
 fn all_active(b: &BTreeMap<String, Value>, names: &[&str]) -> bool {
-    b.len() == names.len() && names.iter().all(|n| statuses(b).get(n) == Some(&"active"))
+    names.iter().all(|n| statuses(b).get(n) == Some(&"active"))
 }
 
 /// A TCP server on 0.0.0.0:8080 in `host` (so the balancer's checks reach it on the host's
@@ -707,4 +707,41 @@ fn a_flood_of_hostile_clients_leaves_memory_bounded_and_backends_registered() {
     let b = backends(&s.server);
     assert!(all_active(&b, &["h2", "h4"]), "{b:#?}");
     assert_eq!(spread(&s.lab, 20).values().sum::<usize>(), 20);
+}
+
+#[test]
+fn static_and_registered_backends_serve_together() {
+    if !privileged("static_and_registered_backends_serve_together") {
+        return;
+    }
+    // h5 is a static backend: an agent that does not register, listed with --backend.
+    let mut s = setup(&["--backend", "h5=10.0.0.5"], &[], &["h2", "h4"]);
+    let plain = start(&mut s.lab, "h5", "agent", &["agent", "--vip", "10.0.0.50"]);
+    assert_eq!(ctl(&plain, &["state"])["state"], "Unregistered");
+    let b = backends(&s.server);
+    assert_eq!(b["h5"]["origin"], "static", "{b:#?}");
+    assert_eq!(b["h2"]["origin"], "agent", "{b:#?}");
+    assert!(all_active(&b, &BACKENDS), "{b:#?}");
+    let by = spread(&s.lab, 90);
+    for h in BACKENDS {
+        assert!(by.get(h).copied().unwrap_or(0) > 0, "{h}: {by:?}");
+    }
+    // An agent cannot take the static backend's name.
+    let thief = start(
+        &mut s.lab,
+        "h3",
+        "thief",
+        &agent_args("h5", &["--listen", "10.0.0.3:1337"]),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = ctl(&thief, &["state"]);
+        if let Some(e) = st["last_error"].as_str() {
+            assert!(e.contains("taken by a static backend"), "{st}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{st}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(backends(&s.server)["h5"]["addr"], "10.0.0.5");
 }
