@@ -2,8 +2,8 @@
 //! line-based text over TCP :1338, plus an optional shared-secret handshake.
 //!
 //! Pure: lines in, typed messages out, and back. Every line is at most [`MAX_LINE`] bytes
-//! including its `\n`; tokens are separated by single spaces (extra spaces are tolerated, as
-//! Caplance's `strings.Split` would leave empty tokens we skip them).
+//! including its `\n`; tokens are separated by spaces (runs of spaces and tabs are tolerated:
+//! the empty tokens Caplance's `strings.Split` would make are skipped).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
