@@ -2,10 +2,11 @@
 //! is the bottleneck: `sendmmsg`/`recvmmsg` in batches of 64, a 64 MiB receive buffer.
 //!
 //! ```text
-//! udp-blast send 10.0.0.50:9000 SECONDS [PAYLOAD_BYTES]   # prints: sent N pps P
+//! udp-blast send 10.0.0.50:9000 SECONDS [PAYLOAD_BYTES [PPS]]   # prints: sent N pps P
 //! udp-blast recv 10.0.0.50:9000 IDLE_MS                   # prints: received N pps P
 //! ```
-//! One flow (one socket, one source port). The receiver stops IDLE_MS after the last datagram
+//! One flow (one socket, one source port). With PPS the sender is paced: bursts of 16 on a
+//! fixed schedule (it catches up after a late wake-up, so the average rate holds). The receiver stops IDLE_MS after the last datagram
 //! and rates what arrived between the first and the last one.
 
 use std::mem::zeroed;
@@ -17,7 +18,7 @@ const BATCH: usize = 64;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: udp-blast send ADDR:PORT SECONDS [BYTES] | recv ADDR:PORT IDLE_MS";
+    let usage = "usage: udp-blast send ADDR:PORT SECONDS [BYTES [PPS]] | recv ADDR:PORT IDLE_MS";
     if args.len() < 4 {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -35,6 +36,7 @@ fn main() {
             addr,
             Duration::from_secs(n),
             args.get(4).and_then(|s| s.parse().ok()).unwrap_or(64),
+            args.get(5).and_then(|s| s.parse().ok()),
         ),
         "recv" => recv(addr, Duration::from_millis(n)),
         _ => {
@@ -44,7 +46,7 @@ fn main() {
     }
 }
 
-fn send(to: SocketAddrV4, secs: Duration, size: usize) {
+fn send(to: SocketAddrV4, secs: Duration, size: usize, pps: Option<u64>) {
     let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
     sock.connect(to).expect("connect");
     let payload = vec![0x5au8; size];
@@ -60,11 +62,20 @@ fn send(to: SocketAddrV4, secs: Duration, size: usize) {
         h.msg_hdr.msg_iov = iov;
         h.msg_hdr.msg_iovlen = 1;
     }
+    let burst = if pps.is_some() { 16 } else { BATCH };
     let start = Instant::now();
     let mut sent = 0u64;
     while start.elapsed() < secs {
+        if let Some(pps) = pps.filter(|&p| p > 0) {
+            // The time at which `sent` packets are due.
+            let due = start + Duration::from_secs_f64(sent as f64 / pps as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
         // SAFETY: valid socket and headers.
-        let r = unsafe { libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), BATCH as u32, 0) };
+        let r = unsafe { libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), burst as u32, 0) };
         if r > 0 {
             sent += r as u64;
         }
