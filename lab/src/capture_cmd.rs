@@ -14,7 +14,8 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// `lab capture [--lab NAME] HOST[:IFACE] [-w FILE] [--count N] [--duration S] ...`
+/// `lab capture [--lab NAME] HOST[:IFACE] [-w FILE] [--count N] [--duration S] [--ladder]
+/// [--mermaid] [--arp] [--ipv6] [--igmp] [--all]`
 #[derive(Args, Debug)]
 pub struct CaptureArgs {
     /// Lab name (optional when only one lab is up).
@@ -44,6 +45,12 @@ pub struct CaptureArgs {
     /// Show IPv6 (neighbour discovery included).
     #[arg(long)]
     ipv6: bool,
+    /// Show IGMP (multicast membership reports and queries).
+    #[arg(long)]
+    igmp: bool,
+    /// Show every frame: ARP, IPv6, IGMP and other EtherTypes too.
+    #[arg(long)]
+    all: bool,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -99,8 +106,10 @@ pub fn run(args: CaptureArgs) -> Result<ExitCode> {
 
     let names = name_map(lab.plan());
     let options = TraceOptions {
-        arp: args.arp,
-        ipv6: args.ipv6,
+        arp: args.arp || args.all,
+        ipv6: args.ipv6 || args.all,
+        igmp: args.igmp || args.all,
+        other_ethertypes: args.all,
         ..TraceOptions::default()
     };
     let mut builder = TraceBuilder::new(&names, &options, iface.is_none());

@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::capture::{CapturePoint, Frame, PacketType};
-use decode::{Packet, decode_frame};
+use decode::{L4, Packet, decode_frame};
 pub(crate) use normalize::PacketKey;
 use normalize::{Normalizer, Rendered};
 
@@ -103,6 +103,9 @@ pub struct TraceOptions {
     pub arp: bool,
     /// Show IPv6, neighbour discovery included (filtered by default).
     pub ipv6: bool,
+    /// Show IGMP (filtered by default: membership reports go out at random times, up to a
+    /// second apart, whenever a group is joined).
+    pub igmp: bool,
     /// Show frames of other EtherTypes (LLDP, …).
     pub other_ethertypes: bool,
     /// Prefix lines with `In`/`Out` (and the interface for captures on every interface).
@@ -122,6 +125,7 @@ impl Default for TraceOptions {
         Self {
             arp: false,
             ipv6: false,
+            igmp: false,
             other_ethertypes: false,
             direction: false,
             window: false,
@@ -353,6 +357,7 @@ fn shown(packet: &Packet, ethertype: u16, options: &TraceOptions) -> bool {
     const ARP: u16 = 0x0806;
     const IPV6: u16 = 0x86dd;
     match packet {
+        Packet::Ip(ip) if matches!(ip.l4, L4::Igmp(_)) => options.igmp,
         Packet::Ip(ip) => ip.src.is_ipv4() || options.ipv6,
         Packet::Arp { .. } => options.arp,
         Packet::OtherEther { .. } => options.other_ethertypes,
