@@ -80,6 +80,21 @@ pub fn configure(plan: &Plan, nss: &HashMap<String, NetNs>) -> Result<(), LabErr
         }
     }
 
+    // A switch is layer 2: when the kernel has bridge netfilter, bridged IPv4/IPv6/ARP frames
+    // would otherwise traverse the switch namespace's iptables hooks (and conntrack), which
+    // costs time on every frame and is nothing a real switch does.
+    if std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
+        let no_br_nf = [
+            ("net.bridge.bridge-nf-call-iptables", "0"),
+            ("net.bridge.bridge-nf-call-ip6tables", "0"),
+            ("net.bridge.bridge-nf-call-arptables", "0"),
+        ];
+        for node in plan.switches.iter().map(|s| &s.name) {
+            write_sysctls(ns(node)?.path(), &no_br_nf)
+                .map_err(|e| sysctl_err(node, &no_br_nf, e))?;
+        }
+    }
+
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()

@@ -30,8 +30,9 @@ const ICMP_QUOTE: usize = 8;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ForwardMode {
-    /// Caplance's UDP encapsulation to `<backend>:1337`.
+    /// Caplance's UDP encapsulation to `<backend>:1337` (`encap` in configuration files).
     #[default]
+    #[serde(alias = "encap")]
     UdpEncap,
     /// L2 direct server return by MAC rewrite.
     Dsr,
@@ -254,6 +255,42 @@ pub fn write_icmp_frag_needed(
     icmp[8..].copy_from_slice(&offending[..quote_len]);
     let check = checksum::checksum(icmp);
     icmp[2..4].copy_from_slice(&check.to_be_bytes());
+    Ok(())
+}
+
+/// Writes the full TCP or UDP checksum of `ip_packet` (an IPv4 packet, not a fragment).
+///
+/// Packets handed over by the kernel before their checksum was finished (`CHECKSUM_PARTIAL`:
+/// sent by a local or virtual device with checksum offload, e.g. a veth peer, and reported as
+/// `TP_STATUS_CSUMNOTREADY` by AF_PACKET or `NFQA_SKB_CSUMNOTREADY` by NFQUEUE) carry only the
+/// pseudo-header sum in that field. A forwarder that moves such a packet to another host must
+/// complete it, or the backend's kernel discards the packet. Other protocols are left alone.
+pub fn complete_l4_checksum(ip_packet: &mut [u8]) -> Result<(), ParseError> {
+    let ip = Ipv4Packet::new_checked(&*ip_packet)?;
+    if ip.is_fragment() {
+        return Ok(());
+    }
+    let (hl, total, proto) = (ip.header_len(), usize::from(ip.total_len()), ip.protocol());
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let at = match proto {
+        6 => 16,
+        17 => 6,
+        _ => return Ok(()),
+    };
+    let l4 = &mut ip_packet[hl..total];
+    if l4.len() < at + 2 {
+        return Err(match proto {
+            6 => ParseError::TcpTruncated,
+            _ => ParseError::UdpTruncated,
+        });
+    }
+    l4[at..at + 2].fill(0);
+    let sum = checksum::pseudo_header(src, dst, proto, l4.len() as u16);
+    let mut check = checksum::finish(checksum::accumulate(sum, l4));
+    if proto == 17 && check == 0 {
+        check = 0xffff;
+    }
+    l4[at..at + 2].copy_from_slice(&check.to_be_bytes());
     Ok(())
 }
 
@@ -505,5 +542,32 @@ mod tests {
             emit(&cfg, Intake::Ipv4, &drop, &syn(1460, 0), &mut Vec::new()),
             Err(EncapError::Dropped)
         );
+    }
+
+    #[test]
+    fn completes_partial_checksums() {
+        let udp = {
+            let b = PacketBuilder::ipv4(CLIENT, VIP, 64).udp(40000, 8080);
+            let mut v = Vec::new();
+            b.write(&mut v, b"udp hello").unwrap();
+            v
+        };
+        for good in [syn(1460, 0), syn(1460, 333), udp] {
+            let at = 20 + if good[9] == 6 { 16 } else { 6 };
+            let mut partial = good.clone();
+            // What a CHECKSUM_PARTIAL packet carries: the pseudo-header sum, not complemented.
+            let ph = checksum::pseudo_header(
+                Ipv4Addr::from(CLIENT),
+                Ipv4Addr::from(VIP),
+                good[9],
+                (good.len() - 20) as u16,
+            );
+            let folded = !checksum::finish(ph);
+            partial[at..at + 2].copy_from_slice(&folded.to_be_bytes());
+            assert_ne!(partial, good);
+            complete_l4_checksum(&mut partial).unwrap();
+            assert_eq!(partial, good);
+        }
+        assert!(complete_l4_checksum(&mut [0x45, 0, 0]).is_err());
     }
 }

@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod conntable;
 pub mod core;
 pub mod encap;

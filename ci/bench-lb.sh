@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# End-to-end speed of the balancer: small UDP datagrams h3 -> VIP -> h2 (iperf3, 64-byte
+# payloads, one flow, unlimited rate), delivered packets per second at h2, for
+#   kernel     plain IP forwarding on h1 (route VIP via h2): the reference
+#   lb-dsr     lb server, NFQUEUE batch verdicts, L2 DSR
+#   lb-encap   lb server, NFQUEUE batch verdicts, UDP encapsulation to lb agent on h2
+#   lb-1by1    lb server, one packet per receive and one verdict per packet (Caplance's loop)
+# in the same run with the same generator; each mode RUNS times (median shown), plus NFQUEUE
+# drops (queue_dropped + user_dropped in /proc/net/netfilter/nfnetlink_queue).
+# The ratio lb-dsr / kernel is printed last. Run as root:  ci/bench-lb.sh [SECONDS] [RUNS]
+# (LB_ARGS="--queue-len 65536 --batch 256" passes extra flags to every lb server run.)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-4}
+runs=${2:-3}
+
+bash ci/setup.sh >/dev/null
+command -v iperf3 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 >/dev/null; }
+cargo build --release -q -p lb -p lab
+lab=target/release/lab
+lb=$PWD/target/release/lb
+name=lbbench$$
+$lab up fixtures/topologies/bench3.toml --name "$name" >/dev/null
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  $lab down "$name" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+x() { local h=$1; shift; $lab exec --lab "$name" "$h" -- "$@"; }
+
+x h3 ip route add 10.0.0.50/32 via 10.0.0.1
+work=$(mktemp -d)
+
+# One iperf3 run; prints "delivered_pps sent_pps".
+measure() {
+  x h2 iperf3 -s -B 10.0.0.50 -1 -J >"$work/srv.json" 2>&1 &
+  local srv=$!
+  for _ in $(seq 100); do x h2 ss -ltn | grep -q '10.0.0.50:5201' && break; sleep 0.05; done
+  x h3 iperf3 -c 10.0.0.50 -u -b 0 -l 64 -t "$secs" -J >"$work/cli.json" 2>&1 || true
+  wait "$srv" || true
+  python3 - "$work/srv.json" "$secs" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+s = d["end"]["sum"]
+secs = s["seconds"] or float(sys.argv[2])
+packets, lost = s["packets"], s["lost_packets"]
+print(f"{(packets - lost) / secs:.0f} {packets / secs:.0f}")
+PY
+}
+
+queue_drops() {
+  x h1 cat /proc/net/netfilter/nfnetlink_queue 2>/dev/null | awk '{d += $6 + $7} END {print d + 0}'
+}
+
+start_lb() {
+  # Not through x(): $! must be the process itself (lab exec execs into lb), not a subshell.
+  # shellcheck disable=SC2086 # LB_ARGS: extra flags, word-split on purpose
+  $lab exec --lab "$name" h1 -- "$lb" server --vip 10.0.0.50 --backend h2=10.0.0.2 "$@" ${LB_ARGS:-} >"$work/lb.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 200); do grep -q '^ready:' "$work/lb.log" && return; sleep 0.05; done
+  echo "lb server did not start:"; cat "$work/lb.log"; exit 1
+}
+stop_last() { kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'; }
+
+declare -A result drops
+run_mode() {
+  local mode=$1 vals=() d=0
+  for _ in $(seq "$runs"); do
+    case $mode in
+      kernel) x h1 ip route replace 10.0.0.50/32 via 10.0.0.2 ;;
+      lb-dsr) start_lb --forward dsr ;;
+      lb-encap)
+        $lab exec --lab "$name" h2 -- "$lb" agent --vip 10.0.0.50 >"$work/agent.log" 2>&1 &
+        pids+=($!)
+        for _ in $(seq 200); do grep -q '^ready:' "$work/agent.log" && break; sleep 0.05; done
+        start_lb --forward encap ;;
+      lb-1by1) start_lb --forward dsr --verdict per-packet ;;
+    esac
+    read -r delivered sent < <(measure)
+    vals+=("$delivered")
+    printf '  %-9s delivered %8s pps of %8s sent' "$mode" "$delivered" "$sent"
+    case $mode in
+      kernel) x h1 ip route del 10.0.0.50/32; echo ;;
+      *) local q; q=$(queue_drops); d=$((d + q)); stop_last
+         [[ $mode == lb-encap ]] && { stop_last; x h2 ip addr replace 10.0.0.50/32 dev lo; }
+         echo "   queue drops $q" ;;
+    esac
+  done
+  result[$mode]=$(printf '%s\n' "${vals[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  drops[$mode]=$d
+}
+
+echo "lb end-to-end: 64-byte UDP, one flow, ${secs}s x $runs runs per mode ($(uname -r), $(nproc) cores)"
+for m in kernel lb-dsr lb-encap lb-1by1; do run_mode "$m"; done
+echo
+printf '%-10s %12s %12s\n' mode "median pps" "queue drops"
+for m in kernel lb-dsr lb-encap lb-1by1; do
+  printf '%-10s %12s %12s\n' "$m" "${result[$m]}" "${drops[$m]:--}"
+done
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+echo
+echo "lb-encap / kernel: $(ratio "${result[lb-encap]}" "${result[kernel]}")   lb-1by1 / kernel: $(ratio "${result[lb-1by1]}" "${result[kernel]}")"
+echo "lb-dsr / kernel: $(ratio "${result[lb-dsr]}" "${result[kernel]}") (target >= 0.80 with 0 queue drops; queue drops ${drops[lb-dsr]})"

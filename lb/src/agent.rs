@@ -1,0 +1,161 @@
+//! `lb agent`: the backend side of the UDP encapsulation. It holds the VIP on `lo`, receives
+//! Caplance-style datagrams on :1337 whose payload is a whole IPv4 packet, and writes each one
+//! back into its own kernel through a raw socket, so the application bound to the VIP receives
+//! the client's packet unchanged and answers the client directly (direct server return).
+//!
+//! Beyond Caplance: ARP for the VIP is suppressed (`arp_ignore=1`, `arp_announce=2`, restored at
+//! stop) so the backend never answers the LAN for the VIP, and an inner packet is re-injected
+//! only if it is IPv4 to the VIP: the agent is not an open relay.
+
+use crate::sys::netlink;
+use crate::sys::set_sysctl;
+use crate::sys::sock::{RawIpSocket, RecvSlots, SendBatch, set_rcvbuf, wait_readable};
+use anyhow::{Context, Result};
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// What `lb agent` needs.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// The virtual IP.
+    pub vip: Ipv4Addr,
+    /// Receive address (UNSPECIFIED: any).
+    pub data_ip: Ipv4Addr,
+    /// Receive port (1337).
+    pub port: u16,
+    /// Datagrams per receive batch.
+    pub batch: usize,
+}
+
+const LOOPBACK: u32 = 1;
+const ARP_SYSCTLS: [(&str, &str); 2] = [
+    ("net.ipv4.conf.all.arp_ignore", "1"),
+    ("net.ipv4.conf.all.arp_announce", "2"),
+];
+
+/// Undoes the agent's changes on drop.
+struct Installed {
+    vip: Option<Ipv4Addr>,
+    sysctls: Vec<(&'static str, String)>,
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        if let Some(vip) = self.vip.take() {
+            match netlink::del_host_address(LOOPBACK, vip) {
+                Ok(()) => tracing::info!(%vip, "removed the VIP from lo"),
+                Err(e) => tracing::error!("remove VIP {vip} from lo: {e:#}"),
+            }
+        }
+        for (name, old) in self.sysctls.drain(..).rev() {
+            if let Err(e) = set_sysctl(name, &old) {
+                tracing::error!("restore {name}: {e:#}");
+            }
+        }
+    }
+}
+
+/// Why an inner packet was not re-injected.
+fn check_inner(p: &[u8], vip: Ipv4Addr) -> Result<(), &'static str> {
+    if p.len() < 20 || p[0] >> 4 != 4 || usize::from(p[0] & 0x0f) * 4 < 20 {
+        return Err("not_ipv4");
+    }
+    let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+    if total < usize::from(p[0] & 0x0f) * 4 || total != p.len() {
+        return Err("bad_length");
+    }
+    if Ipv4Addr::new(p[16], p[17], p[18], p[19]) != vip {
+        return Err("not_for_vip");
+    }
+    Ok(())
+}
+
+/// Runs the agent until SIGINT/SIGTERM.
+pub fn run(s: AgentSettings) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("install signal handler")?;
+    }
+    let sock = UdpSocket::bind((s.data_ip, s.port))
+        .with_context(|| format!("bind UDP {}:{}", s.data_ip, s.port))?;
+    let _ = set_rcvbuf(sock.as_raw_fd(), 16 << 20);
+    let raw = RawIpSocket::new().context("raw socket for re-injection")?;
+
+    let mut installed = Installed {
+        vip: None,
+        sysctls: Vec::new(),
+    };
+    for (name, value) in ARP_SYSCTLS {
+        let old = set_sysctl(name, value)?;
+        installed.sysctls.push((name, old));
+    }
+    netlink::link_up(LOOPBACK)?;
+    if !netlink::add_host_address(LOOPBACK, s.vip)? {
+        tracing::warn!(vip = %s.vip, "the VIP was already on lo: taken over");
+    }
+    installed.vip = Some(s.vip);
+    println!(
+        "ready: vip {} on lo, receiving encapsulated packets on {}:{}",
+        s.vip, s.data_ip, s.port
+    );
+    let _ = std::io::stdout().flush();
+
+    let mut slots = RecvSlots::new(s.batch, 65536);
+    let mut out = SendBatch::default();
+    let (mut received, mut injected, mut failed) = (0u64, 0u64, 0u64);
+    let mut refused: std::collections::BTreeMap<&'static str, u64> = Default::default();
+    let fd = sock.as_raw_fd();
+    while !stop.load(Ordering::Relaxed) {
+        if !wait_readable(fd, Duration::from_millis(200))? {
+            continue;
+        }
+        let n = slots.recv(fd).context("receive encapsulated packets")?;
+        received += n as u64;
+        for (p, _) in slots.packets() {
+            match check_inner(p, s.vip) {
+                Ok(()) => {
+                    let start = out.buf.len();
+                    out.buf.extend_from_slice(p);
+                    out.commit(start, Some(SocketAddrV4::new(s.vip, 0)));
+                }
+                Err(why) => *refused.entry(why).or_default() += 1,
+            }
+        }
+        let f = out.flush(raw.as_raw_fd());
+        injected += f.sent as u64;
+        failed += f.failed as u64;
+    }
+    drop(installed);
+    tracing::info!(received, injected, failed, "agent totals");
+    for (why, n) in refused {
+        tracing::info!(reason = why, datagrams = n, "not re-injected");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inner_packet_checks() {
+        let vip = Ipv4Addr::new(10, 0, 0, 50);
+        let mut p = vec![0u8; 28];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&28u16.to_be_bytes());
+        p[16..20].copy_from_slice(&vip.octets());
+        assert_eq!(check_inner(&p, vip), Ok(()));
+        assert_eq!(check_inner(&p[..27], vip), Err("bad_length"));
+        assert_eq!(
+            check_inner(&p, Ipv4Addr::new(10, 0, 0, 51)),
+            Err("not_for_vip")
+        );
+        p[0] = 0x65;
+        assert_eq!(check_inner(&p, vip), Err("not_ipv4"));
+        assert_eq!(check_inner(b"SANITY abc", vip), Err("not_ipv4"));
+    }
+}

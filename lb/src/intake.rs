@@ -1,0 +1,83 @@
+//! NFQUEUE intake: one bound queue per thread, batch receive, one DROP batch verdict per batch.
+//!
+//! Every packet of the VIP is forwarded by us (or dropped by `decide`), so the kernel must never
+//! deliver it locally: the verdict is always DROP, and one `NFQNL_MSG_VERDICT_BATCH` with the
+//! batch's last id answers all of them.
+
+use crate::server::DataPath;
+use crate::sys::now;
+use crate::sys::sock::wait_readable;
+use anyhow::{Context, Result};
+use lb::config::{ServerSection, VerdictMode};
+use nfqueue::{Queue, QueueConfig, RecvBatch, Verdict};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// `NFQA_SKB_INFO` flag: the packet's TCP/UDP checksum is not finished (CHECKSUM_PARTIAL).
+const NFQA_SKB_CSUMNOTREADY: u32 = 1 << 0;
+
+/// Binds queue `num` with the server's settings.
+pub fn bind_queue(num: u16, s: &ServerSection) -> Result<Queue> {
+    let cfg = QueueConfig {
+        queue_len: s.queue_len,
+        fail_open: s.fail_open,
+        gso: true,
+        rcvbuf: s.rcvbuf,
+        ..QueueConfig::default()
+    };
+    let q = Queue::bind(num, &cfg).with_context(|| format!("NFQUEUE {num}"))?;
+    q.set_nonblocking(true)
+        .context("set the queue socket non-blocking")?;
+    Ok(q)
+}
+
+/// Receives, decides, sends and verdicts until `stop`; returns the path for its counters.
+///
+/// `VerdictMode::PerPacket` receives one packet at a time and answers each with its own
+/// verdict message, like Caplance's loop: there only to measure what batching buys.
+pub fn nfqueue_loop(
+    mut q: Queue,
+    mut path: DataPath,
+    batch: usize,
+    mode: VerdictMode,
+    stop: &AtomicBool,
+) -> Result<DataPath> {
+    let batch = match mode {
+        VerdictMode::Batch => batch,
+        VerdictMode::PerPacket => 1,
+    };
+    let mut packets = RecvBatch::new(batch);
+    let fd = q.as_raw_fd();
+    while !stop.load(Ordering::Relaxed) {
+        if !wait_readable(fd, Duration::from_millis(200))? {
+            path.state.expire(now(), 4096);
+            continue;
+        }
+        let n = q
+            .recv(&mut packets)
+            .with_context(|| format!("receive from NFQUEUE {}", q.num()))?;
+        if n == 0 {
+            continue;
+        }
+        let t = now();
+        if mode == VerdictMode::PerPacket {
+            for p in packets.packets() {
+                path.handle(t, p.payload, p.skb_info & NFQA_SKB_CSUMNOTREADY != 0);
+                path.flush();
+                q.verdict(p.id, Verdict::Drop)
+                    .with_context(|| format!("verdict on NFQUEUE {}", q.num()))?;
+            }
+            continue;
+        }
+        for p in packets.packets() {
+            path.handle(t, p.payload, p.skb_info & NFQA_SKB_CSUMNOTREADY != 0);
+        }
+        path.flush();
+        if let Some(last) = packets.last_id() {
+            q.verdict_batch(last, Verdict::Drop)
+                .with_context(|| format!("verdict on NFQUEUE {}", q.num()))?;
+        }
+    }
+    Ok(path)
+}

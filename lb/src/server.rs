@@ -1,0 +1,434 @@
+//! `lb server`: the VIP, the intake rules, one data-path thread per queue, and a clean stop.
+//!
+//! Start: the NFQUEUE rules first (stale ones from a crashed run removed), then the VIP as a
+//! /32 on the interface whose subnet holds it, so that no packet to the VIP ever reaches a
+//! kernel that would answer it. Stop (SIGINT/SIGTERM): the VIP first, then the rules.
+//!
+//! Each data-path thread owns a [`State`]: with several queues the kernel's `--queue-balance`
+//! sends every packet of a flow to the same queue, so threads share nothing and agree on new
+//! flows because Maglev over the keyed hash is the same table in each.
+
+use crate::sys::netlink::{self, IfAddr};
+use crate::sys::now;
+use crate::sys::rules::QueueRules;
+use crate::sys::sock::{
+    PacketSocket, RawIpSocket, RecvSlots, SendBatch, set_rcvbuf, set_sndbuf, wait_readable,
+};
+use anyhow::{Context, Result, bail};
+use lb::config::{BackendEntry, IntakeKind, ServerSection, VerdictMode};
+use lb::encap::{ENCAP_PORT, complete_l4_checksum, ip_packet, max_mss};
+use lb::{Action, BackendSpec, Config, ForwardConfig, ForwardMode, Intake, MacAddr, State, decide};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Everything `lb server` needs, after the file and the flags are merged.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// The virtual IP.
+    pub vip: Ipv4Addr,
+    /// The `[server]` section with flags applied.
+    pub server: ServerSection,
+}
+
+/// What a stop must undo; dropping it undoes what was done, in reverse order.
+struct Installed {
+    rules: Option<QueueRules>,
+    vip: Option<(u32, Ipv4Addr)>,
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        if let Some((ifindex, vip)) = self.vip.take() {
+            match netlink::del_host_address(ifindex, vip) {
+                Ok(()) => tracing::info!(%vip, "removed the VIP"),
+                Err(e) => tracing::error!("remove VIP {vip}: {e:#}"),
+            }
+        }
+        if let Some(rules) = self.rules.take() {
+            match rules.remove() {
+                Ok(n) => tracing::info!(rules = n, "removed the NFQUEUE rules"),
+                Err(e) => tracing::error!("remove NFQUEUE rules: {e:#}"),
+            }
+        }
+    }
+}
+
+/// Per-thread totals besides the core's counters.
+#[derive(Debug, Default, Clone, Copy)]
+struct PathStats {
+    received: u64,
+    sent: u64,
+    send_failed: u64,
+    icmp_sent: u64,
+}
+
+/// Where forwarded packets go out.
+enum Out {
+    /// UDP datagrams to backend:1337 whose payload is the whole packet.
+    Udp(UdpSocket),
+    /// Ethernet frames to the backend's MAC.
+    Frames(PacketSocket),
+}
+
+/// Decide + emit + batched send for one thread.
+pub struct DataPath {
+    pub(crate) state: State,
+    fwd: ForwardConfig,
+    intake: Intake,
+    out: Out,
+    icmp: RawIpSocket,
+    batch: SendBatch,
+    scratch: Vec<u8>,
+    stats: PathStats,
+}
+
+impl DataPath {
+    pub(crate) fn handle(&mut self, now: lb::Nanos, packet: &[u8], csum_not_ready: bool) {
+        self.stats.received += 1;
+        let action = decide(&mut self.state, now, packet);
+        match action {
+            Action::Forward { addr, .. } => match &self.out {
+                Out::Udp(_) => {
+                    // The UDP socket adds the outer headers: queue just the inner packet.
+                    let Ok(inner) = ip_packet(packet, self.intake) else {
+                        return;
+                    };
+                    let start = self.batch.buf.len();
+                    self.batch.buf.extend_from_slice(inner);
+                    if csum_not_ready {
+                        let _ = complete_l4_checksum(&mut self.batch.buf[start..]);
+                    }
+                    if self.fwd.clamp_mss {
+                        let _ = lb::encap::clamp_mss(
+                            &mut self.batch.buf[start..],
+                            max_mss(self.fwd.mtu),
+                        );
+                    }
+                    self.batch
+                        .commit(start, Some(SocketAddrV4::new(addr, ENCAP_PORT)));
+                }
+                Out::Frames(_) => {
+                    let start = self.batch.buf.len();
+                    match lb::emit(&self.fwd, self.intake, &action, packet, &mut self.batch.buf) {
+                        Ok(_) => {
+                            if csum_not_ready {
+                                // The frame's IPv4 packet follows its 14-byte Ethernet header.
+                                let _ = complete_l4_checksum(&mut self.batch.buf[start + 14..]);
+                            }
+                            self.batch.commit(start, None)
+                        }
+                        Err(e) => tracing::debug!("emit: {e}"),
+                    }
+                }
+            },
+            Action::FragNeeded { .. } => {
+                self.scratch.clear();
+                if lb::emit(&self.fwd, self.intake, &action, packet, &mut self.scratch).is_ok() {
+                    match self.icmp.send(&self.scratch) {
+                        Ok(()) => self.stats.icmp_sent += 1,
+                        Err(e) => tracing::debug!("send ICMP frag-needed: {e}"),
+                    }
+                }
+            }
+            Action::Drop(_) => {}
+        }
+    }
+
+    pub(crate) fn flush(&mut self) {
+        if self.batch.len() == 0 {
+            return;
+        }
+        let fd = match &self.out {
+            Out::Udp(s) => s.as_raw_fd(),
+            Out::Frames(s) => s.as_raw_fd(),
+        };
+        let f = self.batch.flush(fd);
+        self.stats.sent += f.sent as u64;
+        self.stats.send_failed += f.failed as u64;
+    }
+}
+
+/// Counters summed over threads, by backend name.
+#[derive(Debug, Default)]
+struct Totals {
+    paths: PathStats,
+    backends: BTreeMap<String, (u64, u64, u64)>,
+    drops: BTreeMap<&'static str, u64>,
+}
+
+impl Totals {
+    fn add(&mut self, path: &DataPath) {
+        self.paths.received += path.stats.received;
+        self.paths.sent += path.stats.sent;
+        self.paths.send_failed += path.stats.send_failed;
+        self.paths.icmp_sent += path.stats.icmp_sent;
+        for b in path.state.backends() {
+            let e = self.backends.entry(b.spec.name.clone()).or_default();
+            e.0 += b.counters.packets;
+            e.1 += b.counters.bytes;
+            e.2 += b.counters.flows;
+        }
+        for (reason, n) in path.state.counters().nonzero_drops() {
+            *self.drops.entry(reason.name()).or_default() += n;
+        }
+    }
+
+    fn log(&self) {
+        let p = &self.paths;
+        tracing::info!(
+            received = p.received,
+            sent = p.sent,
+            send_failed = p.send_failed,
+            icmp_frag_needed = p.icmp_sent,
+            "data path totals"
+        );
+        for (name, (packets, bytes, flows)) in &self.backends {
+            tracing::info!(backend = %name, packets, bytes, flows, "backend counters");
+        }
+        for (reason, n) in &self.drops {
+            tracing::info!(reason = %reason, packets = n, "dropped");
+        }
+    }
+}
+
+fn backend_specs(s: &ServerSettings, iface: &IfAddr) -> Result<Vec<BackendSpec>> {
+    s.server
+        .backends
+        .iter()
+        .map(|b: &BackendEntry| {
+            let mac = match (s.server.forward, b.mac) {
+                (ForwardMode::Dsr, Some(mac)) => mac,
+                (ForwardMode::Dsr, None) => {
+                    if !iface.contains(b.addr) {
+                        bail!(
+                            "backend {} ({}): DSR needs backends on the VIP's LAN ({}/{} on {})",
+                            b.name,
+                            b.addr,
+                            iface.addr,
+                            iface.prefix,
+                            iface.ifname
+                        );
+                    }
+                    let mac = netlink::resolve_mac(iface.ifindex, b.addr, Duration::from_secs(3))
+                        .with_context(|| format!("backend {}", b.name))?;
+                    tracing::info!(backend = %b.name, addr = %b.addr, %mac, "resolved backend MAC");
+                    mac
+                }
+                (ForwardMode::UdpEncap, _) => MacAddr::default(),
+            };
+            Ok(BackendSpec::new(b.name.clone(), b.addr, mac).with_weight(b.weight))
+        })
+        .collect()
+}
+
+fn new_path(
+    s: &ServerSettings,
+    cfg: &Config,
+    specs: &[BackendSpec],
+    iface: &IfAddr,
+) -> Result<DataPath> {
+    let mut state = State::new(cfg.clone()).context("balancer configuration")?;
+    for spec in specs {
+        state
+            .add_backend(spec.clone())
+            .with_context(|| format!("backend {}", spec.name))?;
+    }
+    let out = match s.server.forward {
+        ForwardMode::UdpEncap => {
+            let sock = UdpSocket::bind((iface.addr, 0)).context("bind the encapsulation socket")?;
+            let _ = set_sndbuf(sock.as_raw_fd(), 4 << 20);
+            Out::Udp(sock)
+        }
+        ForwardMode::Dsr => {
+            let sock = PacketSocket::sender(iface.ifindex)
+                .with_context(|| format!("packet socket on {}", iface.ifname))?;
+            let _ = set_sndbuf(sock.as_raw_fd(), 4 << 20);
+            Out::Frames(sock)
+        }
+    };
+    Ok(DataPath {
+        state,
+        fwd: cfg.forward,
+        intake: cfg.intake,
+        out,
+        icmp: RawIpSocket::new().context("raw socket for ICMP errors")?,
+        batch: SendBatch::default(),
+        scratch: Vec::with_capacity(1600),
+        stats: PathStats::default(),
+    })
+}
+
+/// Runs the server until SIGINT/SIGTERM.
+pub fn run(s: ServerSettings) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("install signal handler")?;
+    }
+    let iface = netlink::vip_interface(s.vip, s.server.interface.as_deref())?;
+    let local_mac = netlink::link_mac(iface.ifindex).unwrap_or_default();
+    let specs = backend_specs(&s, &iface)?;
+    if specs.is_empty() {
+        tracing::warn!("no backends: every packet to the VIP is dropped");
+    }
+    let cfg = Config {
+        vips: vec![s.vip],
+        intake: match s.server.intake {
+            IntakeKind::Nfqueue => Intake::Ipv4,
+            IntakeKind::Packet => Intake::Ethernet,
+        },
+        hash_mode: s.server.hash,
+        table_size: s.server.table_size,
+        conn_capacity: s.server.conn_capacity,
+        forward: ForwardConfig {
+            mode: s.server.forward,
+            local_ip: iface.addr,
+            local_mac,
+            mtu: s.server.mtu,
+            clamp_mss: s.server.clamp_mss,
+            ..ForwardConfig::default()
+        },
+        ..Config::default()
+    };
+    State::new(cfg.clone()).context("balancer configuration")?;
+
+    let mut installed = Installed {
+        rules: None,
+        vip: None,
+    };
+    let mut threads = Vec::new();
+    let intake_desc = match s.server.intake {
+        IntakeKind::Nfqueue => {
+            let rules = QueueRules {
+                vip: s.vip,
+                protocols: s
+                    .server
+                    .protocols
+                    .iter()
+                    .map(|p| p.name().to_string())
+                    .collect(),
+                ports: s.server.ports.clone(),
+                queue: s.server.queue,
+                queues: s.server.queues,
+                bypass: s.server.queue_bypass,
+            };
+            // Bind the queues before the rules exist, so no packet meets an unbound queue.
+            let mut queues = Vec::new();
+            for q in s.server.queue..s.server.queue + s.server.queues {
+                queues.push(crate::intake::bind_queue(q, &s.server)?);
+            }
+            rules.install().context("install NFQUEUE rules")?;
+            installed.rules = Some(rules);
+            for queue in queues {
+                let path = new_path(&s, &cfg, &specs, &iface)?;
+                let stop = Arc::clone(&stop);
+                let (batch, mode) = (s.server.batch, s.server.verdict);
+                threads.push(
+                    std::thread::Builder::new()
+                        .name(format!("queue-{}", queue.num()))
+                        .spawn(move || crate::intake::nfqueue_loop(queue, path, batch, mode, &stop))
+                        .context("spawn data path thread")?,
+                );
+            }
+            let last = s.server.queue + s.server.queues - 1;
+            let verdicts = match s.server.verdict {
+                VerdictMode::Batch => "batch verdicts",
+                VerdictMode::PerPacket => "per-packet verdicts",
+            };
+            match s.server.queues {
+                1 => format!("nfqueue {} ({verdicts})", s.server.queue),
+                _ => format!("nfqueue {}-{last} ({verdicts})", s.server.queue),
+            }
+        }
+        IntakeKind::Packet => {
+            let sock = PacketSocket::intake(iface.ifindex, s.vip)
+                .with_context(|| format!("packet socket on {}", iface.ifname))?;
+            let _ = set_rcvbuf(sock.as_raw_fd(), s.server.rcvbuf);
+            let path = new_path(&s, &cfg, &specs, &iface)?;
+            let stop = Arc::clone(&stop);
+            let batch = s.server.batch;
+            threads.push(
+                std::thread::Builder::new()
+                    .name("packet".into())
+                    .spawn(move || packet_loop(sock, path, batch, &stop))
+                    .context("spawn data path thread")?,
+            );
+            format!(
+                "packet socket on {} (no NFQUEUE rule: the kernel answers the VIP itself)",
+                iface.ifname
+            )
+        }
+    };
+    let added = netlink::add_host_address(iface.ifindex, s.vip)?;
+    installed.vip = Some((iface.ifindex, s.vip));
+    if !added {
+        tracing::warn!(vip = %s.vip, "the VIP was already on {}: a stale address, taken over", iface.ifname);
+    }
+    let names: Vec<String> = specs
+        .iter()
+        .map(|b| format!("{} {}", b.name, b.addr))
+        .collect();
+    let mode = match s.server.forward {
+        ForwardMode::UdpEncap => "encap",
+        ForwardMode::Dsr => "dsr",
+    };
+    println!(
+        "ready: vip {} on {}, intake {intake_desc}, forward {mode}, backends [{}]",
+        s.vip,
+        iface.ifname,
+        names.join(", ")
+    );
+    let _ = std::io::stdout().flush();
+
+    let mut totals = Totals::default();
+    let mut failure = None;
+    for t in threads {
+        match t.join() {
+            Ok(Ok(path)) => totals.add(&path),
+            Ok(Err(e)) => {
+                stop.store(true, Ordering::Relaxed);
+                failure.get_or_insert(e);
+            }
+            Err(_) => {
+                stop.store(true, Ordering::Relaxed);
+                failure.get_or_insert(anyhow::anyhow!("a data path thread panicked"));
+            }
+        }
+    }
+    drop(installed);
+    totals.log();
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn packet_loop(
+    sock: PacketSocket,
+    mut path: DataPath,
+    batch: usize,
+    stop: &AtomicBool,
+) -> Result<DataPath> {
+    let mut slots = RecvSlots::with_auxdata(batch, 2048);
+    let fd = sock.as_raw_fd();
+    while !stop.load(Ordering::Relaxed) {
+        if !wait_readable(fd, Duration::from_millis(200))? {
+            path.state.expire(now(), 4096);
+            continue;
+        }
+        let n = slots.recv(fd).context("receive from the packet socket")?;
+        if n == 0 {
+            continue;
+        }
+        let t = now();
+        for (p, csum_not_ready) in slots.packets() {
+            path.handle(t, p, csum_not_ready);
+        }
+        path.flush();
+    }
+    Ok(path)
+}

@@ -1,0 +1,24 @@
+//! The balancer's contact with the kernel: route netlink, iptables rules, sockets and sysctls.
+//! Everything here runs in the namespace of the calling process.
+
+pub mod netlink;
+pub mod rules;
+pub mod sock;
+
+use anyhow::{Context, Result};
+use std::time::Instant;
+
+/// Monotonic nanoseconds since the process's first call, for the core's clock.
+pub fn now() -> lb::Nanos {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    lb::Nanos(start.elapsed().as_nanos() as u64)
+}
+
+/// A sysctl under /proc/sys (dotted name), read then written; returns the old value.
+pub fn set_sysctl(name: &str, value: &str) -> Result<String> {
+    let path = format!("/proc/sys/{}", name.replace('.', "/"));
+    let old = std::fs::read_to_string(&path).with_context(|| format!("read sysctl {name}"))?;
+    std::fs::write(&path, value).with_context(|| format!("set sysctl {name}={value}"))?;
+    Ok(old.trim().to_string())
+}

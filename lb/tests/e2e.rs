@@ -1,0 +1,635 @@
+//! End-to-end: the `lb` binary in a lab built by the `lab` library. h1 runs `lb server`,
+//! backends run `lb agent` (encapsulation) or hold the VIP on lo (DSR), a client connects to
+//! VIP:8080. Privileged: skipped without root unless LAB_REQUIRE_PRIVILEGED=1.
+
+use lab::{Lab, LabOptions, Process, Topology, resolve};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
+const PORT: u16 = 8080;
+const LB: &str = env!("CARGO_BIN_EXE_lb");
+
+fn privileged(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("LAB_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("{test}: needs root, and LAB_REQUIRE_PRIVILEGED=1 forbids skipping");
+    }
+    eprintln!(
+        "SKIP {test}: needs root (namespaces, NFQUEUE); set LAB_REQUIRE_PRIVILEGED=1 to fail instead"
+    );
+    false
+}
+
+fn fixture(name: &str) -> String {
+    format!(
+        "{}/../fixtures/topologies/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+fn up(topology: &str) -> Lab {
+    let t = Topology::load(topology).expect("topology");
+    let plan = resolve(&t).expect("resolve");
+    Lab::up(
+        plan,
+        &LabOptions {
+            name: None,
+            persistent: false,
+        },
+    )
+    .expect("lab up")
+}
+
+fn alive(p: &Process) -> bool {
+    Path::new(&format!("/proc/{}", p.id.pid)).exists()
+        && !std::fs::read_to_string(format!("/proc/{}/stat", p.id.pid))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+/// Starts `lb ARGS` in `host` and waits for its `ready:` line.
+fn start(lab: &mut Lab, host: &str, name: &str, args: &[&str]) -> Process {
+    let mut argv = vec![LB];
+    argv.extend_from_slice(args);
+    let p = lab.spawn(host, name, &argv).expect("spawn lb");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+        if log.lines().any(|l| l.starts_with("ready:")) {
+            return p;
+        }
+        if !alive(&p) || Instant::now() > deadline {
+            panic!("lb {name} in {host} did not become ready:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Stops `p` with SIGTERM, waits for it, and returns its log.
+fn stop(lab: &mut Lab, p: &Process) -> String {
+    lab.stop(p).expect("stop");
+    std::fs::read_to_string(&p.log).unwrap_or_default()
+}
+
+/// A TCP and a UDP server on VIP:8080 inside `host`, answering `<host>: <line>`.
+struct Echo {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Echo {
+    fn start(lab: &Lab, host: &str) -> Echo {
+        let (tcp, udp) = lab
+            .run_in(host, || {
+                (
+                    TcpListener::bind((VIP, PORT)).expect("bind TCP VIP:8080"),
+                    UdpSocket::bind((VIP, PORT)).expect("bind UDP VIP:8080"),
+                )
+            })
+            .expect("run in host");
+        tcp.set_nonblocking(true).unwrap();
+        udp.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let name = host.to_string();
+        let s = Arc::clone(&stop);
+        let t1 = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match tcp.accept() {
+                    Ok((conn, _)) => {
+                        let name = name.clone();
+                        std::thread::spawn(move || {
+                            conn.set_nonblocking(false).unwrap();
+                            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                            let mut r = BufReader::new(conn.try_clone().unwrap());
+                            let mut line = String::new();
+                            while r.read_line(&mut line).unwrap_or(0) > 0 {
+                                let _ = (&conn).write_all(format!("{name}: {line}").as_bytes());
+                                line.clear();
+                            }
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        let name = host.to_string();
+        let s = Arc::clone(&stop);
+        let t2 = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !s.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = udp.recv_from(&mut buf) {
+                    let mut reply = format!("{name}: ").into_bytes();
+                    reply.extend_from_slice(&buf[..n]);
+                    let _ = udp.send_to(&reply, from);
+                }
+            }
+        });
+        Echo {
+            stop,
+            threads: vec![t1, t2],
+        }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// From `host`: connect to VIP:8080, send a line, return the answer line.
+fn tcp_ask(lab: &Lab, host: &str, line: &str) -> std::io::Result<String> {
+    let conn = lab
+        .run_in(host, || {
+            TcpStream::connect_timeout(&SocketAddr::from((VIP, PORT)), Duration::from_secs(3))
+        })
+        .expect("run in host")?;
+    conn.set_read_timeout(Some(Duration::from_secs(3)))?;
+    (&conn).write_all(format!("{line}\n").as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(&conn).read_line(&mut answer)?;
+    Ok(answer.trim_end().to_string())
+}
+
+/// From `host`: one datagram to VIP:8080, the answer (from the VIP: direct server return).
+fn udp_ask(lab: &Lab, host: &str, msg: &str) -> std::io::Result<String> {
+    let sock = lab
+        .run_in(host, || UdpSocket::bind("0.0.0.0:0"))
+        .expect("run in host")?;
+    sock.connect((VIP, PORT))?;
+    sock.set_read_timeout(Some(Duration::from_secs(3)))?;
+    sock.send(msg.as_bytes())?;
+    let mut buf = [0u8; 2048];
+    let n = sock.recv(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+fn sh(lab: &Lab, host: &str, cmd: &str) -> String {
+    let out = lab
+        .command(host, "sh")
+        .unwrap()
+        .args(["-c", cmd])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn encap_nfqueue_tcp_and_udp_reach_the_backend() {
+    if !privileged("encap_nfqueue_tcp_and_udp_reach_the_backend") {
+        return;
+    }
+    let mut lab = up("single,3");
+    let agent = start(&mut lab, "h2", "agent", &["agent", "--vip", "10.0.0.50"]);
+    let echo = Echo::start(&lab, "h2");
+    let server = start(
+        &mut lab,
+        "h1",
+        "server",
+        &[
+            "server",
+            "--vip",
+            "10.0.0.50",
+            "--forward",
+            "encap",
+            "--backend",
+            "h2=10.0.0.2",
+        ],
+    );
+    assert_eq!(
+        tcp_ask(&lab, "h3", "Is this working?").unwrap(),
+        "h2: Is this working?"
+    );
+    assert_eq!(
+        udp_ask(&lab, "h3", "udp datagram").unwrap(),
+        "h2: udp datagram"
+    );
+    drop(echo);
+    let log = stop(&mut lab, &server);
+    assert!(log.contains("removed the VIP"), "{log}");
+    assert!(log.contains("backend=h2"), "{log}");
+    let alog = stop(&mut lab, &agent);
+    assert!(alog.contains("removed the VIP from lo"), "{alog}");
+    assert!(!sh(&lab, "h2", "ip -br addr show dev lo").contains("10.0.0.50"));
+}
+
+#[test]
+fn dsr_nfqueue_tcp_and_udp_reach_the_backend() {
+    if !privileged("dsr_nfqueue_tcp_and_udp_reach_the_backend") {
+        return;
+    }
+    let mut lab = up(&fixture("dsr4.toml"));
+    let echo = Echo::start(&lab, "h2");
+    let server = start(
+        &mut lab,
+        "h1",
+        "server",
+        &[
+            "server",
+            "--vip",
+            "10.0.0.50",
+            "--forward",
+            "dsr",
+            "--backend",
+            "h2=10.0.0.2",
+        ],
+    );
+    assert_eq!(
+        tcp_ask(&lab, "h4", "Is this working?").unwrap(),
+        "h2: Is this working?"
+    );
+    assert_eq!(
+        udp_ask(&lab, "h4", "udp datagram").unwrap(),
+        "h2: udp datagram"
+    );
+    drop(echo);
+    let log = stop(&mut lab, &server);
+    assert!(log.contains("resolved backend MAC"), "{log}");
+}
+
+#[test]
+fn two_backends_share_200_connections() {
+    if !privileged("two_backends_share_200_connections") {
+        return;
+    }
+    let mut lab = up(&fixture("dsr4.toml"));
+    let _e2 = Echo::start(&lab, "h2");
+    let _e3 = Echo::start(&lab, "h3");
+    let server = start(
+        &mut lab,
+        "h1",
+        "server",
+        &[
+            "server",
+            "--vip",
+            "10.0.0.50",
+            "--forward",
+            "dsr",
+            "--backend",
+            "h2=10.0.0.2",
+            "--backend",
+            "h3=10.0.0.3",
+        ],
+    );
+    let mut by_backend = std::collections::BTreeMap::<String, usize>::new();
+    let mut ports = std::collections::BTreeSet::new();
+    for i in 0..200 {
+        let conn = lab
+            .run_in("h4", || {
+                TcpStream::connect_timeout(&SocketAddr::from((VIP, PORT)), Duration::from_secs(3))
+            })
+            .unwrap()
+            .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        ports.insert(conn.local_addr().unwrap().port());
+        conn.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        (&conn).write_all(b"hello\n").unwrap();
+        let mut answer = String::new();
+        BufReader::new(&conn).read_line(&mut answer).unwrap();
+        let who = answer.split(':').next().unwrap().to_string();
+        *by_backend.entry(who).or_default() += 1;
+        drop(conn);
+    }
+    assert_eq!(ports.len(), 200, "distinct source ports");
+    let h2 = by_backend.get("h2").copied().unwrap_or(0);
+    let h3 = by_backend.get("h3").copied().unwrap_or(0);
+    eprintln!("200 connections: h2 {h2}, h3 {h3}");
+    assert_eq!(h2 + h3, 200, "{by_backend:?}");
+    // Five-tuple hashing over two equal backends: 100 ± 7 (1σ); under 40 is out by 8σ.
+    assert!(h2 >= 40 && h3 >= 40, "uneven: {by_backend:?}");
+    let log = stop(&mut lab, &server);
+    assert!(
+        log.contains("backend=h2") && log.contains("backend=h3"),
+        "{log}"
+    );
+}
+
+#[test]
+fn restart_after_crash_removes_stale_rules_and_stop_cleans_up() {
+    if !privileged("restart_after_crash_removes_stale_rules_and_stop_cleans_up") {
+        return;
+    }
+    let mut lab = up("single,3");
+    let args = ["server", "--vip", "10.0.0.50", "--backend", "h2=10.0.0.2"];
+    let first = start(&mut lab, "h1", "first", &args);
+    assert_eq!(
+        sh(&lab, "h1", "iptables -S INPUT | grep -c lb:10.0.0.50").trim(),
+        "2"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.id.pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    while alive(&first) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    lab.stop(&first).unwrap();
+    // The crash left the rules and the VIP behind.
+    assert_eq!(
+        sh(&lab, "h1", "iptables -S INPUT | grep -c lb:10.0.0.50").trim(),
+        "2"
+    );
+    assert!(sh(&lab, "h1", "ip -br addr").contains("10.0.0.50/32"));
+    let second = start(&mut lab, "h1", "second", &args);
+    assert_eq!(
+        sh(&lab, "h1", "iptables -S INPUT | grep -c lb:10.0.0.50").trim(),
+        "2"
+    );
+    let log = stop(&mut lab, &second);
+    assert!(log.contains("removed stale NFQUEUE rules"), "{log}");
+    assert_eq!(
+        sh(&lab, "h1", "iptables -S INPUT | grep -c lb:10.0.0.50").trim(),
+        "0"
+    );
+    assert!(!sh(&lab, "h1", "ip -br addr").contains("10.0.0.50"));
+}
+
+#[test]
+fn malformed_packets_to_the_vip_are_counted_and_dropped() {
+    if !privileged("malformed_packets_to_the_vip_are_counted_and_dropped") {
+        return;
+    }
+    let mut lab = up("single,3");
+    let agent = start(&mut lab, "h2", "agent", &["agent", "--vip", "10.0.0.50"]);
+    let _echo = Echo::start(&lab, "h2");
+    let server = start(
+        &mut lab,
+        "h1",
+        "server",
+        &["server", "--vip", "10.0.0.50", "--backend", "h2=10.0.0.2"],
+    );
+    // From h3 through a raw socket: a TCP packet cut inside its header, a UDP header whose
+    // length disagrees, and a first fragment.
+    let raw = lab
+        .run_in("h3", || {
+            nix::sys::socket::socket(
+                nix::sys::socket::AddressFamily::Inet,
+                nix::sys::socket::SockType::Raw,
+                nix::sys::socket::SockFlag::empty(),
+                nix::sys::socket::SockProtocol::Raw,
+            )
+            .unwrap()
+        })
+        .unwrap();
+    let dst = nix::sys::socket::SockaddrIn::from(std::net::SocketAddrV4::new(VIP, 0));
+    let packet = |proto: u8, frag: u16, l4: &[u8]| {
+        let mut p = vec![
+            0x45,
+            0,
+            0,
+            0,
+            0,
+            1,
+            (frag >> 8) as u8,
+            frag as u8,
+            64,
+            proto,
+            0,
+            0,
+            10,
+            0,
+            0,
+            3,
+        ];
+        p.extend_from_slice(&VIP.octets());
+        p.extend_from_slice(l4);
+        let len = p.len() as u16;
+        p[2..4].copy_from_slice(&len.to_be_bytes());
+        p
+    };
+    let bad = [
+        packet(6, 0, &[0x9c, 0x40, 0x1f, 0x90, 0, 0]),
+        packet(17, 0, &[0x9c, 0x40, 0x1f, 0x90, 0, 99, 0, 0, 1, 2]),
+        packet(
+            17,
+            0x2000,
+            &[0x9c, 0x40, 0x1f, 0x90, 0, 16, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8],
+        ),
+    ];
+    for p in &bad {
+        nix::sys::socket::sendto(
+            std::os::fd::AsRawFd::as_raw_fd(&raw),
+            p,
+            &dst,
+            nix::sys::socket::MsgFlags::empty(),
+        )
+        .unwrap();
+    }
+    // The server is still serving.
+    assert_eq!(
+        tcp_ask(&lab, "h3", "still there?").unwrap(),
+        "h2: still there?"
+    );
+    assert!(alive(&server));
+    let log = stop(&mut lab, &server);
+    let drops: Vec<&str> = log.lines().filter(|l| l.contains("dropped")).collect();
+    assert!(drops.len() >= 2, "expected drop counters by reason:\n{log}");
+    stop(&mut lab, &agent);
+}
+
+#[test]
+fn bad_input_prints_one_line_and_exits_2() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(LB).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["server", "--backend", "h2=10.0.0.2"]);
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        err.trim(),
+        "lb: vip: give --vip or `vip` in the config file"
+    );
+    let dir = std::env::temp_dir().join(format!("lb-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "vip = \"10.0.0.50\"\n[server]\nqueues = \"many\"\n").unwrap();
+    let (code, err) = run(&["server", "-f", file.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("bad.toml:3: queues:"), "{err}");
+    let (code, err) = run(&["server", "--vip", "10.0.0.50", "--table-size", "100"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("table_size"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn full_mtu_packet_gets_icmp_fragmentation_needed_and_the_client_lowers_its_path_mtu() {
+    let test = "full_mtu_packet_gets_icmp_fragmentation_needed_and_the_client_lowers_its_path_mtu";
+    if !privileged(test) {
+        return;
+    }
+    let mut lab = up("single,3");
+    let agent = start(&mut lab, "h2", "agent", &["agent", "--vip", "10.0.0.50"]);
+    let echo = Echo::start(&lab, "h2");
+    let server = start(
+        &mut lab,
+        "h1",
+        "server",
+        &["server", "--vip", "10.0.0.50", "--backend", "h2=10.0.0.2"],
+    );
+    // A connected UDP socket with DF set (IP_PMTUDISC_DO), as a path-MTU-aware client is.
+    let sock = lab
+        .run_in("h3", || UdpSocket::bind("0.0.0.0:0"))
+        .unwrap()
+        .unwrap();
+    sock.connect((VIP, PORT)).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    let set = |opt: libc::c_int, v: libc::c_int| {
+        // SAFETY: valid socket and option value.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IP,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                4,
+            )
+        };
+        assert_eq!(r, 0, "setsockopt {opt}");
+    };
+    set(libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO);
+    let mtu = || {
+        let mut v: libc::c_int = 0;
+        let mut len: libc::socklen_t = 4;
+        // SAFETY: valid socket, buffer and length.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_IP,
+                libc::IP_MTU,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(r, 0);
+        v
+    };
+    assert_eq!(mtu(), 1500);
+    // 1472 bytes of payload: a 1500-byte packet, 1528 once encapsulated.
+    sock.send(&[7u8; 1472]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while mtu() == 1500 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        mtu(),
+        1472,
+        "the balancer's ICMP must lower h3's path MTU to 1500 - 28"
+    );
+    // The ICMP error is also pending on the connected socket (SO_ERROR): read it.
+    let pending = sock.take_error().unwrap();
+    assert_eq!(pending.and_then(|e| e.raw_os_error()), Some(libc::EMSGSIZE));
+    let err = sock.send(&[7u8; 1472]).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EMSGSIZE));
+    // What fits still goes through.
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    sock.send(&[b'x'; 1444]).unwrap();
+    let mut buf = [0u8; 2048];
+    let n = sock.recv(&mut buf).unwrap();
+    assert_eq!(n, "h2: ".len() + 1444);
+    drop(echo);
+    let log = stop(&mut lab, &server);
+    assert!(log.contains("icmp_frag_needed=1"), "{log}");
+    stop(&mut lab, &agent);
+}
+
+#[test]
+fn two_queues_each_carry_flows() {
+    if !privileged("two_queues_each_carry_flows") {
+        return;
+    }
+    let mut lab = up(&fixture("dsr4.toml"));
+    let _e2 = Echo::start(&lab, "h2");
+    let server = start(
+        &mut lab,
+        "h1",
+        "server",
+        &[
+            "server",
+            "--vip",
+            "10.0.0.50",
+            "--forward",
+            "dsr",
+            "--backend",
+            "h2=10.0.0.2",
+            "--queue",
+            "3",
+            "--queues",
+            "2",
+        ],
+    );
+    assert!(
+        sh(&lab, "h1", "iptables -S INPUT").contains("--queue-balance 3:4"),
+        "{}",
+        sh(&lab, "h1", "iptables -S INPUT")
+    );
+    // `--queue-balance` hashes the address pair, not the ports: spread the clients over 16
+    // source addresses (all 16 in one queue of two: probability 2^-15).
+    let sources: Vec<Ipv4Addr> = (0..16).map(|i| Ipv4Addr::new(10, 0, 0, 100 + i)).collect();
+    for a in &sources {
+        sh(&lab, "h4", &format!("ip addr add {a}/24 dev h4-eth0"));
+    }
+    for (i, a) in sources.iter().enumerate() {
+        let conn = lab
+            .run_in("h4", || connect_from(*a))
+            .unwrap()
+            .expect("connect from a source address");
+        conn.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        (&conn).write_all(format!("c{i}\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        BufReader::new(&conn).read_line(&mut answer).unwrap();
+        assert_eq!(answer.trim_end(), format!("h2: c{i}"));
+    }
+    // Columns: queue, portid, waiting, copy mode, copy range, queue_dropped, user_dropped, id_sequence.
+    let stats = sh(&lab, "h1", "cat /proc/net/netfilter/nfnetlink_queue");
+    let per_queue: Vec<(u32, u64)> = stats
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].parse().unwrap(), f[7].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(per_queue.len(), 2, "{stats}");
+    assert!(
+        per_queue.iter().all(|&(_, ids)| ids > 0),
+        "a queue carried nothing:\n{stats}"
+    );
+    stop(&mut lab, &server);
+}
+
+/// A TCP connection to VIP:8080 from source address `src` (bind before connect).
+fn connect_from(src: Ipv4Addr) -> std::io::Result<TcpStream> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    bind(
+        fd.as_raw_fd(),
+        &SockaddrIn::from(std::net::SocketAddrV4::new(src, 0)),
+    )?;
+    connect(
+        fd.as_raw_fd(),
+        &SockaddrIn::from(std::net::SocketAddrV4::new(VIP, PORT)),
+    )?;
+    Ok(TcpStream::from(fd))
+}
