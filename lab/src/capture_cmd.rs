@@ -104,7 +104,7 @@ pub fn run(args: CaptureArgs) -> Result<ExitCode> {
         iface.as_deref().unwrap_or("all interfaces")
     );
 
-    let names = name_map(lab.plan());
+    let names = NameMap::of_plan(lab.plan());
     let options = TraceOptions {
         arp: args.arp || args.all,
         ipv6: args.ipv6 || args.all,
@@ -213,13 +213,6 @@ fn capture_point(lab: &str, plan: &Plan, target: &str) -> Result<(String, Option
     }
 }
 
-/// The lab's names for addresses: hosts, then aliases such as `vip`.
-fn name_map(plan: &Plan) -> NameMap {
-    plan.names()
-        .into_iter()
-        .fold(NameMap::new(), |m, (addr, name)| m.host(&name, addr))
-}
-
 fn stop_signals() -> nix::sys::signal::SigSet {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
@@ -269,7 +262,7 @@ mod tests {
 
     #[test]
     fn names_include_hosts_and_vip() {
-        let m = name_map(&plan());
+        let m = NameMap::of_plan(&plan());
         assert_eq!(m.name("10.0.0.2".parse().unwrap()), Some("h2"));
         assert_eq!(m.name("10.0.0.50".parse().unwrap()), Some("vip"));
     }

@@ -10,10 +10,11 @@
 //! forwards a packet unchanged between two interfaces is its sender for the ladder (the hop
 //! into it is not drawn separately).
 //!
-//! Arrows are ordered by their first observation in a merge of the capture points' sequences:
-//! each point's frames stay in the order that point saw them, and the timestamps (one clock
-//! for every namespace of the machine) interleave the points. So the diagram never contradicts
-//! a trace section, whatever moment the kernel stamped a received frame with.
+//! Arrows are in causal order: a packet's arrow comes after every packet that some capture
+//! point saw before it, so the diagram never contradicts a trace section; the timestamps (one
+//! clock for every namespace of the machine) only order packets that no point saw both of. The
+//! clock alone would not do: the kernel stamps a received frame either when it was queued for
+//! the host or when it reached the capture socket (see [`causal_order`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -356,6 +357,30 @@ mod tests {
     use super::*;
     use crate::capture::Frame;
 
+    const H1: [u8; 4] = [10, 0, 0, 1];
+    const H2: [u8; 4] = [10, 0, 0, 2];
+    const H3: [u8; 4] = [10, 0, 0, 3];
+
+    fn names() -> NameMap {
+        NameMap::new()
+            .host("h1", Ipv4Addr::from(H1))
+            .host("h2", Ipv4Addr::from(H2))
+            .host("h3", Ipv4Addr::from(H3))
+    }
+
+    /// The arrows of the ladder of `points`, as (from, to).
+    fn arrows(points: &[CapturePoint]) -> Vec<(String, String)> {
+        Ladder::build(points, &names(), &TraceOptions::default())
+            .arrows
+            .into_iter()
+            .map(|a| (a.from, a.to))
+            .collect()
+    }
+
+    fn frame(us: u64, kind: PacketType, data: Vec<u8>) -> Frame {
+        Frame::ethernet(Duration::from_micros(us), kind, "eth0", data)
+    }
+
     fn udp(src: [u8; 4], dst: [u8; 4], dport: u16) -> Vec<u8> {
         let mut out = Vec::new();
         PacketBuilder::ethernet2([2; 6], [3; 6])
@@ -370,83 +395,55 @@ mod tests {
     fn arrows_keep_each_capture_points_order_when_timestamps_disagree() {
         // h3 read the datagram from h1 first, but it carries the later stamp (a frame stamped on
         // reaching the socket, behind one stamped when it was queued for the host).
-        let (h1, h2, h3) = ([10, 0, 0, 1], [10, 0, 0, 2], [10, 0, 0, 3]);
-        let at = |us| Duration::from_micros(us);
-        let mut p3 = CapturePoint::new("h3", Some("h3-eth0"));
+        let mut p3 = CapturePoint::new("h3", Some("eth0"));
         p3.frames = vec![
-            Frame::ethernet(at(20), PacketType::Host, "h3-eth0", udp(h1, h3, 1)),
-            Frame::ethernet(at(10), PacketType::Host, "h3-eth0", udp(h2, h3, 2)),
+            frame(20, PacketType::Host, udp(H1, H3, 1)),
+            frame(10, PacketType::Host, udp(H2, H3, 2)),
         ];
-        let names = NameMap::new()
-            .host("h1", Ipv4Addr::from(h1))
-            .host("h2", Ipv4Addr::from(h2))
-            .host("h3", Ipv4Addr::from(h3));
-        let ladder = Ladder::build(&[p3], &names, &TraceOptions::default());
-        let arrows: Vec<(&str, &str)> = ladder
-            .arrows
-            .iter()
-            .map(|a| (a.from.as_str(), a.to.as_str()))
-            .collect();
-        assert_eq!(arrows, [("h1", "h3"), ("h2", "h3")], "{ladder}");
+        assert_eq!(
+            arrows(&[p3]),
+            [("h1".into(), "h3".into()), ("h2".into(), "h3".into())]
+        );
     }
 
     #[test]
     fn an_arrow_follows_every_packet_a_capture_point_saw_before_it() {
         // The seed's race: h3 receives h1's reply (port 2) before h2's (port 3), but h2's left
         // h2 at a time stamped before h1's reached h3. h3's order wins over the clock.
-        let (h1, h2, h3) = ([10, 0, 0, 1], [10, 0, 0, 2], [10, 0, 0, 3]);
-        let at = |us| Duration::from_micros(us);
-        let mut p3 = CapturePoint::new("h3", Some("h3-eth0"));
+        let mut p3 = CapturePoint::new("h3", Some("eth0"));
         p3.frames = vec![
-            Frame::ethernet(at(0), PacketType::Outgoing, "h3-eth0", udp(h3, h2, 1)),
-            Frame::ethernet(at(100), PacketType::Host, "h3-eth0", udp(h1, h3, 2)),
-            Frame::ethernet(at(101), PacketType::Host, "h3-eth0", udp(h2, h3, 3)),
+            frame(0, PacketType::Outgoing, udp(H3, H2, 1)),
+            frame(100, PacketType::Host, udp(H1, H3, 2)),
+            frame(101, PacketType::Host, udp(H2, H3, 3)),
         ];
-        let mut p2 = CapturePoint::new("h2", Some("h2-eth0"));
+        let mut p2 = CapturePoint::new("h2", Some("eth0"));
         p2.frames = vec![
-            Frame::ethernet(at(10), PacketType::Host, "h2-eth0", udp(h3, h2, 1)),
-            Frame::ethernet(at(50), PacketType::Outgoing, "h2-eth0", udp(h2, h3, 3)),
+            frame(10, PacketType::Host, udp(H3, H2, 1)),
+            frame(50, PacketType::Outgoing, udp(H2, H3, 3)),
         ];
-        let names = NameMap::new()
-            .host("h1", Ipv4Addr::from(h1))
-            .host("h2", Ipv4Addr::from(h2))
-            .host("h3", Ipv4Addr::from(h3));
-        let ladder = Ladder::build(&[p2, p3], &names, &TraceOptions::default());
-        let arrows: Vec<(&str, &str)> = ladder
-            .arrows
-            .iter()
-            .map(|a| (a.from.as_str(), a.to.as_str()))
-            .collect();
-        assert_eq!(
-            arrows,
-            [("h3", "h2"), ("h1", "h3"), ("h2", "h3")],
-            "{ladder}"
-        );
+        let pairs: Vec<(String, String)> = [("h3", "h2"), ("h1", "h3"), ("h2", "h3")]
+            .map(|(a, b)| (a.into(), b.into()))
+            .into();
+        assert_eq!(arrows(&[p2, p3]), pairs);
     }
 
     #[test]
     fn crossing_packets_are_ordered_by_the_clock() {
         // h2 and h3 send to each other at once: each sees its own packet first, so the points
         // disagree; the earlier send goes first, whichever point is given first.
-        let (h2, h3) = ([10, 0, 0, 2], [10, 0, 0, 3]);
-        let at = |us| Duration::from_micros(us);
-        let mut p2 = CapturePoint::new("h2", Some("h2-eth0"));
+        let mut p2 = CapturePoint::new("h2", Some("eth0"));
         p2.frames = vec![
-            Frame::ethernet(at(5), PacketType::Outgoing, "h2-eth0", udp(h2, h3, 2)),
-            Frame::ethernet(at(9), PacketType::Host, "h2-eth0", udp(h3, h2, 3)),
+            frame(5, PacketType::Outgoing, udp(H2, H3, 2)),
+            frame(9, PacketType::Host, udp(H3, H2, 3)),
         ];
-        let mut p3 = CapturePoint::new("h3", Some("h3-eth0"));
+        let mut p3 = CapturePoint::new("h3", Some("eth0"));
         p3.frames = vec![
-            Frame::ethernet(at(4), PacketType::Outgoing, "h3-eth0", udp(h3, h2, 3)),
-            Frame::ethernet(at(8), PacketType::Host, "h3-eth0", udp(h2, h3, 2)),
+            frame(4, PacketType::Outgoing, udp(H3, H2, 3)),
+            frame(8, PacketType::Host, udp(H2, H3, 2)),
         ];
-        let names = NameMap::new()
-            .host("h2", Ipv4Addr::from(h2))
-            .host("h3", Ipv4Addr::from(h3));
         for points in [[p2.clone(), p3.clone()], [p3, p2]] {
-            let ladder = Ladder::build(&points, &names, &TraceOptions::default());
-            let from: Vec<&str> = ladder.arrows.iter().map(|a| a.from.as_str()).collect();
-            assert_eq!(from, ["h3", "h2"], "{ladder}");
+            let from: Vec<String> = arrows(&points).into_iter().map(|a| a.0).collect();
+            assert_eq!(from, ["h3", "h2"]);
         }
     }
 }

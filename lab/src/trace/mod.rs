@@ -58,6 +58,13 @@ impl NameMap {
         self.host("vip", addr)
     }
 
+    /// The names of a lab's topology: each host for its addresses, then the aliases (`vip`).
+    pub fn of_plan(plan: &crate::Plan) -> Self {
+        plan.names()
+            .into_iter()
+            .fold(Self::new(), |m, (addr, name)| m.host(&name, addr))
+    }
+
     /// Names a MAC address (ARP replies show it); unnamed MACs show as `macN`.
     pub fn mac(mut self, name: &str, mac: [u8; 6]) -> Self {
         self.macs.insert(mac, name.to_string());

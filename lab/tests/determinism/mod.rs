@@ -1,7 +1,7 @@
 //! Determinism on real traffic, in fresh labs: the same traffic 20 times gives one trace and one
 //! ladder; so does the seed's RST race, reproduced in the kernel; and a fresh lab is silent.
 //!
-//! Each run prints nothing until the end, then the number of distinct results and each result
+//! Each proof prints, once its runs are done, the number of distinct results and each result
 //! with the runs that gave it (`ci/determinism.sh` runs these tests with `--nocapture`).
 //!
 //! The traffic is paced by the packets themselves, never by sleeps: a step that depends on
@@ -30,13 +30,6 @@ use crate::support::{privileged, privileged_with};
 const RUNS: usize = 20;
 /// How long a step waits for the packet it expects before the test fails naming it.
 const PATIENCE: Duration = Duration::from_secs(10);
-
-/// The lab's names for addresses (hosts and the `vip` alias), as `lab capture` uses them.
-fn names(plan: &Plan) -> NameMap {
-    plan.names()
-        .into_iter()
-        .fold(NameMap::new(), |m, (addr, name)| m.host(&name, addr))
-}
 
 /// A capture point that also prints its frames live, normalized, so the test can wait for a
 /// line. The lines are `TraceBuilder`'s: the same text the finished trace will show.
@@ -186,7 +179,7 @@ fn real_traffic_gives_one_trace_in_20_fresh_labs() {
         return;
     }
     let plan = resolve(&builtin("single,3").expect("built-in")).expect("resolve");
-    let names = names(&plan);
+    let names = NameMap::of_plan(&plan);
     let options = TraceOptions::default();
     let mut last = Vec::new();
     same_every_run("single,3: UDP exchange, TCP handshake, data, FIN", || {
@@ -350,7 +343,7 @@ fn rst_race_in_the_kernel_rst_wins_in_20_fresh_labs() {
         return;
     }
     let plan = rst_race_plan();
-    let names = names(&plan);
+    let names = NameMap::of_plan(&plan);
     let options = TraceOptions::default();
     let gaps = (0..RUNS)
         .map(|_| rst_race_run(&plan, &names, &options, false).1)
@@ -365,7 +358,7 @@ fn rst_race_in_the_kernel_gives_one_trace_in_20_fresh_labs() {
         return;
     }
     let plan = rst_race_plan();
-    let names = names(&plan);
+    let names = NameMap::of_plan(&plan);
     let options = TraceOptions::default();
     let mut last = Vec::new();
     let mut gaps = Vec::new();
@@ -429,7 +422,7 @@ fn fresh_lab_sends_nothing() {
         direction: true,
         ..TraceOptions::default()
     };
-    let trace = Trace::build(&points, &names(&plan), &everything);
+    let trace = Trace::build(&points, &NameMap::of_plan(&plan), &everything);
     assert!(
         points.iter().all(|p| p.frames.is_empty()),
         "a lab nobody uses sent frames:\n{trace}"
