@@ -276,6 +276,16 @@ impl Lab {
         self.record.save()
     }
 
+    /// The exit status of a background process once it has ended (it is reaped then);
+    /// `None` while it runs, or when it is not a child of this `Lab` value.
+    pub fn exit_status(&mut self, p: &Process) -> Option<std::process::ExitStatus> {
+        let child = self
+            .children
+            .iter_mut()
+            .find(|c| c.id() as i32 == p.id.pid)?;
+        child.try_wait().ok().flatten()
+    }
+
     fn reap(&mut self) {
         self.children
             .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));

@@ -16,6 +16,7 @@ pub mod net;
 pub mod netns;
 pub mod remove;
 pub mod resolve;
+pub mod scenario;
 pub mod snapshot;
 pub mod state;
 pub mod topology;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 mod capture_cmd;
 mod doctor;
 mod list;
+mod run_cmd;
 
 /// A network namespace test lab: hosts, switches and links from a topology file.
 #[derive(Parser)]
@@ -82,6 +83,8 @@ enum Cmd {
     Doctor,
     /// Capture a host's packets and print them live with the lab's names (tcpdump-like).
     Capture(capture_cmd::CaptureArgs),
+    /// Run scenario files (each in a fresh lab): steps, ladders, expectations, artifacts.
+    Run(run_cmd::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -142,6 +145,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Clean { all } => clean(all),
         Cmd::Doctor => Ok(doctor::doctor()),
         Cmd::Capture(args) => capture_cmd::run(args),
+        Cmd::Run(args) => run_cmd::run(args),
     }
 }
 

@@ -3,6 +3,7 @@
 mod capture;
 mod capture_cli;
 mod determinism;
+mod run_cli;
 mod runtime;
 mod support;
 mod trace;

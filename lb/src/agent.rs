@@ -7,6 +7,7 @@
 //! stop) so the backend never answers the LAN for the VIP, and an inner packet is re-injected
 //! only if it is IPv4 to the VIP: the agent is not an open relay.
 
+use crate::control_agent::Stats;
 use crate::sys::netlink;
 use crate::sys::set_sysctl;
 use crate::sys::sock::{RawIpSocket, RecvSlots, SendBatch, set_rcvbuf, wait_readable};
@@ -29,6 +30,20 @@ pub struct AgentSettings {
     pub port: u16,
     /// Datagrams per receive batch.
     pub batch: usize,
+    /// The server to register with; none: no registration (a static backend of the server).
+    pub server: Option<SocketAddrV4>,
+    /// The name to register.
+    pub name: String,
+    /// The `lb ctl` socket.
+    pub ctl_socket: std::path::PathBuf,
+    /// Whether the ctl socket's path was given.
+    pub ctl_socket_given: bool,
+    /// Longest wait between registration attempts.
+    pub retry_max: Duration,
+    /// Timing of the registration protocol.
+    pub control: lb::config::ControlSection,
+    /// The shared secret.
+    pub secret: Option<lb::control::Secret>,
 }
 
 const LOOPBACK: u32 = 1;
@@ -98,8 +113,33 @@ pub fn run(s: AgentSettings) -> Result<()> {
         tracing::warn!(vip = %s.vip, "the VIP was already on lo: taken over");
     }
     installed.vip = Some(s.vip);
+
+    let stats = Arc::new(Stats::default());
+    let (sanity_tx, sanity_rx) = tokio::sync::mpsc::channel(8);
+    let mut ctl_socket = crate::ctl::bind(&s.ctl_socket, s.ctl_socket_given)?;
+    let control = crate::control_agent::spawn(
+        crate::control_agent::Settings {
+            server: s.server,
+            name: s.name.clone(),
+            data_ip: s.data_ip,
+            timing: s.control.clone(),
+            secret: s.secret.clone(),
+            retry_max: s.retry_max,
+        },
+        ctl_socket.as_mut().and_then(|c| c.take()),
+        sanity_rx,
+        Arc::clone(&stats),
+        Arc::clone(&stop),
+    )?;
+    let mut extra = String::new();
+    if let Some(server) = s.server {
+        extra += &format!(", registering as {} with {server}", s.name);
+    }
+    if let Some(c) = &ctl_socket {
+        extra += &format!(", ctl {}", c.path().display());
+    }
     println!(
-        "ready: vip {} on lo, receiving encapsulated packets on {}:{}",
+        "ready: vip {} on lo, receiving encapsulated packets on {}:{}{extra}",
         s.vip, s.data_ip, s.port
     );
     let _ = std::io::stdout().flush();
@@ -115,6 +155,7 @@ pub fn run(s: AgentSettings) -> Result<()> {
         }
         let n = slots.recv(fd).context("receive encapsulated packets")?;
         received += n as u64;
+        let mut not_injected = 0;
         for (p, _) in slots.packets() {
             match check_inner(p, s.vip) {
                 Ok(()) => {
@@ -122,13 +163,33 @@ pub fn run(s: AgentSettings) -> Result<()> {
                     out.buf.extend_from_slice(p);
                     out.commit(start, Some(SocketAddrV4::new(s.vip, 0)));
                 }
-                Err(why) => *refused.entry(why).or_default() += 1,
+                Err(why) => match lb::control::parse_sanity(p) {
+                    // The server proving the data path during a registration.
+                    Some(token) => {
+                        stats.sanity.fetch_add(1, Ordering::Relaxed);
+                        let _ = sanity_tx.try_send(token.to_string());
+                    }
+                    None => {
+                        not_injected += 1;
+                        *refused.entry(why).or_default() += 1
+                    }
+                },
             }
         }
         let f = out.flush(raw.as_raw_fd());
         injected += f.sent as u64;
         failed += f.failed as u64;
+        stats.received.fetch_add(n as u64, Ordering::Relaxed);
+        stats.injected.fetch_add(f.sent as u64, Ordering::Relaxed);
+        stats.failed.fetch_add(f.failed as u64, Ordering::Relaxed);
+        stats.refused.fetch_add(not_injected, Ordering::Relaxed);
     }
+    // The control thread sees `stop` too and deregisters before the VIP goes.
+    stop.store(true, Ordering::Relaxed);
+    if control.join().is_err() {
+        tracing::error!("the control thread panicked");
+    }
+    drop(ctl_socket);
     drop(installed);
     tracing::info!(received, injected, failed, "agent totals");
     for (why, n) in refused {

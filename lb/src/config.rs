@@ -5,9 +5,90 @@
 use crate::encap::ForwardMode;
 use crate::hash::HashMode;
 use crate::wire::MacAddr;
-use serde::Deserialize;
-use std::net::Ipv4Addr;
+use serde::{Deserialize, Deserializer};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A span of time written `"250ms"`, `"2s"`, `"1.5s"`, `"1m"` or as an integer of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    /// `s` seconds.
+    pub const fn secs(s: u64) -> Dur {
+        Dur(Duration::from_secs(s))
+    }
+
+    /// `ms` milliseconds.
+    pub const fn millis(ms: u64) -> Dur {
+        Dur(Duration::from_millis(ms))
+    }
+}
+
+/// Parses `"250ms"`, `"2s"`, `"1.5s"`, `"1m"` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let scale = match unit.trim() {
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        u => return Err(format!("{s:?}: unknown unit {u:?} (want ms, s, m or h)")),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: want a duration like 500ms, 2s, 1.5s or 1m"))?;
+    let secs = n * scale;
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(format!("{s:?}: out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Dur::secs(s)),
+            Raw::Text(t) => parse_duration(&t)
+                .map(Dur)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A control-plane address, `"IP"` (port 1338) or `"IP:PORT"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint(pub SocketAddrV4);
+
+/// Parses `IP` (port [`crate::control::CONTROL_PORT`]) or `IP:PORT`.
+pub fn parse_endpoint(s: &str) -> Result<SocketAddrV4, String> {
+    if let Ok(sa) = s.parse::<SocketAddrV4>() {
+        return Ok(sa);
+    }
+    s.parse::<Ipv4Addr>()
+        .map(|ip| SocketAddrV4::new(ip, crate::control::CONTROL_PORT))
+        .map_err(|_| format!("{s:?}: want IP or IP:PORT"))
+}
+
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_endpoint(&s)
+            .map(Endpoint)
+            .map_err(serde::de::Error::custom)
+    }
+}
 
 /// How the server receives the VIP's packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -112,8 +193,77 @@ pub struct ServerSection {
     pub verdict: VerdictMode,
     /// Socket receive buffer in bytes.
     pub rcvbuf: usize,
-    /// Backends.
+    /// Static backends (no agent; the only kind for DSR).
     pub backends: Vec<BackendEntry>,
+    /// Where agents register (TCP, Caplance's `mngIP:1338`); none: no registration.
+    pub control: Option<Endpoint>,
+    /// The `lb ctl` socket.
+    pub ctl_socket: PathBuf,
+    /// Control connections that have not registered yet, at once; more are refused.
+    pub max_pending: usize,
+    /// Registered backends at most.
+    pub max_agents: usize,
+    /// How long a drain keeps tracked flows when `lb ctl drain` gives no deadline.
+    pub drain_timeout: Dur,
+    /// Active health checks.
+    pub check: CheckSection,
+}
+
+/// `[server.check]`: a TCP connect from the balancer to each backend's application.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckSection {
+    /// The application's port on the backend's address; none: no active checks.
+    pub port: Option<u16>,
+    /// Time between checks of one backend.
+    pub interval: Dur,
+    /// How long a connect may take.
+    pub timeout: Dur,
+    /// Consecutive successes that bring a down backend back.
+    pub rise: u32,
+    /// Consecutive failures that take a backend down.
+    pub fall: u32,
+}
+
+impl Default for CheckSection {
+    fn default() -> Self {
+        Self {
+            port: None,
+            interval: Dur::secs(2),
+            timeout: Dur::secs(1),
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+/// `[control]`: the registration protocol's timing and secret, shared by server and agent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlSection {
+    /// A file holding the shared secret (≥ 16 bytes); none: Caplance's open registration.
+    pub secret_file: Option<PathBuf>,
+    /// The agent sends `HEALTH 200` this often (Caplance's `healthRate`).
+    pub health_interval: Dur,
+    /// Silence that ends a registration (Caplance's `readTimeout`); the agent also gives up
+    /// on a server silent this long and registers again.
+    pub read_timeout: Dur,
+    /// A line that cannot be written in this long ends the connection.
+    pub write_timeout: Dur,
+    /// The whole handshake, from connect to `REGISTERED`, must fit in this.
+    pub register_timeout: Dur,
+}
+
+impl Default for ControlSection {
+    fn default() -> Self {
+        Self {
+            secret_file: None,
+            health_interval: Dur::secs(20),
+            read_timeout: Dur::secs(30),
+            write_timeout: Dur::secs(10),
+            register_timeout: Dur::secs(10),
+        }
+    }
 }
 
 impl Default for ServerSection {
@@ -138,6 +288,12 @@ impl Default for ServerSection {
             verdict: VerdictMode::Batch,
             rcvbuf: 16 << 20,
             backends: Vec::new(),
+            control: None,
+            ctl_socket: PathBuf::from("/run/lb/server.sock"),
+            max_pending: 64,
+            max_agents: 1024,
+            drain_timeout: Dur::secs(300),
+            check: CheckSection::default(),
         }
     }
 }
@@ -152,6 +308,14 @@ pub struct AgentSection {
     pub port: u16,
     /// Datagrams per receive batch.
     pub batch: usize,
+    /// The server to register with (Caplance's `connectIP`); none: no registration.
+    pub server: Option<Endpoint>,
+    /// The name to register (default: the host name).
+    pub name: Option<String>,
+    /// The `lb ctl` socket.
+    pub ctl_socket: PathBuf,
+    /// Longest wait between two registration attempts (they back off up to this).
+    pub retry_max: Dur,
 }
 
 impl Default for AgentSection {
@@ -160,6 +324,10 @@ impl Default for AgentSection {
             data_ip: None,
             port: crate::encap::ENCAP_PORT,
             batch: 64,
+            server: None,
+            name: None,
+            ctl_socket: PathBuf::from("/run/lb/agent.sock"),
+            retry_max: Dur::secs(5),
         }
     }
 }
@@ -174,6 +342,8 @@ pub struct FileConfig {
     pub server: ServerSection,
     /// Agent settings.
     pub agent: AgentSection,
+    /// Registration protocol settings shared by both.
+    pub control: ControlSection,
 }
 
 /// A configuration error: where and which field.
@@ -305,6 +475,63 @@ impl FileConfig {
                 );
             }
         }
+        if s.control.is_some() && s.forward == ForwardMode::Dsr {
+            return err(
+                "server.control",
+                "registration needs forward = \"encap\" (agents receive on :1337); DSR backends are static".into(),
+            );
+        }
+        if s.max_pending == 0 {
+            return err("server.max_pending", "must be at least 1".into());
+        }
+        let c = &s.check;
+        if c.port == Some(0) {
+            return err("server.check.port", "port 0 cannot be checked".into());
+        }
+        if c.interval.0.is_zero() {
+            return err("server.check.interval", "must be above 0".into());
+        }
+        if c.timeout.0.is_zero() || c.timeout > c.interval {
+            return err(
+                "server.check.timeout",
+                format!(
+                    "must be above 0 and at most server.check.interval ({:?})",
+                    c.interval.0
+                ),
+            );
+        }
+        if c.rise == 0 || c.fall == 0 {
+            let f = if c.rise == 0 { "rise" } else { "fall" };
+            return err(&format!("server.check.{f}"), "must be at least 1".into());
+        }
+        let k = &self.control;
+        for (f, d) in [
+            ("control.health_interval", k.health_interval),
+            ("control.read_timeout", k.read_timeout),
+            ("control.write_timeout", k.write_timeout),
+            ("control.register_timeout", k.register_timeout),
+        ] {
+            if d.0 < Duration::from_millis(10) {
+                return err(f, format!("{:?} is below 10ms", d.0));
+            }
+        }
+        if k.read_timeout <= k.health_interval {
+            return err(
+                "control.read_timeout",
+                format!(
+                    "{:?} must exceed control.health_interval ({:?}), or every agent times out",
+                    k.read_timeout.0, k.health_interval.0
+                ),
+            );
+        }
+        if let Some(n) = &self.agent.name
+            && !crate::control::valid_name(n)
+        {
+            return err(
+                "agent.name",
+                format!("{n:?}: want 1 to 64 of A-Z a-z 0-9 . _ -"),
+            );
+        }
         if !(1..=1024).contains(&self.agent.batch) {
             return err(
                 "agent.batch",
@@ -414,6 +641,84 @@ data_ip = "10.0.0.2"
         )
         .unwrap_err();
         assert_eq!(e.field, "server.backends[1].name");
+    }
+
+    #[test]
+    fn control_plane_fields() {
+        let c = parse(
+            r#"
+vip = "10.0.0.50"
+[control]
+secret_file = "/etc/lb/secret"
+health_interval = "250ms"
+read_timeout = 2
+register_timeout = "1.5s"
+[server]
+control = "10.0.0.1"
+ctl_socket = "/tmp/s.sock"
+drain_timeout = "1m"
+[server.check]
+port = 8080
+interval = "200ms"
+timeout = "100ms"
+rise = 1
+fall = 2
+[agent]
+server = "10.0.0.1:2000"
+name = "h2"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.control.health_interval, Dur::millis(250));
+        assert_eq!(c.control.read_timeout, Dur::secs(2));
+        assert_eq!(c.control.register_timeout, Dur::millis(1500));
+        assert_eq!(
+            c.server.control,
+            Some(Endpoint("10.0.0.1:1338".parse().unwrap()))
+        );
+        assert_eq!(c.server.drain_timeout, Dur::secs(60));
+        assert_eq!(c.server.check.port, Some(8080));
+        assert_eq!(
+            c.agent.server,
+            Some(Endpoint("10.0.0.1:2000".parse().unwrap()))
+        );
+        assert_eq!(c.agent.name.as_deref(), Some("h2"));
+    }
+
+    #[test]
+    fn control_plane_errors_name_the_field() {
+        let e = parse("[control]\nread_timeout = \"5s\"\n").unwrap_err();
+        assert_eq!(e.field, "control.read_timeout");
+        assert!(e.message.contains("health_interval"), "{e}");
+        let e = parse("[control]\nhealth_interval = \"2 fortnights\"\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (Some(2), "health_interval"));
+        assert!(e.message.contains("unknown unit"), "{e}");
+        let e = parse("[server]\ncontrol = \"10.0.0.1:99999\"\n").unwrap_err();
+        assert_eq!(e.field, "control");
+        let e = parse("[server]\nforward = \"dsr\"\ncontrol = \"10.0.0.1\"\n").unwrap_err();
+        assert_eq!(e.field, "server.control");
+        let e = parse("[server.check]\ninterval = \"1s\"\ntimeout = \"2s\"\n").unwrap_err();
+        assert_eq!(e.field, "server.check.timeout");
+        let e = parse("[server.check]\nfall = 0\n").unwrap_err();
+        assert_eq!(e.field, "server.check.fall");
+        let e = parse("[agent]\nname = \"no spaces\"\n").unwrap_err();
+        assert_eq!(e.field, "agent.name");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("1e99h").is_err());
+        assert_eq!(
+            parse_endpoint("10.0.0.1"),
+            Ok("10.0.0.1:1338".parse().unwrap())
+        );
+        assert!(parse_endpoint("host:1338").is_err());
     }
 
     #[test]

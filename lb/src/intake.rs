@@ -6,7 +6,6 @@
 
 use crate::server::DataPath;
 use crate::sys::now;
-use crate::sys::sock::wait_readable;
 use anyhow::{Context, Result};
 use lb::config::{ServerSection, VerdictMode};
 use nfqueue::{Queue, QueueConfig, RecvBatch, Verdict};
@@ -50,8 +49,7 @@ pub fn nfqueue_loop(
     let mut packets = RecvBatch::new(batch);
     let fd = q.as_raw_fd();
     while !stop.load(Ordering::Relaxed) {
-        if !wait_readable(fd, Duration::from_millis(200))? {
-            path.state.expire(now(), 4096);
+        if !path.wait(fd, Duration::from_millis(200))? {
             continue;
         }
         let n = q

@@ -10,10 +10,12 @@
 
 pub mod config;
 pub mod conntable;
+pub mod control;
 pub mod core;
 pub mod encap;
 pub mod hash;
 pub mod maglev;
+pub mod registry;
 pub mod time;
 pub mod wire;
 

@@ -8,20 +8,21 @@
 //! sends every packet of a flow to the same queue, so threads share nothing and agree on new
 //! flows because Maglev over the keyed hash is the same table in each.
 
+use crate::pathctl::{self, PathCtl, PathMsg};
 use crate::sys::netlink::{self, IfAddr};
 use crate::sys::now;
 use crate::sys::rules::QueueRules;
-use crate::sys::sock::{
-    PacketSocket, RawIpSocket, RecvSlots, SendBatch, set_rcvbuf, set_sndbuf, wait_readable,
-};
+use crate::sys::sock::{PacketSocket, RawIpSocket, RecvSlots, SendBatch, set_rcvbuf, set_sndbuf};
+use crate::sys::wake::wait_or_wake;
 use anyhow::{Context, Result, bail};
-use lb::config::{BackendEntry, IntakeKind, ServerSection, VerdictMode};
+use lb::config::{BackendEntry, ControlSection, IntakeKind, ServerSection, VerdictMode};
+use lb::control::Secret;
 use lb::encap::{ENCAP_PORT, complete_l4_checksum, ip_packet, max_mss};
 use lb::{Action, BackendSpec, Config, ForwardConfig, ForwardMode, Intake, MacAddr, State, decide};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -33,6 +34,12 @@ pub struct ServerSettings {
     pub vip: Ipv4Addr,
     /// The `[server]` section with flags applied.
     pub server: ServerSection,
+    /// The `[control]` section with flags applied.
+    pub control: ControlSection,
+    /// The shared secret, loaded from `control.secret_file`.
+    pub secret: Option<Secret>,
+    /// Whether the ctl socket's path was given (then a busy path is an error, not a warning).
+    pub ctl_socket_given: bool,
 }
 
 /// What a stop must undo; dropping it undoes what was done, in reverse order.
@@ -62,6 +69,7 @@ impl Drop for Installed {
 #[derive(Debug, Default, Clone, Copy)]
 struct PathStats {
     received: u64,
+    batches: u64,
     sent: u64,
     send_failed: u64,
     icmp_sent: u64,
@@ -85,9 +93,46 @@ pub struct DataPath {
     batch: SendBatch,
     scratch: Vec<u8>,
     stats: PathStats,
+    ctl: PathCtl,
 }
 
 impl DataPath {
+    /// Waits up to `timeout` for `fd` to be readable, applying control messages that arrive
+    /// meanwhile and expiring idle flows when nothing happens; returns whether `fd` is readable.
+    pub(crate) fn wait(&mut self, fd: RawFd, timeout: Duration) -> std::io::Result<bool> {
+        let (readable, woken) = wait_or_wake(fd, &self.ctl.waker, timeout)?;
+        if woken {
+            self.control();
+        } else if !readable {
+            self.state.expire(now(), 4096);
+        }
+        Ok(readable)
+    }
+
+    /// Applies waiting control messages and answers reports.
+    fn control(&mut self) {
+        for m in self.ctl.drain() {
+            match m {
+                PathMsg::Apply(updates) => {
+                    for u in &updates {
+                        pathctl::apply(&mut self.state, u);
+                    }
+                }
+                PathMsg::Sync(done) => {
+                    let _ = done.send(());
+                }
+                PathMsg::Report(reply) => {
+                    let mut r = pathctl::report(&self.state, now());
+                    r.received = self.stats.received;
+                    r.sent = self.stats.sent;
+                    r.send_failed = self.stats.send_failed;
+                    r.icmp_frag_needed = self.stats.icmp_sent;
+                    let _ = reply.send(r);
+                }
+            }
+        }
+    }
+
     pub(crate) fn handle(&mut self, now: lb::Nanos, packet: &[u8], csum_not_ready: bool) {
         self.stats.received += 1;
         let action = decide(&mut self.state, now, packet);
@@ -139,7 +184,9 @@ impl DataPath {
         }
     }
 
+    /// Sends what the batch produced; call once per received batch.
     pub(crate) fn flush(&mut self) {
+        self.stats.batches += 1;
         if self.batch.len() == 0 {
             return;
         }
@@ -164,6 +211,7 @@ struct Totals {
 impl Totals {
     fn add(&mut self, path: &DataPath) {
         self.paths.received += path.stats.received;
+        self.paths.batches += path.stats.batches;
         self.paths.sent += path.stats.sent;
         self.paths.send_failed += path.stats.send_failed;
         self.paths.icmp_sent += path.stats.icmp_sent;
@@ -182,6 +230,7 @@ impl Totals {
         let p = &self.paths;
         tracing::info!(
             received = p.received,
+            mean_batch = format!("{:.1}", p.received as f64 / p.batches.max(1) as f64),
             sent = p.sent,
             send_failed = p.send_failed,
             icmp_frag_needed = p.icmp_sent,
@@ -231,6 +280,7 @@ fn new_path(
     cfg: &Config,
     specs: &[BackendSpec],
     iface: &IfAddr,
+    ctl: PathCtl,
 ) -> Result<DataPath> {
     let mut state = State::new(cfg.clone()).context("balancer configuration")?;
     for spec in specs {
@@ -260,6 +310,7 @@ fn new_path(
         batch: SendBatch::default(),
         scratch: Vec::with_capacity(1600),
         stats: PathStats::default(),
+        ctl,
     })
 }
 
@@ -301,6 +352,7 @@ pub fn run(s: ServerSettings) -> Result<()> {
         vip: None,
     };
     let mut threads = Vec::new();
+    let mut handles = Vec::new();
     let intake_desc = match s.server.intake {
         IntakeKind::Nfqueue => {
             let rules = QueueRules {
@@ -324,7 +376,9 @@ pub fn run(s: ServerSettings) -> Result<()> {
             rules.install().context("install NFQUEUE rules")?;
             installed.rules = Some(rules);
             for queue in queues {
-                let path = new_path(&s, &cfg, &specs, &iface)?;
+                let (handle, ctl) = pathctl::channel().context("eventfd")?;
+                handles.push(handle);
+                let path = new_path(&s, &cfg, &specs, &iface, ctl)?;
                 let stop = Arc::clone(&stop);
                 let (batch, mode) = (s.server.batch, s.server.verdict);
                 threads.push(
@@ -348,7 +402,9 @@ pub fn run(s: ServerSettings) -> Result<()> {
             let sock = PacketSocket::intake(iface.ifindex, s.vip)
                 .with_context(|| format!("packet socket on {}", iface.ifname))?;
             let _ = set_rcvbuf(sock.as_raw_fd(), s.server.rcvbuf);
-            let path = new_path(&s, &cfg, &specs, &iface)?;
+            let (handle, ctl) = pathctl::channel().context("eventfd")?;
+            handles.push(handle);
+            let path = new_path(&s, &cfg, &specs, &iface, ctl)?;
             let stop = Arc::clone(&stop);
             let batch = s.server.batch;
             threads.push(
@@ -363,6 +419,24 @@ pub fn run(s: ServerSettings) -> Result<()> {
             )
         }
     };
+    let control = crate::control_server::ControlSettings {
+        vip: s.vip,
+        listen: s.server.control.map(|e| e.0),
+        timing: s.control.clone(),
+        secret: s.secret.clone(),
+        max_pending: s.server.max_pending,
+        max_agents: s.server.max_agents,
+        check: s.server.check.clone(),
+        drain_timeout: s.server.drain_timeout.0,
+        data_addr: iface.addr,
+        encap_port: ENCAP_PORT,
+        description: intake_desc.clone(),
+    };
+    let registry = crate::control_server::registry(&control, &specs)?;
+    let mut ctl_socket = crate::ctl::bind(&s.server.ctl_socket, s.ctl_socket_given)?;
+    let bound = crate::control_server::bind(&control, ctl_socket.as_mut().and_then(|c| c.take()))?;
+    let control_thread =
+        crate::control_server::spawn(control, registry, handles, bound, Arc::clone(&stop))?;
     let added = netlink::add_host_address(iface.ifindex, s.vip)?;
     installed.vip = Some((iface.ifindex, s.vip));
     if !added {
@@ -376,8 +450,23 @@ pub fn run(s: ServerSettings) -> Result<()> {
         ForwardMode::UdpEncap => "encap",
         ForwardMode::Dsr => "dsr",
     };
+    let mut extra = String::new();
+    if let Some(c) = s.server.control {
+        extra += &format!(
+            ", registration on {}{}",
+            c.0,
+            if s.secret.is_some() {
+                " (shared secret)"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(c) = &ctl_socket {
+        extra += &format!(", ctl {}", c.path().display());
+    }
     println!(
-        "ready: vip {} on {}, intake {intake_desc}, forward {mode}, backends [{}]",
+        "ready: vip {} on {}, intake {intake_desc}, forward {mode}, backends [{}]{extra}",
         s.vip,
         iface.ifname,
         names.join(", ")
@@ -399,6 +488,11 @@ pub fn run(s: ServerSettings) -> Result<()> {
             }
         }
     }
+    stop.store(true, Ordering::Relaxed);
+    if control_thread.join().is_err() {
+        tracing::error!("the control thread panicked");
+    }
+    drop(ctl_socket);
     drop(installed);
     totals.log();
     match failure {
@@ -416,8 +510,7 @@ fn packet_loop(
     let mut slots = RecvSlots::with_auxdata(batch, 2048);
     let fd = sock.as_raw_fd();
     while !stop.load(Ordering::Relaxed) {
-        if !wait_readable(fd, Duration::from_millis(200))? {
-            path.state.expire(now(), 4096);
+        if !path.wait(fd, Duration::from_millis(200))? {
             continue;
         }
         let n = slots.recv(fd).context("receive from the packet socket")?;

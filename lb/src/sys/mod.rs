@@ -4,6 +4,7 @@
 pub mod netlink;
 pub mod rules;
 pub mod sock;
+pub mod wake;
 
 use anyhow::{Context, Result};
 use std::time::Instant;

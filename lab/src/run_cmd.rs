@@ -1,0 +1,187 @@
+//! `lab run FILE|DIR…`: runs scenario files, each in a fresh lab of its own, several at once;
+//! prints each step as it finishes, then per scenario the ladder, the expectations (with a
+//! diff for a snapshot that differs) and where the artifacts are.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use lab::scenario::Progress as _;
+use lab::scenario::{
+    self, ReportOptions, RunOptions, ScenarioResult, SnapshotMode, discover, load_all, render,
+    tasks,
+};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+/// `lab run [--jobs N] [--accept] [--trace] FILE|DIR…`
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Scenario files, or directories of them (`*.toml`, not recursive).
+    #[arg(required = true, value_name = "FILE|DIR")]
+    paths: Vec<PathBuf>,
+    /// Scenarios run at the same time, each in its own lab (default: all, at most 4).
+    #[arg(short = 'j', long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    jobs: Option<u32>,
+    /// Write missing or different snapshots (like INSTA_UPDATE=always) instead of failing.
+    #[arg(long)]
+    accept: bool,
+    /// Also print each scenario's normalized trace.
+    #[arg(long)]
+    trace: bool,
+    /// Leave out the ladder diagrams.
+    #[arg(long)]
+    no_ladder: bool,
+    /// Write the comparable results (no times, lab names or paths) as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    results: Option<PathBuf>,
+    /// The `lb` binary (default: LB_BIN, else next to this `lab` executable).
+    #[arg(long, value_name = "PATH")]
+    lb: Option<PathBuf>,
+}
+
+extern "C" fn on_signal(_: libc::c_int) {
+    tasks::cancel();
+}
+
+/// SIGINT/SIGTERM ask every running scenario to stop (its lab is then removed); a second one
+/// ends the process at once (`lab clean` removes what is left).
+fn install_signal_handlers() -> Result<()> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART | SaFlags::SA_RESETHAND,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { sigaction(sig, &action) }.context("installing the Ctrl-C handler")?;
+    }
+    Ok(())
+}
+
+struct Printer(Mutex<()>);
+
+impl scenario::Progress for Printer {
+    fn line(&self, scenario: &str, text: &str) {
+        let _g = self.0.lock();
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "[{scenario}] {text}");
+        let _ = out.flush();
+    }
+}
+
+/// Runs `lab run`. Exit codes: 0 all passed, 1 a scenario failed, 2 bad input, 130 interrupted.
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let files = match discover(&args.paths) {
+        Ok(f) => f,
+        Err(e) => return Ok(bad_input(&e)),
+    };
+    let scenarios = match load_all(&files) {
+        Ok(s) => s,
+        Err(e) => return Ok(bad_input(&e.to_string())),
+    };
+    if !lab::lab::is_root() {
+        return Ok(bad_input(
+            "this needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run it with sudo",
+        ));
+    }
+    if let Some(p) = &args.results {
+        // Fail now rather than after the runs.
+        std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    install_signal_handlers()?;
+    let jobs = args
+        .jobs
+        .map(|j| j as usize)
+        .unwrap_or_else(|| scenarios.len().min(4))
+        .max(1);
+    let kernel = scenario::kernel::KernelVersion::running();
+    println!(
+        "running {} scenario(s), {} at a time, on kernel {kernel}",
+        scenarios.len(),
+        jobs.min(scenarios.len())
+    );
+    let opts = RunOptions {
+        snapshots: if args.accept {
+            SnapshotMode::Accept
+        } else {
+            SnapshotMode::from_env()
+        },
+        lb_bin: args.lb.clone(),
+    };
+    let printer = Printer(Mutex::new(()));
+    let next = Mutex::new(0usize);
+    let results: Mutex<Vec<Option<ScenarioResult>>> = Mutex::new(vec![None; scenarios.len()]);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(scenarios.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = {
+                        let mut n = next.lock().unwrap_or_else(|p| p.into_inner());
+                        let i = *n;
+                        *n += 1;
+                        i
+                    };
+                    let Some(s) = scenarios.get(i) else { break };
+                    if tasks::cancelled() {
+                        break;
+                    }
+                    let r = scenario::run(s, &opts, &printer);
+                    printer.line(
+                        &s.name,
+                        if r.passed() {
+                            "done: PASS"
+                        } else {
+                            "done: FAIL"
+                        },
+                    );
+                    results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let report = ReportOptions {
+        ladder: !args.no_ladder,
+        trace: args.trace,
+    };
+    let mut passed = 0;
+    let mut ran = Vec::new();
+    for r in results.iter().flatten() {
+        println!();
+        print!("{}", render(r, report));
+        passed += usize::from(r.passed());
+        ran.push(r);
+    }
+    if let Some(p) = &args.results {
+        let json = serde_json::to_string_pretty(&ran)?;
+        std::fs::write(p, json + "\n").with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    let interrupted = tasks::cancelled();
+    let not_run = scenarios.len() - ran.len();
+    println!();
+    println!(
+        "{} scenario(s): {passed} passed, {} failed{}{}",
+        scenarios.len(),
+        ran.len() - passed,
+        if not_run > 0 {
+            format!(", {not_run} not run")
+        } else {
+            String::new()
+        },
+        if interrupted { " (interrupted)" } else { "" }
+    );
+    Ok(if interrupted {
+        ExitCode::from(130)
+    } else if passed == scenarios.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn bad_input(msg: &str) -> ExitCode {
+    eprintln!("lab: {msg}");
+    ExitCode::from(2)
+}

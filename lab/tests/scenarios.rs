@@ -1,0 +1,71 @@
+//! One test per scenario file in `scenarios/`, found when the test binary starts (a new file is
+//! a new test, no code to touch). Each runs exactly as `lab run FILE` does, in a fresh lab of
+//! its own, several at a time; a failing test prints the scenario's whole report (steps,
+//! expectations, snapshot diff, artifacts).
+//!
+//! Privileged: without root each test is reported as ignored with the reason, unless
+//! `LAB_REQUIRE_PRIVILEGED=1`, where it fails. Snapshots follow insta's rules (`CI=true`
+//! writes nothing; see docs/scenario-format.md). Filter as usual:
+//! `cargo test -p lab --test scenarios -- mysterious`.
+
+use lab::scenario::{self, ReportOptions, RunOptions, Scenario, Silent, discover, render};
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use std::path::{Path, PathBuf};
+
+fn scenario_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    dir.canonicalize().unwrap_or(dir)
+}
+
+fn run_one(file: &Path) -> Result<Completion, Failed> {
+    let s = Scenario::load(file).map_err(|e| Failed::from(e.to_string()))?;
+    if !nix::unistd::geteuid().is_root() {
+        let reason = "needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)";
+        if std::env::var("LAB_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+            return Err(format!("{reason}, and LAB_REQUIRE_PRIVILEGED=1 forbids skipping").into());
+        }
+        return Ok(Completion::ignored_with(format!(
+            "{reason}; set LAB_REQUIRE_PRIVILEGED=1 to fail instead"
+        )));
+    }
+    let r = scenario::run(&s, &RunOptions::default(), &Silent);
+    if r.passed() {
+        Ok(Completion::Completed)
+    } else {
+        Err(render(
+            &r,
+            ReportOptions {
+                ladder: true,
+                trace: true,
+            },
+        )
+        .into())
+    }
+}
+
+fn main() {
+    let mut args = Arguments::from_args();
+    let dir = scenario_dir();
+    let files = match discover(std::slice::from_ref(&dir)) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("scenarios: {e}");
+            std::process::exit(101);
+        }
+    };
+    // Scenarios mostly wait on the network: run several at once unless told otherwise.
+    if args.test_threads.is_none() {
+        args.test_threads = Some(files.len().clamp(1, 4));
+    }
+    let trials = files
+        .into_iter()
+        .map(|f| {
+            let name = f
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Trial::ignorable_test(name, move || run_one(&f)).with_kind("scenario")
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}

@@ -1,0 +1,747 @@
+//! End-to-end tests of the control plane: `lb server` in h1 with registration on :1338, `lb
+//! agent`s registering from h2, h4 and h5, TCP clients in h3, `lb ctl` over each process's
+//! socket. Privileged: skipped without root unless LAB_REQUIRE_PRIVILEGED=1.
+
+use lab::{Lab, LabOptions, Process, Topology, resolve};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
+const PORT: u16 = 8080;
+const LB: &str = env!("CARGO_BIN_EXE_lb");
+const BACKENDS: [&str; 3] = ["h2", "h4", "h5"];
+
+fn privileged(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("LAB_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("{test}: needs root, and LAB_REQUIRE_PRIVILEGED=1 forbids skipping");
+    }
+    eprintln!(
+        "SKIP {test}: needs root (namespaces, NFQUEUE); set LAB_REQUIRE_PRIVILEGED=1 to fail instead"
+    );
+    false
+}
+
+/// h1 the balancer, h3 the client, h2/h4/h5 backends; VIP 10.0.0.50.
+fn up() -> Lab {
+    let t = Topology::load("single,5").expect("topology");
+    Lab::up(
+        resolve(&t).expect("resolve"),
+        &LabOptions {
+            name: None,
+            persistent: false,
+        },
+    )
+    .expect("lab up")
+}
+
+fn alive(p: &Process) -> bool {
+    Path::new(&format!("/proc/{}", p.id.pid)).exists()
+        && !std::fs::read_to_string(format!("/proc/{}/stat", p.id.pid))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+/// A started `lb` and its ctl socket.
+struct Lb {
+    p: Process,
+    sock: PathBuf,
+}
+
+impl Lb {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.p.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.p.id.pid), sig).unwrap();
+    }
+}
+
+/// Starts `lb ARGS --ctl-socket <artifacts>/<host>-<name>.sock` in `host`; waits for `ready:`.
+fn start(lab: &mut Lab, host: &str, name: &str, args: &[&str]) -> Lb {
+    let sock = lab.artifact_dir().join(format!("{host}-{name}.sock"));
+    let mut argv: Vec<&str> = vec![LB];
+    argv.extend_from_slice(args);
+    argv.extend_from_slice(&["--ctl-socket", sock.to_str().unwrap()]);
+    let p = lab.spawn(host, name, &argv).expect("spawn lb");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+        if log.lines().any(|l| l.starts_with("ready:")) {
+            return Lb { p, sock };
+        }
+        if !alive(&p) || Instant::now() > deadline {
+            panic!("lb {name} in {host} did not become ready:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `lb ctl --socket S --json ARGS`, parsed.
+fn ctl(lb: &Lb, args: &[&str]) -> Value {
+    let out = std::process::Command::new(LB)
+        .args(["ctl", "--socket", lb.sock.to_str().unwrap(), "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "lb ctl {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("lb ctl {args:?}: {e}: {text}"))
+}
+
+/// The server's backends by name.
+fn backends(server: &Lb) -> BTreeMap<String, Value> {
+    ctl(server, &["backends"])["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["name"].as_str().unwrap().to_string(), b.clone()))
+        .collect()
+}
+
+/// Polls the server's backends until `f` holds (bounded: 15 s).
+fn wait_backends(server: &Lb, what: &str, f: impl Fn(&BTreeMap<String, Value>) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let b = backends(server);
+        if f(&b) {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("never: {what}: {b:#?}\nserver log:\n{}", server.log());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls an agent until it is in `state` after `registrations` registrations (bounded: 10 s).
+fn wait_agent(agent: &Lb, state: &str, registrations: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = ctl(agent, &["state"]);
+        if st["state"] == state && st["registrations"] == registrations {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent never {state} #{registrations}: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn statuses(b: &BTreeMap<String, Value>) -> BTreeMap<&str, &str> {
+    b.iter()
+        .map(|(n, v)| (n.as_str(), v["status"].as_str().unwrap_or("?")))
+        .collect()
+}
+
+fn all_active(b: &BTreeMap<String, Value>, names: &[&str]) -> bool {
+    names.iter().all(|n| statuses(b).get(n) == Some(&"active"))
+}
+
+/// A TCP server on 0.0.0.0:8080 in `host` (so the balancer's checks reach it on the host's
+/// address, and the VIP on lo too), answering each line with `<host>: <line>`. Dropping it
+/// closes the listener and every connection: the application dies.
+struct Echo {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Echo {
+    fn start(lab: &Lab, host: &str) -> Echo {
+        let listener = lab
+            .run_in(host, || {
+                TcpListener::bind(("0.0.0.0", PORT)).expect("bind :8080")
+            })
+            .unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, name) = (Arc::clone(&stop), host.to_string());
+        let thread = std::thread::spawn(move || {
+            let mut conns = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((c, _)) => {
+                        let (s, name) = (Arc::clone(&s), name.clone());
+                        conns.push(std::thread::spawn(move || serve(c, &name, &s)));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+            for c in conns {
+                let _ = c.join();
+            }
+        });
+        Echo {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+fn serve(c: TcpStream, name: &str, stop: &AtomicBool) {
+    c.set_nonblocking(false).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    let mut line = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        match r.read_line(&mut line) {
+            Ok(0) => return,
+            Ok(_) if line.ends_with('\n') => {
+                let _ = (&c).write_all(format!("{name}: {line}").as_bytes());
+                line.clear();
+            }
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A client connection from h3 to VIP:8080.
+struct Client {
+    conn: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn connect(lab: &Lab) -> std::io::Result<Client> {
+        let conn = lab
+            .run_in("h3", || {
+                TcpStream::connect_timeout(&SocketAddr::from((VIP, PORT)), Duration::from_secs(3))
+            })
+            .unwrap()?;
+        conn.set_read_timeout(Some(Duration::from_secs(3)))?;
+        Ok(Client {
+            r: BufReader::new(conn.try_clone()?),
+            conn,
+        })
+    }
+
+    /// Sends a line; returns the backend that answered.
+    fn ask(&mut self, line: &str) -> std::io::Result<String> {
+        (&self.conn).write_all(format!("{line}\n").as_bytes())?;
+        let mut answer = String::new();
+        self.r.read_line(&mut answer)?;
+        match answer.split_once(": ") {
+            Some((who, said)) if said.trim_end() == line => Ok(who.to_string()),
+            _ => Err(std::io::Error::other(format!("odd answer {answer:?}"))),
+        }
+    }
+}
+
+/// `n` short connections from h3; how many each backend answered.
+fn spread(lab: &Lab, n: usize) -> BTreeMap<String, usize> {
+    let mut by = BTreeMap::new();
+    for i in 0..n {
+        let mut c = Client::connect(lab).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        let who = c
+            .ask("hello")
+            .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        *by.entry(who).or_default() += 1;
+    }
+    by
+}
+
+/// Server with registration on 10.0.0.1:1338 and agents on h2, h4, h5 (with echo servers).
+struct Setup {
+    lab: Lab,
+    server: Lb,
+    agents: BTreeMap<&'static str, Lb>,
+    echos: BTreeMap<&'static str, Echo>,
+}
+
+fn agent_args<'a>(name: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
+        "agent",
+        "--vip",
+        "10.0.0.50",
+        "--server",
+        "10.0.0.1",
+        "--name",
+        name,
+        "--health-interval",
+        "250ms",
+        "--read-timeout",
+        "1500ms",
+    ];
+    a.extend_from_slice(extra);
+    a
+}
+
+fn setup(server_extra: &[&str], agent_extra: &[&str], agents: &[&'static str]) -> Setup {
+    let mut lab = up();
+    let mut args = vec![
+        "server",
+        "--vip",
+        "10.0.0.50",
+        "--control",
+        "10.0.0.1",
+        "--read-timeout",
+        "1500ms",
+        // Only checked against read_timeout here: the agents' beat is theirs.
+        "--health-interval",
+        "250ms",
+    ];
+    args.extend_from_slice(server_extra);
+    let server = start(&mut lab, "h1", "server", &args);
+    let mut echos = BTreeMap::new();
+    for h in BACKENDS {
+        echos.insert(h, Echo::start(&lab, h));
+    }
+    let mut started = BTreeMap::new();
+    for &h in agents {
+        started.insert(h, start(&mut lab, h, "agent", &agent_args(h, agent_extra)));
+    }
+    wait_backends(&server, "every agent registered and active", |b| {
+        all_active(b, agents)
+    });
+    Setup {
+        lab,
+        server,
+        agents: started,
+        echos,
+    }
+}
+
+#[test]
+fn three_agents_register_and_share_300_connections() {
+    if !privileged("three_agents_register_and_share_300_connections") {
+        return;
+    }
+    // With the shared secret on, so the authenticated handshake runs for real too.
+    let secret = std::env::temp_dir().join(format!("lb-secret-{}", std::process::id()));
+    std::fs::write(&secret, "correct horse battery staple\n").unwrap();
+    let sf = secret.to_str().unwrap().to_string();
+    let s = setup(&["--secret-file", &sf], &["--secret-file", &sf], &BACKENDS);
+    let state = ctl(&s.server, &["state"]);
+    assert_eq!(state["registered"], 3, "{state}");
+    assert_eq!(state["auth"], true, "{state}");
+    for (h, a) in &s.agents {
+        wait_agent(a, "Active", 1);
+        let st = ctl(a, &["state"]);
+        assert_eq!(st["state"], "Active", "{h}: {st}");
+        assert_eq!(st["data_ip"], format!("10.0.0.{}", &h[1..]), "{h}: {st}");
+    }
+
+    let by = spread(&s.lab, 300);
+    eprintln!("300 connections: {by:?}");
+    assert_eq!(by.values().sum::<usize>(), 300);
+    for h in BACKENDS {
+        let n = by.get(h).copied().unwrap_or(0);
+        // Three equal backends: 100 ± 8 (1σ); under 60 (20%) is out by 5σ.
+        assert!(n >= 60, "{h} got {n} of 300: {by:?}");
+    }
+    // The server's per-backend counters agree with what the clients saw.
+    let b = backends(&s.server);
+    for h in BACKENDS {
+        assert_eq!(b[h]["flows"], by[h] as u64, "{h}: {:?}", b[h]);
+        assert!(
+            b[h]["packets"].as_u64().unwrap() >= 3 * by[h] as u64,
+            "{:?}",
+            b[h]
+        );
+    }
+
+    // Hostile clients on :1338 from h3 while all this runs: garbage, an over-long line, a
+    // plain Caplance REGISTER without the secret. Each is answered and closed.
+    for payload in [
+        &b"\x16\x03\x01garbage\n"[..],
+        &[b'X'; 4096][..],
+        b"REGISTER evil 10.0.0.3\n",
+    ] {
+        let c = s
+            .lab
+            .run_in("h3", || TcpStream::connect(("10.0.0.1", 1338)))
+            .unwrap()
+            .unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let _ = (&c).write_all(payload);
+        let mut l = String::new();
+        BufReader::new(&c).read_line(&mut l).unwrap();
+        assert!(l.starts_with("INVALID "), "{l:?}");
+    }
+    let b = backends(&s.server);
+    assert!(all_active(&b, &BACKENDS), "{b:#?}");
+    assert_eq!(spread(&s.lab, 10).values().sum::<usize>(), 10);
+    std::fs::remove_file(&secret).unwrap();
+}
+
+#[test]
+fn a_paused_backend_keeps_its_connections_and_gets_no_new_ones() {
+    if !privileged("a_paused_backend_keeps_its_connections_and_gets_no_new_ones") {
+        return;
+    }
+    let s = setup(&[], &[], &BACKENDS);
+    let mut long: Vec<(Client, String)> = (0..30)
+        .map(|_| {
+            let mut c = Client::connect(&s.lab).unwrap();
+            let who = c.ask("first").unwrap();
+            (c, who)
+        })
+        .collect();
+    let on_h2 = long.iter().filter(|(_, w)| w == "h2").count();
+    assert!(on_h2 > 0, "no long-lived connection on h2");
+
+    let answer = ctl(&s.agents["h2"], &["pause"]);
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(ctl(&s.agents["h2"], &["state"])["state"], "Paused");
+    assert_eq!(backends(&s.server)["h2"]["status"], "paused");
+    // PAUSED is answered once every data path applied it: no wait needed.
+    let by = spread(&s.lab, 60);
+    assert_eq!(
+        by.get("h2"),
+        None,
+        "new flows reached the paused backend: {by:?}"
+    );
+    assert_eq!(by.values().sum::<usize>(), 60);
+    for (c, who) in &mut long {
+        assert_eq!(&c.ask("still there?").unwrap(), who);
+    }
+    let b = backends(&s.server);
+    assert!(
+        b["h2"]["tracked"].as_u64().unwrap() >= on_h2 as u64,
+        "{:?}",
+        b["h2"]
+    );
+
+    assert_eq!(ctl(&s.agents["h2"], &["resume"])["ok"], true);
+    assert_eq!(backends(&s.server)["h2"]["status"], "active");
+    let by = spread(&s.lab, 60);
+    assert!(by.get("h2").copied().unwrap_or(0) > 0, "{by:?}");
+}
+
+#[test]
+fn a_killed_agent_is_deregistered_after_the_timeout() {
+    if !privileged("a_killed_agent_is_deregistered_after_the_timeout") {
+        return;
+    }
+    use nix::sys::signal::Signal;
+    let s = setup(&[], &[], &BACKENDS);
+    // A hung agent (stopped: its connection stays open, silent) is dropped after the
+    // server's read timeout (1.5 s here).
+    s.agents["h4"].signal(Signal::SIGSTOP);
+    wait_backends(&s.server, "h4 deregistered", |b| !b.contains_key("h4"));
+    assert!(
+        s.server.log().contains("no word for 1.5s: deregistered"),
+        "{}",
+        s.server.log()
+    );
+    // A killed agent's kernel closes the connection: dropped at once.
+    s.agents["h5"].signal(Signal::SIGKILL);
+    wait_backends(&s.server, "h5 deregistered", |b| !b.contains_key("h5"));
+    assert!(
+        s.server
+            .log()
+            .contains("control connection closed: deregistered")
+    );
+    let by = spread(&s.lab, 30);
+    assert_eq!(by.get("h2"), Some(&30), "{by:?}");
+    // The hung agent wakes up, learns it was dropped, and registers again.
+    s.agents["h4"].signal(Signal::SIGCONT);
+    wait_backends(&s.server, "h4 registered again", |b| {
+        statuses(b).get("h4") == Some(&"active")
+    });
+    // The server adds the backend before it writes REGISTERED: the agent may lag a little.
+    wait_agent(&s.agents["h4"], "Active", 2);
+    drop(s.echos);
+}
+
+#[test]
+fn a_killed_application_is_removed_by_the_active_check() {
+    if !privileged("a_killed_application_is_removed_by_the_active_check") {
+        return;
+    }
+    let mut s = setup(
+        &[
+            "--check-port",
+            "8080",
+            "--check-interval",
+            "200ms",
+            "--check-timeout",
+            "200ms",
+            "--check-fall",
+            "2",
+            "--check-rise",
+            "2",
+        ],
+        &[],
+        &BACKENDS,
+    );
+    let b = backends(&s.server);
+    assert!(b.values().all(|v| v["health"] == "up"), "{b:#?}");
+    drop(s.echos.remove("h2"));
+    wait_backends(&s.server, "h2 down", |b| {
+        b.get("h2")
+            .is_some_and(|v| v["health"] == "down" && v["status"] == "down")
+    });
+    // The agent still beats: it is registered, only its application is gone.
+    assert_eq!(ctl(&s.agents["h2"], &["state"])["state"], "Active");
+    let err = backends(&s.server)["h2"]["last_check_error"].clone();
+    assert!(err.as_str().unwrap().contains("10.0.0.2:8080"), "{err}");
+    let by = spread(&s.lab, 40);
+    assert_eq!(by.get("h2"), None, "{by:?}");
+    assert_eq!(by.values().sum::<usize>(), 40);
+    // The application comes back: after `rise` good checks, so does the backend.
+    s.echos.insert("h2", Echo::start(&s.lab, "h2"));
+    wait_backends(&s.server, "h2 up again", |b| {
+        b.get("h2").is_some_and(|v| v["status"] == "active")
+    });
+    let by = spread(&s.lab, 60);
+    assert!(by.get("h2").copied().unwrap_or(0) > 0, "{by:?}");
+}
+
+#[test]
+fn adding_a_backend_breaks_no_long_lived_connection_and_drain_keeps_them() {
+    if !privileged("adding_a_backend_breaks_no_long_lived_connection_and_drain_keeps_them") {
+        return;
+    }
+    let mut s = setup(&[], &[], &["h2", "h4"]);
+    let mut long: Vec<(Client, String)> = (0..40)
+        .map(|_| {
+            let mut c = Client::connect(&s.lab).unwrap();
+            let who = c.ask("first").unwrap();
+            (c, who)
+        })
+        .collect();
+    let h5 = start(&mut s.lab, "h5", "agent", &agent_args("h5", &[]));
+    s.agents.insert("h5", h5);
+    wait_backends(&s.server, "h5 joined", |b| all_active(b, &BACKENDS));
+    // Maglev moves about a third of the hash space to h5; the connection table keeps every
+    // established flow where it was.
+    for (i, (c, who)) in long.iter_mut().enumerate() {
+        assert_eq!(&c.ask("after h5 joined").unwrap(), who, "connection {i}");
+    }
+    let by = spread(&s.lab, 60);
+    assert!(by.get("h5").copied().unwrap_or(0) > 0, "{by:?}");
+
+    // An operator drains h4 on the server: no new flows, established ones stay.
+    let on_h4 = long.iter().filter(|(_, w)| w == "h4").count();
+    assert!(on_h4 > 0);
+    let a = ctl(&s.server, &["drain", "h4", "--deadline", "60s"]);
+    assert_eq!(a["ok"], true, "{a}");
+    let b = backends(&s.server);
+    assert_eq!(b["h4"]["status"], "draining");
+    assert!(
+        b["h4"]["tracked"].as_u64().unwrap() >= on_h4 as u64,
+        "{:?}",
+        b["h4"]
+    );
+    let by = spread(&s.lab, 60);
+    assert_eq!(by.get("h4"), None, "{by:?}");
+    for (i, (c, who)) in long.iter_mut().enumerate() {
+        assert_eq!(&c.ask("while h4 drains").unwrap(), who, "connection {i}");
+    }
+    assert_eq!(ctl(&s.server, &["undrain", "h4"])["ok"], true);
+    assert_eq!(backends(&s.server)["h4"]["status"], "active");
+    // A drain whose deadline passes takes the backend down: its flows move.
+    ctl(&s.server, &["drain", "h4", "--deadline", "200ms"]);
+    wait_backends(&s.server, "h4 drained", |b| b["h4"]["status"] == "drained");
+}
+
+#[test]
+fn ctl_errors_name_what_was_wrong() {
+    if !privileged("ctl_errors_name_what_was_wrong") {
+        return;
+    }
+    let s = setup(&[], &[], &["h2"]);
+    let out = std::process::Command::new(LB)
+        .args([
+            "ctl",
+            "--socket",
+            s.server.sock.to_str().unwrap(),
+            "drain",
+            "nope",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim(), "lb: ctl: drain: no backend named \"nope\"");
+    // Human output by default.
+    let out = std::process::Command::new(LB)
+        .args([
+            "ctl",
+            "--socket",
+            s.server.sock.to_str().unwrap(),
+            "backends",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("NAME"), "{text}");
+    assert!(text.lines().nth(1).unwrap().starts_with("h2"), "{text}");
+    let out = std::process::Command::new(LB)
+        .args(["ctl", "--socket", "/nonexistent/lb.sock", "state"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach /nonexistent/lb.sock"));
+}
+
+#[test]
+fn agents_register_again_when_the_server_restarts() {
+    if !privileged("agents_register_again_when_the_server_restarts") {
+        return;
+    }
+    let mut s = setup(&[], &[], &["h2", "h4"]);
+    let args = [
+        "server",
+        "--vip",
+        "10.0.0.50",
+        "--control",
+        "10.0.0.1",
+        "--read-timeout",
+        "1500ms",
+        "--health-interval",
+        "250ms",
+    ];
+    s.lab.stop(&s.server.p).unwrap();
+    for a in s.agents.values() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ctl(a, &["state"])["state"] == "Active" {
+            assert!(
+                Instant::now() < deadline,
+                "agent never noticed the server left"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let server = start(&mut s.lab, "h1", "server2", &args);
+    wait_backends(&server, "both agents back", |b| {
+        all_active(b, &["h2", "h4"])
+    });
+    for a in s.agents.values() {
+        wait_agent(a, "Active", 2);
+    }
+    let by = spread(&s.lab, 40);
+    assert_eq!(by.values().sum::<usize>(), 40, "{by:?}");
+}
+
+/// Peak resident memory (VmHWM) of `p`.
+fn peak_rss_kib(p: &Process) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", p.id.pid))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_flood_of_hostile_clients_leaves_memory_bounded_and_backends_registered() {
+    if !privileged("a_flood_of_hostile_clients_leaves_memory_bounded_and_backends_registered") {
+        return;
+    }
+    let s = setup(&["--register-timeout", "500ms"], &[], &["h2", "h4"]);
+    let before = peak_rss_kib(&s.server.p);
+    let mut answered = BTreeMap::<String, usize>::new();
+    // 20 waves of 50 clients, each pushing up to 256 KiB without a newline (12.5 MiB a wave,
+    // 250 MiB in all). The server reads at most one line's worth (512 bytes) of each and
+    // closes, so a server that buffered lines would peak far above the bound below.
+    let blob = vec![b'A'; 256 * 1024];
+    for _ in 0..20 {
+        let conns: Vec<TcpStream> = (0..50)
+            .filter_map(|_| {
+                s.lab
+                    .run_in("h3", || TcpStream::connect(("10.0.0.1", 1338)))
+                    .unwrap()
+                    .ok()
+            })
+            .collect();
+        for c in &conns {
+            c.set_write_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let _ = (&*c).write_all(&blob);
+        }
+        for c in &conns {
+            c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut l = String::new();
+            let _ = BufReader::new(c).read_line(&mut l);
+            let kind = l.split(" (").next().unwrap_or("").trim().to_string();
+            *answered.entry(kind).or_default() += 1;
+        }
+    }
+    let after = peak_rss_kib(&s.server.p);
+    eprintln!("peak RSS {before} KiB -> {after} KiB; answers {answered:?}");
+    // Every client got an error line: too long, or refused while max_pending were busy.
+    assert_eq!(answered.values().sum::<usize>(), 1000, "{answered:?}");
+    assert!(
+        answered.keys().all(|k| k == "INVALID line too long"
+            || k == "INVALID too many connections, try later"),
+        "{answered:?}"
+    );
+    assert!(
+        after < before + 8 * 1024,
+        "peak RSS grew from {before} KiB to {after} KiB"
+    );
+    let b = backends(&s.server);
+    assert!(all_active(&b, &["h2", "h4"]), "{b:#?}");
+    assert_eq!(spread(&s.lab, 20).values().sum::<usize>(), 20);
+}
+
+#[test]
+fn static_and_registered_backends_serve_together() {
+    if !privileged("static_and_registered_backends_serve_together") {
+        return;
+    }
+    // h5 is a static backend: an agent that does not register, listed with --backend.
+    let mut s = setup(&["--backend", "h5=10.0.0.5"], &[], &["h2", "h4"]);
+    let plain = start(&mut s.lab, "h5", "agent", &["agent", "--vip", "10.0.0.50"]);
+    assert_eq!(ctl(&plain, &["state"])["state"], "Unregistered");
+    let b = backends(&s.server);
+    assert_eq!(b["h5"]["origin"], "static", "{b:#?}");
+    assert_eq!(b["h2"]["origin"], "agent", "{b:#?}");
+    assert!(all_active(&b, &BACKENDS), "{b:#?}");
+    let by = spread(&s.lab, 90);
+    for h in BACKENDS {
+        assert!(by.get(h).copied().unwrap_or(0) > 0, "{h}: {by:?}");
+    }
+    // An agent cannot take the static backend's name.
+    let thief = start(
+        &mut s.lab,
+        "h3",
+        "thief",
+        &agent_args("h5", &["--listen", "10.0.0.3:1337"]),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = ctl(&thief, &["state"]);
+        if let Some(e) = st["last_error"].as_str() {
+            assert!(e.contains("taken by a static backend"), "{st}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{st}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(backends(&s.server)["h5"]["addr"], "10.0.0.5");
+}
