@@ -14,7 +14,8 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// `lab capture [--lab NAME] HOST[:IFACE] [-w FILE] [--count N] [--duration S] ...`
+/// `lab capture [--lab NAME] HOST[:IFACE] [-w FILE] [--count N] [--duration S] [--ladder]
+/// [--mermaid] [--arp] [--ipv6] [--igmp] [--all]`
 #[derive(Args, Debug)]
 pub struct CaptureArgs {
     /// Lab name (optional when only one lab is up).
@@ -44,6 +45,12 @@ pub struct CaptureArgs {
     /// Show IPv6 (neighbour discovery included).
     #[arg(long)]
     ipv6: bool,
+    /// Show IGMP (multicast membership reports and queries).
+    #[arg(long)]
+    igmp: bool,
+    /// Show every frame: ARP, IPv6, IGMP and other EtherTypes too.
+    #[arg(long)]
+    all: bool,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -97,10 +104,12 @@ pub fn run(args: CaptureArgs) -> Result<ExitCode> {
         iface.as_deref().unwrap_or("all interfaces")
     );
 
-    let names = name_map(lab.plan());
+    let names = NameMap::of_plan(lab.plan());
     let options = TraceOptions {
-        arp: args.arp,
-        ipv6: args.ipv6,
+        arp: args.arp || args.all,
+        ipv6: args.ipv6 || args.all,
+        igmp: args.igmp || args.all,
+        other_ethertypes: args.all,
         ..TraceOptions::default()
     };
     let mut builder = TraceBuilder::new(&names, &options, iface.is_none());
@@ -204,13 +213,6 @@ fn capture_point(lab: &str, plan: &Plan, target: &str) -> Result<(String, Option
     }
 }
 
-/// The lab's names for addresses: hosts, then aliases such as `vip`.
-fn name_map(plan: &Plan) -> NameMap {
-    plan.names()
-        .into_iter()
-        .fold(NameMap::new(), |m, (addr, name)| m.host(&name, addr))
-}
-
 fn stop_signals() -> nix::sys::signal::SigSet {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
@@ -260,7 +262,7 @@ mod tests {
 
     #[test]
     fn names_include_hosts_and_vip() {
-        let m = name_map(&plan());
+        let m = NameMap::of_plan(&plan());
         assert_eq!(m.name("10.0.0.2".parse().unwrap()), Some("h2"));
         assert_eq!(m.name("10.0.0.50".parse().unwrap()), Some("vip"));
     }

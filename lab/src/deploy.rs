@@ -134,7 +134,14 @@ pub fn configure(plan: &Plan, nss: &HashMap<String, NetNs>) -> Result<(), LabErr
         for sw in &plan.switches {
             let handle = h(&sw.name);
             first.push(Box::pin(async move {
-                let msg = LinkBridge::new(&sw.name).index(sw.ifindex).build();
+                // Multicast snooping off: with it on, the bridge joins the all-snoopers group
+                // 224.0.0.106 when it comes up and floods IGMPv3 reports for it to every port,
+                // twice in the first second, as noise in every capture after `lab up`. Off, the
+                // bridge floods multicast like a plain hub, which is what a lab switch should do.
+                let msg = LinkBridge::new(&sw.name)
+                    .index(sw.ifindex)
+                    .mcast_snooping(false)
+                    .build();
                 handle
                     .link()
                     .add(msg)

@@ -2,6 +2,7 @@
 
 mod capture;
 mod capture_cli;
+mod determinism;
 mod run_cli;
 mod runtime;
 mod support;

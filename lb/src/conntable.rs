@@ -1,7 +1,10 @@
 //! A bounded connection table: 5-tuple → backend, with idle timeouts that know TCP's FIN/RST.
 //!
 //! Lookups and inserts are O(1) (a SwissTable from `hashbrown`, keyed by the caller's flow
-//! hash). Expiry is lazy and incremental: a lookup that finds an expired entry removes it, and
+//! hash). [`ConnTable::find`] tells a live entry from an expired one in one probe, so `decide`
+//! renews an expired entry in place instead of removing it and inserting anew (a second probe
+//! and a tombstone per new life of a 5-tuple). Expiry is lazy and incremental: a lookup that
+//! finds an expired entry removes it, and
 //! [`ConnTable::expire`] sweeps a bounded number of buckets from a moving hand, so no call does
 //! unbounded work; the adapter calls it regularly (e.g. a few thousand buckets per tick).
 //!
@@ -20,6 +23,7 @@ use crate::core::BackendId;
 use crate::time::Nanos;
 use crate::wire::{FlowKey, TcpFlags};
 use hashbrown::HashTable;
+use hashbrown::hash_table::OccupiedEntry;
 use serde::{Deserialize, Serialize};
 
 /// Buckets an insert into a full table sweeps looking for expired entries.
@@ -105,6 +109,37 @@ fn timeout_of(state: ConnState, t: &Timeouts) -> Nanos {
     }
 }
 
+/// What [`ConnTable::find`] found for a flow.
+#[derive(Debug)]
+pub enum Found<'a> {
+    /// Its live entry.
+    Live(&'a mut Conn),
+    /// Its entry, expired: [`Expired::renew`] makes it the entry of the flow's new life in
+    /// place (no second probe, no tombstone), or [`Expired::remove`] drops it.
+    Expired(Expired<'a>),
+    /// No entry.
+    Absent,
+}
+
+/// An expired entry found by [`ConnTable::find`]; see [`Found::Expired`].
+#[derive(Debug)]
+pub struct Expired<'a>(OccupiedEntry<'a, Conn>);
+
+impl Expired<'_> {
+    /// Reuses the entry for the same flow, now going to `backend` in `state`, seen at `now`.
+    pub fn renew(self, backend: BackendId, state: ConnState, now: Nanos) {
+        let conn = self.0.into_mut();
+        conn.backend = backend;
+        conn.state = state;
+        conn.last_seen = now;
+    }
+
+    /// Removes the entry, returning it.
+    pub fn remove(self) -> Conn {
+        self.0.remove().0
+    }
+}
+
 /// The table refused a new entry: it holds `capacity` live entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("connection table full ({capacity} entries)")]
@@ -161,12 +196,27 @@ impl ConnTable {
     /// The live entry for `key` (whose hash is `hash`); an expired one is removed instead.
     #[inline]
     pub fn lookup(&mut self, hash: u64, key: &FlowKey, now: Nanos) -> Option<&mut Conn> {
-        let entry = self.table.find_entry(hash, |c| c.key == *key).ok()?;
-        if entry.get().is_expired(now, &self.timeouts) {
-            entry.remove();
-            return None;
+        match self.find(hash, key, now) {
+            Found::Live(conn) => Some(conn),
+            Found::Expired(old) => {
+                old.remove();
+                None
+            }
+            Found::Absent => None,
         }
-        Some(entry.into_mut())
+    }
+
+    /// The entry for `key` (whose hash is `hash`), live or expired, in one probe.
+    #[inline]
+    pub fn find(&mut self, hash: u64, key: &FlowKey, now: Nanos) -> Found<'_> {
+        let Ok(entry) = self.table.find_entry(hash, |c| c.key == *key) else {
+            return Found::Absent;
+        };
+        if entry.get().is_expired(now, &self.timeouts) {
+            Found::Expired(Expired(entry))
+        } else {
+            Found::Live(entry.into_mut())
+        }
     }
 
     /// Adds an entry for `key`, which must not be present (look it up first).
@@ -344,6 +394,32 @@ mod tests {
             t.lookup(7, &k, Nanos::from_secs(61)).is_none(),
             "closing timeout is 10 s"
         );
+    }
+
+    #[test]
+    fn find_tells_live_from_expired_and_renews_in_place() {
+        let mut t = ConnTable::new(4, timeouts());
+        let k = key(5, Protocol::Udp);
+        assert!(matches!(t.find(3, &k, Nanos::ZERO), Found::Absent));
+        t.insert(3, k, b(1), ConnState::Udp, Nanos::ZERO).unwrap();
+        assert!(matches!(
+            t.find(3, &k, Nanos::from_secs(30)),
+            Found::Live(_)
+        ));
+        let Found::Expired(old) = t.find(3, &k, Nanos::from_secs(31)) else {
+            panic!("idle for 31 s: expired");
+        };
+        old.renew(b(2), ConnState::Udp, Nanos::from_secs(31));
+        assert_eq!(t.len(), 1);
+        let c = t
+            .lookup(3, &k, Nanos::from_secs(60))
+            .expect("renewed at 31 s");
+        assert_eq!((c.backend, c.last_seen), (b(2), Nanos::from_secs(31)));
+        let Found::Expired(old) = t.find(3, &k, Nanos::from_secs(62)) else {
+            panic!("expired again");
+        };
+        assert_eq!(old.remove().backend, b(2));
+        assert!(t.is_empty());
     }
 
     #[test]

@@ -12,9 +12,7 @@ use super::tasks::{
     ListenerStats, Log, Task, TelnetPlan, TelnetResult, bound_queues, cancelled, is_listening,
     pause, printable, tcp_listener, telnet, udp_burst, udp_listener, wait_links_up,
 };
-use crate::capture::{
-    Capture, CaptureConfig, CapturePoint, Frame, LinkType, PacketSocket, write_pcap_file,
-};
+use crate::capture::{Capture, CaptureConfig, CapturePoint, Frame, PacketSocket, write_pcap_file};
 use crate::error::LabError;
 use crate::lab::{Lab, LabOptions, Process};
 use crate::ladder::Ladder;
@@ -237,15 +235,6 @@ pub fn run(s: &Scenario, opts: &RunOptions, progress: &dyn Progress) -> Scenario
     result
 }
 
-/// A frame that is an IGMP message (IPv4 protocol 2). Hosts send IGMP membership reports at
-/// random times after their links come up; scenario traces leave them out (pcaps keep them).
-fn is_igmp(f: &Frame) -> bool {
-    f.link == LinkType::Ethernet
-        && f.data.len() >= 24
-        && f.data[12..14] == [0x08, 0x00]
-        && f.data[23] == 2
-}
-
 impl Runtime<'_> {
     fn log(&mut self, host: &str, name: &str) -> Result<Log, String> {
         let path = self.lab.artifact_dir().join(format!("{host}-{name}.log"));
@@ -397,19 +386,8 @@ impl Runtime<'_> {
                 ));
             }
         }
-        let shown: Vec<CapturePoint> = points
-            .iter()
-            .map(|p| CapturePoint {
-                frames: p.frames.iter().filter(|f| !is_igmp(f)).cloned().collect(),
-                ..p.clone()
-            })
-            .collect();
-        let names = self
-            .s
-            .plan
-            .names()
-            .into_iter()
-            .fold(NameMap::new(), |m, (addr, n)| m.host(&n, addr));
+        // IGMP is hidden by the trace's default options (and bridges send none of their own).
+        let names = NameMap::of_plan(&self.s.plan);
         let options = TraceOptions {
             arp: self.s.trace.arp,
             direction: self.s.trace.direction,
@@ -417,9 +395,9 @@ impl Runtime<'_> {
             ordering: self.s.trace.ordering,
             ..TraceOptions::default()
         };
-        if !shown.is_empty() {
-            let trace = Trace::build(&shown, &names, &options).to_string();
-            let ladder = Ladder::build(&shown, &names, &options).to_string();
+        if !points.is_empty() {
+            let trace = Trace::build(&points, &names, &options).to_string();
+            let ladder = Ladder::build(&points, &names, &options).to_string();
             for (what, text) in [("trace", &trace), ("ladder", &ladder)] {
                 let path = self.lab.artifact_dir().join(format!("{what}.txt"));
                 if std::fs::write(&path, text).is_ok() {

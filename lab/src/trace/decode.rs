@@ -68,6 +68,8 @@ pub(crate) enum L4 {
         encap: Option<Box<Packet>>,
     },
     Icmp(Icmp),
+    /// IGMP: multicast group membership, timer-driven (filtered by default).
+    Igmp(Igmp),
     /// A non-first fragment, or a first one whose transport header is not complete.
     Fragment {
         proto: u8,
@@ -77,6 +79,25 @@ pub(crate) enum L4 {
         proto: u8,
         len: usize,
     },
+}
+
+/// IGMP messages, with what tcpdump prints of them (print-igmp.c, without `-v`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Igmp {
+    /// Membership query: version 1, 2 or 3 (told apart by length and max response code); the
+    /// group, unless it is a general query (0.0.0.0).
+    Query {
+        version: u8,
+        group: Option<Ipv4Addr>,
+    },
+    /// Version 1 or 2 report of one group.
+    Report { version: u8, group: Ipv4Addr },
+    /// Version 3 report: the number of group records.
+    ReportV3 { records: u16 },
+    /// Version 2 leave.
+    Leave { group: Ipv4Addr },
+    /// Another type, or a message too short for its type.
+    Other { kind: u8 },
 }
 
 /// ICMP and ICMPv6 messages, with what tcpdump prints of them.
@@ -218,10 +239,11 @@ fn from_sliced(p: &SlicedPacket<'_>, len: usize, encap_ports: &[u16], depth: usi
         Some(TransportSlice::Icmpv6(i)) => {
             L4::Icmp(icmpv6(i.type_u8(), i.code_u8(), i.bytes5to8(), i.payload()))
         }
-        Some(TransportSlice::Igmp(_)) | None if payload.fragmented => L4::Fragment {
+        _ if payload.fragmented => L4::Fragment {
             proto,
             len: payload.payload.len(),
         },
+        _ if payload.ip_number == IpNumber::IGMP => L4::Igmp(igmp(payload.payload)),
         Some(TransportSlice::Igmp(_)) | None => L4::Other {
             proto,
             len: payload.payload.len(),
@@ -262,6 +284,46 @@ fn icmpv4(kind: u8, code: u8, rest: [u8; 4], payload: &[u8]) -> Icmp {
             code,
             len,
         },
+    }
+}
+
+/// Decodes an IGMP message from its bytes (the IP payload, which ends where the message does).
+fn igmp(msg: &[u8]) -> Igmp {
+    let addr = |at: usize| {
+        msg.get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(Ipv4Addr::from)
+    };
+    let kind = msg.first().copied().unwrap_or(0);
+    let other = Igmp::Other { kind };
+    match kind {
+        0x11 => match addr(4) {
+            // RFC 3376 7.1: a query of 12 bytes or more is v3; of 8, v2 unless its max
+            // response code is 0 (v1).
+            Some(group) => Igmp::Query {
+                version: if msg.len() >= 12 {
+                    3
+                } else if msg.get(1).copied().unwrap_or(0) != 0 {
+                    2
+                } else {
+                    1
+                },
+                group: (!group.is_unspecified()).then_some(group),
+            },
+            None => other,
+        },
+        0x12 | 0x16 => addr(4).map_or(other, |group| Igmp::Report {
+            version: if kind == 0x12 { 1 } else { 2 },
+            group,
+        }),
+        0x17 => addr(4).map_or(other, |group| Igmp::Leave { group }),
+        0x22 => match msg.get(6..8) {
+            Some(n) => Igmp::ReportV3 {
+                records: u16::from_be_bytes([n[0], n[1]]),
+            },
+            None => other,
+        },
+        _ => other,
     }
 }
 

@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::capture::{CapturePoint, Frame, PacketType};
-use decode::{Packet, decode_frame};
+use decode::{L4, Packet, decode_frame};
 pub(crate) use normalize::PacketKey;
 use normalize::{Normalizer, Rendered};
 
@@ -56,6 +56,13 @@ impl NameMap {
     /// Names `addr` `vip`.
     pub fn vip(self, addr: impl Into<IpAddr>) -> Self {
         self.host("vip", addr)
+    }
+
+    /// The names of a lab's topology: each host for its addresses, then the aliases (`vip`).
+    pub fn of_plan(plan: &crate::Plan) -> Self {
+        plan.names()
+            .into_iter()
+            .fold(Self::new(), |m, (addr, name)| m.host(&name, addr))
     }
 
     /// Names a MAC address (ARP replies show it); unnamed MACs show as `macN`.
@@ -103,6 +110,9 @@ pub struct TraceOptions {
     pub arp: bool,
     /// Show IPv6, neighbour discovery included (filtered by default).
     pub ipv6: bool,
+    /// Show IGMP (filtered by default: membership reports go out at random times, up to a
+    /// second apart, whenever a group is joined).
+    pub igmp: bool,
     /// Show frames of other EtherTypes (LLDP, …).
     pub other_ethertypes: bool,
     /// Prefix lines with `In`/`Out` (and the interface for captures on every interface).
@@ -122,6 +132,7 @@ impl Default for TraceOptions {
         Self {
             arp: false,
             ipv6: false,
+            igmp: false,
             other_ethertypes: false,
             direction: false,
             window: false,
@@ -353,6 +364,7 @@ fn shown(packet: &Packet, ethertype: u16, options: &TraceOptions) -> bool {
     const ARP: u16 = 0x0806;
     const IPV6: u16 = 0x86dd;
     match packet {
+        Packet::Ip(ip) if matches!(ip.l4, L4::Igmp(_)) => options.igmp,
         Packet::Ip(ip) => ip.src.is_ipv4() || options.ipv6,
         Packet::Arp { .. } => options.arp,
         Packet::OtherEther { .. } => options.other_ethertypes,

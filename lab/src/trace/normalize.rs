@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use super::decode::{Icmp, IpPacket, L4, Packet, Tcp, proto_name};
+use super::decode::{Icmp, Igmp, IpPacket, L4, Packet, Tcp, proto_name};
 use super::{NameMap, TraceOptions};
 
 /// Ports from here up are Linux's ephemeral range (ip_local_port_range starts at 32768).
@@ -218,6 +218,11 @@ impl<'a> Normalizer<'a> {
                 let (body, label) = self.icmp(icmp);
                 (format!("{v6}{src} > {dst}: {body}"), label)
             }
+            L4::Igmp(igmp) => {
+                key.proto = 2;
+                let (body, label) = igmp_text(igmp);
+                (format!("{v6}{src} > {dst}: {body}"), label)
+            }
             L4::Fragment { proto, len } => {
                 key.proto = *proto;
                 let p =
@@ -420,6 +425,30 @@ impl<'a> Normalizer<'a> {
         }
         let next = self.macs.len() + 1;
         format!("mac{}", self.macs.entry(mac).or_insert(next))
+    }
+}
+
+/// An IGMP message as tcpdump writes it without `-v`, and its ladder label. Group addresses
+/// are written as numbers: they name groups, not hosts.
+fn igmp_text(igmp: &Igmp) -> (String, String) {
+    match igmp {
+        Igmp::Query { version, group } => {
+            let mut line = format!("igmp query v{version}");
+            if let Some(g) = group {
+                let _ = write!(line, " [gaddr {g}]");
+            }
+            (line, format!("IGMP query v{version}"))
+        }
+        Igmp::Report { version, group } => (
+            format!("igmp v{version} report {group}"),
+            format!("IGMP v{version} report"),
+        ),
+        Igmp::ReportV3 { records } => (
+            format!("igmp v3 report, {records} group record(s)"),
+            "IGMP v3 report".into(),
+        ),
+        Igmp::Leave { group } => (format!("igmp leave {group}"), "IGMP leave".into()),
+        Igmp::Other { kind } => (format!("igmp-{kind}"), format!("IGMP type {kind}")),
     }
 }
 

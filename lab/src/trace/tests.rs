@@ -121,6 +121,85 @@ fn arp_is_filtered_unless_asked_for() {
     assert!(shown.contains("ARP, Request who-has h2 tell h3"), "{shown}");
 }
 
+/// The bridge's IGMPv3 report for the all-snoopers group 224.0.0.106, as captured after
+/// `lab up` before bridges were created with multicast snooping off (Router Alert option
+/// included; checksums left at zero, the decoder does not check them).
+static IGMP_V3_REPORT: [u8; 54] = [
+    0x01, 0x00, 0x5e, 0x00, 0x00, 0x16, 0x26, 0x68, 0x2f, 0xec, 0x78, 0x6e, 0x08, 0x00, // eth
+    0x46, 0xc0, 0x00, 0x28, 0x00, 0x00, 0x40, 0x00, 0x01, 0x02, 0x00, 0x00, // IPv4, ihl 6
+    0x00, 0x00, 0x00, 0x00, 0xe0, 0x00, 0x00, 0x16, 0x94, 0x04, 0x00,
+    0x00, // 0.0.0.0 > .22, RA
+    0x22, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, // v3 report, 1 record
+    0x04, 0x00, 0x00, 0x00, 0xe0, 0x00, 0x00, 0x6a, // change to exclude 224.0.0.106
+];
+
+/// An IGMP message from h3 to `group` in a frame without IP options.
+fn igmp(msg: &[u8], group: [u8; 4]) -> Vec<u8> {
+    let mut ip =
+        etherparse::Ipv4Header::new(msg.len() as u16, 1, etherparse::IpNumber::IGMP, H3, group)
+            .expect("header");
+    ip.header_checksum = ip.calc_header_checksum();
+    let mut out = Vec::new();
+    etherparse::Ethernet2Header {
+        source: [2; 6],
+        destination: [1, 0, 0x5e, 0, 0, 1],
+        ether_type: etherparse::EtherType::IPV4,
+    }
+    .write(&mut out)
+    .expect("eth");
+    ip.write(&mut out).expect("ip");
+    out.extend_from_slice(msg);
+    out
+}
+
+#[test]
+fn igmp_is_filtered_unless_asked_for_and_reads_like_tcpdump() {
+    let frames = vec![
+        IGMP_V3_REPORT.to_vec(),
+        igmp(&[0x16, 0, 0, 0, 239, 1, 2, 3], [239, 1, 2, 3]),
+        igmp(&[0x17, 0, 0, 0, 239, 1, 2, 3], [224, 0, 0, 2]),
+        igmp(&[0x12, 0, 0, 0, 239, 1, 2, 3], [239, 1, 2, 3]),
+        igmp(&[0x11, 100, 0, 0, 0, 0, 0, 0], [224, 0, 0, 1]),
+        igmp(&[0x11, 0, 0, 0, 239, 1, 2, 3], [239, 1, 2, 3]),
+        igmp(&[0x11, 100, 0, 0, 0, 0, 0, 0, 2, 125, 0, 0], [224, 0, 0, 1]),
+        igmp(&[0x30, 0, 0, 0, 0, 0, 0, 0], [224, 0, 0, 1]),
+    ];
+    let hidden = Trace::build(&[point(frames.clone())], &names(), &TraceOptions::default());
+    assert_eq!(
+        (hidden.sections[0].lines.len(), hidden.sections[0].filtered),
+        (0, frames.len())
+    );
+    let options = TraceOptions {
+        igmp: true,
+        ..TraceOptions::default()
+    };
+    let shown = Trace::build(&[point(frames)], &names(), &options);
+    assert_eq!(
+        shown.sections[0].lines,
+        [
+            "0.0.0.0 > 224.0.0.22: igmp v3 report, 1 group record(s)",
+            "h3 > 239.1.2.3: igmp v2 report 239.1.2.3",
+            "h3 > 224.0.0.2: igmp leave 239.1.2.3",
+            "h3 > 239.1.2.3: igmp v1 report 239.1.2.3",
+            "h3 > 224.0.0.1: igmp query v2",
+            "h3 > 239.1.2.3: igmp query v1 [gaddr 239.1.2.3]",
+            "h3 > 224.0.0.1: igmp query v3",
+            "h3 > 224.0.0.1: igmp-48",
+        ]
+    );
+    // Too short to be IGMP: malformed, and shown as every malformed IPv4 frame is.
+    let cut = Trace::build(
+        &[point(vec![igmp(&[0x22, 0, 0], [224, 0, 0, 22])])],
+        &names(),
+        &TraceOptions::default(),
+    );
+    assert_eq!(cut.sections[0].lines.len(), 1, "{cut}");
+    assert!(
+        cut.sections[0].lines[0].starts_with("malformed frame ("),
+        "{cut}"
+    );
+}
+
 #[test]
 fn sort_arrivals_orders_runs_of_received_packets() {
     let frames = vec![udp(1000, 2, b""), udp(1000, 1, b"")];
@@ -217,6 +296,7 @@ fn everything() -> TraceOptions {
     TraceOptions {
         arp: true,
         ipv6: true,
+        igmp: true,
         other_ethertypes: true,
         direction: true,
         window: true,

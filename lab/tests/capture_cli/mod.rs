@@ -93,7 +93,7 @@ fn udp_pair(lab: &Lab) -> (UdpSocket, UdpSocket) {
 const UDP_LINE: &str = "h3.p1 > h2.9000: UDP, length 5";
 
 /// Sends one datagram h3 → h2 and reads printed lines until its line appears; `false` when the
-/// capture ended first. Other lines (a late IGMP report of a host's link coming up) are kept.
+/// capture ended first. Lines before it, if any, are kept too.
 fn send_and_see(
     client: &UdpSocket,
     server: &UdpSocket,
@@ -185,6 +185,22 @@ fn capture_cli_prints_live_lines_writes_pcap_and_stops() {
         ladder.contains("UDP len 5") && ladder.contains("h3") && ladder.contains("h2"),
         "{ladder}"
     );
+}
+
+#[test]
+fn capture_cli_all_shows_what_the_default_hides() {
+    if !privileged("capture_cli_all_shows_what_the_default_hides") {
+        return;
+    }
+    let name = format!("capall{}", std::process::id());
+    let (lab, _down) = lab_up(&name);
+    let (server, client) = udp_pair(&lab);
+    // h3 has never talked to h2: its first frame is the ARP request, hidden by default.
+    let (mut child, mut lines) = start_capture(&["--lab", &name, "h2", "--all", "--count", "1"]);
+    let mut seen = Vec::new();
+    send_and_see(&client, &server, &mut lines, &mut seen);
+    assert_eq!(child.0.wait().unwrap().code(), Some(0), "printed {seen:?}");
+    assert_eq!(seen, ["ARP, Request who-has h2 tell h3"]);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Privileged tests of the lab runtime on the real kernel: deploy, reachability, teardown,
 //! parallel labs, SIGKILLed owners, half-way failures and the CLI.
 
-use crate::support::privileged;
+use crate::support::{privileged, privileged_with};
 use lab::check::check_connectivity;
 use lab::state::{NETNS_DIR, StateRecord};
 use lab::topology::{Origin, builtin};
@@ -11,23 +11,6 @@ use std::net::{SocketAddrV4, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// Root and `tool` installed; a missing tool skips locally but fails where privileged tests
-/// are required (CI installs it with ci/setup.sh).
-fn privileged_with(test: &str, tool: &str) -> bool {
-    if !privileged(test) {
-        return false;
-    }
-    if crate::support::tool(test, tool).is_some() {
-        return true;
-    }
-    assert_ne!(
-        std::env::var("LAB_REQUIRE_PRIVILEGED").as_deref(),
-        Ok("1"),
-        "{test}: `{tool}` is required (ci/setup.sh installs it)"
-    );
-    false
-}
 
 fn plan(spec: &str) -> Plan {
     resolve(&builtin(spec).unwrap()).unwrap()

@@ -30,6 +30,23 @@ pub fn tool(test: &str, tool: &str) -> Option<std::path::PathBuf> {
     found
 }
 
+/// Root and `tool` installed; a missing tool skips locally but fails where privileged tests
+/// are required (CI installs it with ci/setup.sh).
+pub fn privileged_with(test: &str, tool: &str) -> bool {
+    if !privileged(test) {
+        return false;
+    }
+    if self::tool(test, tool).is_some() {
+        return true;
+    }
+    assert_ne!(
+        std::env::var("LAB_REQUIRE_PRIVILEGED").as_deref(),
+        Ok("1"),
+        "{test}: `{tool}` is required (ci/setup.sh installs it)"
+    );
+    false
+}
+
 type Job = Box<dyn FnOnce() + Send>;
 
 /// A thread living in its own anonymous network namespace (`unshare(CLONE_NEWNET)`).

@@ -6,7 +6,7 @@ mod counters;
 pub use backend::{Backend, BackendCounters, BackendError, BackendId, BackendSpec, BackendState};
 pub use counters::{Counters, DropReason};
 
-use crate::conntable::{ConnState, ConnTable, Timeouts};
+use crate::conntable::{ConnState, ConnTable, Found, Timeouts};
 use crate::encap::{ENCAP_OVERHEAD, ForwardConfig, ForwardMode};
 use crate::hash::{HashKey, HashMode, flow_hash};
 use crate::maglev::{DEFAULT_TABLE_SIZE, Maglev, MaglevBackend, MaglevError};
@@ -369,57 +369,81 @@ fn decide_inner(state: &mut State, now: Nanos, packet: &[u8]) -> Action {
     let hash = flow_hash(&state.config.hash_key, &key, HashMode::FiveTuple);
 
     // A tracked flow keeps its backend unless that backend is gone or down, or a new
-    // connection (SYN) reuses the 5-tuple of one that is closing.
-    if state.config.conn_capacity > 0
-        && let Some(conn) = state.conns.lookup(hash, &key, now)
-    {
-        let reopened =
-            conn.state == ConnState::TcpClosing && flags.is_some_and(|f| f.is_syn_only());
-        if !reopened
-            && let Some(b) = live_mut(&mut state.slots, conn.backend)
-            && b.spec.state != BackendState::Down
-        {
-            if let Some(f) = flags {
-                conn.state = conn.state.next(f);
+    // connection (SYN) reuses the 5-tuple of one that is closing. One probe of the table
+    // serves the whole decision: the entry found is updated in place.
+    let renew = if state.config.conn_capacity > 0 {
+        match state.conns.find(hash, &key, now) {
+            Found::Live(conn) => {
+                let reopened =
+                    conn.state == ConnState::TcpClosing && flags.is_some_and(|f| f.is_syn_only());
+                if !reopened
+                    && let Some(b) = live_mut(&mut state.slots, conn.backend)
+                    && b.spec.state != BackendState::Down
+                {
+                    if let Some(f) = flags {
+                        conn.state = conn.state.next(f);
+                    }
+                    conn.last_seen = now;
+                    return forward(b, parsed.ip_len, false);
+                }
+                let Some(id) = pick(&state.config, &state.maglev, &state.maglev_ids, &key, hash)
+                else {
+                    return Action::Drop(DropReason::NoBackend);
+                };
+                conn.backend = id;
+                conn.state = ConnState::initial(flags);
+                conn.last_seen = now;
+                if !reopened {
+                    state.counters.flows_moved += 1;
+                }
+                return assign(state, id, parsed.ip_len);
             }
-            conn.last_seen = now;
-            return forward(b, parsed.ip_len, false);
+            Found::Expired(old) => Some(old),
+            Found::Absent => None,
         }
-        let Some(id) = pick(state, &key, hash) else {
-            return Action::Drop(DropReason::NoBackend);
-        };
-        if !reopened {
-            state.counters.flows_moved += 1;
+    } else {
+        None
+    };
+    // A new flow, or a tracked one whose entry expired (a new life for the same 5-tuple).
+    let Some(id) = pick(&state.config, &state.maglev, &state.maglev_ids, &key, hash) else {
+        if let Some(old) = renew {
+            old.remove();
         }
-        // Look the entry up again: `pick` needed the whole state.
-        if let Some(conn) = state.conns.lookup(hash, &key, now) {
-            conn.backend = id;
-            conn.state = ConnState::initial(flags);
-            conn.last_seen = now;
-        }
-        return assign(state, id, parsed.ip_len);
-    }
-    let Some(id) = pick(state, &key, hash) else {
         return Action::Drop(DropReason::NoBackend);
     };
     // A RST for an untracked flow needs no entry: nothing follows it.
-    if state.config.conn_capacity > 0 && !flags.is_some_and(|f| f.rst()) {
-        let initial = ConnState::initial(flags);
-        if state.conns.insert(hash, key, id, initial, now).is_err() {
-            state.counters.conn_table_full += 1;
+    let rst = flags.is_some_and(|f| f.rst());
+    match renew {
+        Some(old) if rst => {
+            old.remove();
         }
+        Some(old) => old.renew(id, ConnState::initial(flags), now),
+        None if state.config.conn_capacity > 0 && !rst => {
+            let initial = ConnState::initial(flags);
+            if state.conns.insert(hash, key, id, initial, now).is_err() {
+                state.counters.conn_table_full += 1;
+            }
+        }
+        None => {}
     }
     assign(state, id, parsed.ip_len)
 }
 
 /// The Maglev choice for a flow (`five_tuple_hash` is reused when the mode hashes the same).
-fn pick(state: &State, key: &FlowKey, five_tuple_hash: u64) -> Option<BackendId> {
-    let hash = match state.config.hash_mode {
+/// Takes the fields it reads, so that an entry of the connection table can stay borrowed.
+fn pick(
+    config: &Config,
+    maglev: &Maglev,
+    maglev_ids: &[BackendId],
+    key: &FlowKey,
+    five_tuple_hash: u64,
+) -> Option<BackendId> {
+    let hash = match config.hash_mode {
         HashMode::FiveTuple => five_tuple_hash,
-        mode => flow_hash(&state.config.hash_key, key, mode),
+        mode => flow_hash(&config.hash_key, key, mode),
     };
-    let index = state.maglev.lookup(hash)?;
-    state.maglev_ids.get(index as usize).copied()
+    let index = maglev.lookup(hash)?;
+    maglev_ids.get(index as usize).copied()
 }
 
 fn assign(state: &mut State, id: BackendId, ip_len: u16) -> Action {
