@@ -61,7 +61,7 @@ pub(crate) struct Normalizer<'a> {
     names: &'a NameMap,
     opts: &'a TraceOptions,
     dirs: HashMap<Dir, DirSeen>,
-    ports: HashMap<(IpAddr, u16), usize>,
+    ports: HashMap<(IpAddr, u8, u16), usize>,
     ports_per_addr: HashMap<IpAddr, usize>,
     unnamed: BTreeMap<IpAddr, usize>,
     macs: HashMap<[u8; 6], usize>,
@@ -178,8 +178,8 @@ impl<'a> Normalizer<'a> {
                 key.seq_ack_flags = (t.seq, t.ack, t.flags);
                 key.payload = (t.payload_len, t.payload_hash);
                 let (s, d) = (
-                    self.endpoint(ip.src, t.sport),
-                    self.endpoint(ip.dst, t.dport),
+                    self.endpoint(ip.src, 6, t.sport),
+                    self.endpoint(ip.dst, 6, t.dport),
                 );
                 let body = self.tcp_body(ip, t);
                 let mut label = format!("[{}]", tcp_flags(t.flags));
@@ -198,7 +198,10 @@ impl<'a> Normalizer<'a> {
                 key.proto = 17;
                 key.ports = (*sport, *dport);
                 key.payload = (*payload_len, *payload_hash);
-                let (s, d) = (self.endpoint(ip.src, *sport), self.endpoint(ip.dst, *dport));
+                let (s, d) = (
+                    self.endpoint(ip.src, 17, *sport),
+                    self.endpoint(ip.dst, 17, *dport),
+                );
                 match encap {
                     Some(inner) => {
                         let inner = self.render(inner);
@@ -326,7 +329,7 @@ impl<'a> Normalizer<'a> {
                 let what = match (code, dport, proto_name(*proto)) {
                     (3, Some(port), Some(p)) => {
                         let port = match dst {
-                            Some(d) => self.port(*d, *port),
+                            Some(d) => self.port(*d, *proto, *port),
                             None => port.to_string(),
                         };
                         format!("{host} {p} port {port} unreachable")
@@ -400,19 +403,22 @@ impl<'a> Normalizer<'a> {
         }
     }
 
-    fn endpoint(&mut self, addr: IpAddr, port: u16) -> String {
+    fn endpoint(&mut self, addr: IpAddr, proto: u8, port: u16) -> String {
         let name = self.addr(addr);
-        let port = self.port(addr, port);
+        let port = self.port(addr, proto, port);
         format!("{name}.{port}")
     }
 
-    /// A port as shown: the number, or `pN` for the N-th ephemeral port seen on this address.
-    fn port(&mut self, addr: IpAddr, port: u16) -> String {
+    /// A port as shown: the number, or `pN` for the N-th ephemeral (protocol, port) seen on
+    /// this address. The protocol is part of the key: TCP and UDP ports are separate spaces,
+    /// and the kernel may hand a TCP socket the number a UDP socket already has; aliasing by
+    /// number alone would make two flows share an alias only when that coincidence happens.
+    fn port(&mut self, addr: IpAddr, proto: u8, port: u16) -> String {
         if port < EPHEMERAL_PORTS_START || self.names.is_service_port(port) {
             return port.to_string();
         }
         let next = self.ports_per_addr.get(&addr).copied().unwrap_or(0) + 1;
-        let n = *self.ports.entry((addr, port)).or_insert_with(|| {
+        let n = *self.ports.entry((addr, proto, port)).or_insert_with(|| {
             self.ports_per_addr.insert(addr, next);
             next
         });

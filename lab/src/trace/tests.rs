@@ -58,6 +58,20 @@ fn ephemeral_ports_alias_per_address_in_order_of_appearance() {
 }
 
 #[test]
+fn tcp_and_udp_on_the_same_port_number_get_separate_aliases() {
+    // The kernel may give a TCP socket the number a UDP socket of the same host holds (the
+    // ranges are separate); the aliases must not depend on that coincidence.
+    let frames = vec![udp(40000, 53, b"a"), tcp(true, 7, None, true, b"")];
+    let out = render(frames, &TraceOptions::default());
+    assert_eq!(
+        out,
+        "--- h2 (h2-eth0) ---\n\
+         h3.p1 > h2.53: UDP, length 1\n\
+         h3.p2 > h2.8080: Flags [S], seq 0, length 0\n"
+    );
+}
+
+#[test]
 fn service_ports_stay_numeric() {
     let map = names().service_port(40000);
     let out = Trace::build(
