@@ -94,6 +94,8 @@ pub struct DataPath {
     scratch: Vec<u8>,
     stats: PathStats,
     ctl: PathCtl,
+    /// When idle flows were last expired.
+    last_expire: lb::Nanos,
 }
 
 impl DataPath {
@@ -107,6 +109,15 @@ impl DataPath {
             self.state.expire(now(), 4096);
         }
         Ok(readable)
+    }
+
+    /// Expires idle flows at most every 100 ms while busy (`wait` does it when idle), so a
+    /// balancer that is never idle still ages its connection table.
+    pub(crate) fn expire_if_due(&mut self, t: lb::Nanos) {
+        if t.since(self.last_expire) >= lb::Nanos::from_millis(100) {
+            self.last_expire = t;
+            self.state.expire(t, 4096);
+        }
     }
 
     /// Applies waiting control messages and answers reports.
@@ -310,6 +321,7 @@ fn new_path(
         batch: SendBatch::default(),
         scratch: Vec::with_capacity(1600),
         stats: PathStats::default(),
+        last_expire: lb::Nanos::ZERO,
         ctl,
     })
 }
@@ -518,6 +530,7 @@ fn packet_loop(
             continue;
         }
         let t = now();
+        path.expire_if_due(t);
         for (p, csum_not_ready) in slots.packets() {
             path.handle(t, p, csum_not_ready);
         }
