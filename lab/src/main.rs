@@ -78,6 +78,10 @@ enum Cmd {
         /// Remove every lab, including persistent ones from `lab up`.
         #[arg(long)]
         all: bool,
+        /// Also delete the artifact directories (pcaps, logs, traces under /var/tmp/lab, or
+        /// LAB_ARTIFACTS) of labs that no longer exist.
+        #[arg(long)]
+        artifacts: bool,
     },
     /// Check that this machine can run labs; print the command that fixes each problem.
     Doctor,
@@ -142,7 +146,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let lab = Lab::attach_or_only(lab.as_deref())?;
             check(&lab)
         }
-        Cmd::Clean { all } => clean(all),
+        Cmd::Clean { all, artifacts } => clean(all, artifacts),
         Cmd::Doctor => Ok(doctor::doctor()),
         Cmd::Capture(args) => capture_cmd::run(args),
         Cmd::Run(args) => run_cmd::run(args),
@@ -278,8 +282,9 @@ fn exec(lab: Option<String>, host: &str, command: &[String]) -> Result<ExitCode>
     bail!("{host}: cannot run `{}`: {err}", command.join(" "))
 }
 
-fn clean(all: bool) -> Result<ExitCode> {
+fn clean(all: bool, artifacts: bool) -> Result<ExitCode> {
     let mut removed = 0;
+    let mut live = std::collections::BTreeSet::new();
     for rec in StateRecord::all() {
         let rec = match rec {
             Ok(r) => r,
@@ -298,10 +303,55 @@ fn clean(all: bool) -> Result<ExitCode> {
                 .with_context(|| format!("cannot remove lab `{}`", rec.name))?;
             println!("lab {} removed ({why})", rec.name);
             removed += 1;
+        } else {
+            live.insert(rec.artifact_dir.clone());
+        }
+    }
+    if artifacts {
+        let (dirs, bytes) = clean_artifacts(&live)?;
+        if dirs > 0 {
+            println!(
+                "{dirs} artifact director{} of removed labs deleted ({:.1} MiB) from {}",
+                if dirs == 1 { "y" } else { "ies" },
+                bytes as f64 / (1 << 20) as f64,
+                lab::state::artifact_root().display()
+            );
+            removed += dirs;
         }
     }
     if removed == 0 {
         println!("nothing to clean");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Deletes every directory under the artifact root except those of `live` labs; returns how
+/// many and their size in bytes.
+fn clean_artifacts(live: &std::collections::BTreeSet<std::path::PathBuf>) -> Result<(usize, u64)> {
+    fn size(p: &std::path::Path) -> u64 {
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => std::fs::read_dir(p)
+                .map(|rd| rd.flatten().map(|e| size(&e.path())).sum())
+                .unwrap_or(0),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        }
+    }
+    let root = lab::state::artifact_root();
+    let entries = match std::fs::read_dir(&root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(e).with_context(|| format!("read {}", root.display())),
+    };
+    let (mut dirs, mut bytes) = (0, 0);
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) || live.contains(&path) {
+            continue;
+        }
+        bytes += size(&path);
+        std::fs::remove_dir_all(&path).with_context(|| format!("delete {}", path.display()))?;
+        dirs += 1;
+    }
+    Ok((dirs, bytes))
 }

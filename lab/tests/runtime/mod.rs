@@ -188,6 +188,47 @@ fn lab_of_a_sigkilled_owner_is_removed_by_clean() {
 }
 
 #[test]
+fn clean_artifacts_deletes_only_those_of_labs_that_are_gone() {
+    if !privileged("clean_artifacts_deletes_only_those_of_labs_that_are_gone") {
+        return;
+    }
+    // A private state directory and artifact root, so that other tests' artifacts are safe:
+    // one live lab (a copy of a real record, owner alive) and one directory nobody owns.
+    let lab = up("single,2");
+    let tmp = std::env::temp_dir().join(format!("lab-clean-artifacts-{}", std::process::id()));
+    let (state, root) = (tmp.join("state"), tmp.join("artifacts"));
+    std::fs::create_dir_all(&state).unwrap();
+    let live = root.join("live");
+    let stale = root.join("gone");
+    std::fs::create_dir_all(&live).unwrap();
+    std::fs::create_dir_all(stale.join("sub")).unwrap();
+    std::fs::write(stale.join("sub/h1.pcap"), [0u8; 4096]).unwrap();
+    let mut record = lab.record().clone();
+    record.artifact_dir = live.clone();
+    std::fs::write(
+        state.join(format!("{}.json", record.name)),
+        serde_json::to_vec(&record).unwrap(),
+    )
+    .unwrap();
+    let out = lab_bin()
+        .args(["clean", "--artifacts"])
+        .env("LAB_STATE_DIR", &state)
+        .env("LAB_ARTIFACTS", &root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("1 artifact directory of removed labs deleted"),
+        "{stdout}"
+    );
+    assert!(!stale.exists(), "the stale directory is still there");
+    assert!(live.exists(), "a live lab's artifacts were deleted");
+    assert_eq!(namespaces_of(lab.name()).len(), 3);
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+#[test]
 fn clean_keeps_labs_whose_owner_lives() {
     if !privileged("clean_keeps_labs_whose_owner_lives") {
         return;
