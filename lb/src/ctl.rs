@@ -253,30 +253,40 @@ pub fn render(cmd: &str, v: &Value) -> String {
         }
         _ => {
             if let Value::Object(m) = v {
-                for (k, val) in m {
-                    if k == "ok" {
-                        continue;
-                    }
-                    match val {
-                        Value::Object(inner) => {
-                            out.push_str(&format!("{k}:\n"));
-                            for (k2, v2) in inner {
-                                out.push_str(&format!("  {k2}: {}\n", scalar(v2)));
-                            }
-                        }
-                        _ => out.push_str(&format!("{k}: {}\n", scalar(val))),
-                    }
-                }
+                render_object(&mut out, m, 0);
             }
         }
     }
     out
 }
 
+/// `key: value` lines with the values aligned, nested objects indented under their key.
+fn render_object(out: &mut String, m: &serde_json::Map<String, Value>, depth: usize) {
+    let keys = m.keys().filter(|k| *k != "ok");
+    let width = keys.clone().map(String::len).max().unwrap_or(0) + 1;
+    let pad = "  ".repeat(depth);
+    for k in keys {
+        match &m[k] {
+            Value::Object(inner) if !inner.is_empty() => {
+                out.push_str(&format!("{pad}{k}:\n"));
+                render_object(out, inner, depth + 1);
+            }
+            Value::Object(_) => out.push_str(&format!("{pad}{:<width$} -\n", format!("{k}:"))),
+            val => out.push_str(&format!(
+                "{pad}{:<width$} {}\n",
+                format!("{k}:"),
+                scalar(val)
+            )),
+        }
+    }
+}
+
 fn scalar(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
+        // Durations and rates: three decimals are enough for a person.
+        Value::Number(n) if n.is_f64() => format!("{:.3}", n.as_f64().unwrap_or_default()),
         other => other.to_string(),
     }
 }
@@ -298,6 +308,21 @@ mod tests {
         assert_eq!(
             render("pause", &json!({"ok": true, "message": "paused"})),
             "paused\n"
+        );
+    }
+
+    #[test]
+    fn renders_state_aligned_with_short_numbers() {
+        let v = json!({"ok": true, "name": "h2", "registered_for_s": 1.821847557,
+            "drops": {}, "control_counters": {"accepted": 2, "invalid": 0}});
+        assert_eq!(
+            render("state", &v),
+            "control_counters:\n\
+             \x20 accepted: 2\n\
+             \x20 invalid:  0\n\
+             drops:            -\n\
+             name:             h2\n\
+             registered_for_s: 1.822\n"
         );
     }
 }
