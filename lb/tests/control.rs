@@ -2,12 +2,15 @@
 //! agent`s registering from h2, h4 and h5, TCP clients in h3, `lb ctl` over each process's
 //! socket. Privileged: skipped without root unless LAB_REQUIRE_PRIVILEGED=1.
 
-use lab::{Lab, LabOptions, Process, Topology, resolve};
+mod common;
+
+use common::{LB, privileged, start_lb};
+use lab::{Lab, Process};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -15,40 +18,11 @@ use std::time::{Duration, Instant};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
 const PORT: u16 = 8080;
-const LB: &str = env!("CARGO_BIN_EXE_lb");
 const BACKENDS: [&str; 3] = ["h2", "h4", "h5"];
-
-fn privileged(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("LAB_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("{test}: needs root, and LAB_REQUIRE_PRIVILEGED=1 forbids skipping");
-    }
-    eprintln!(
-        "SKIP {test}: needs root (namespaces, NFQUEUE); set LAB_REQUIRE_PRIVILEGED=1 to fail instead"
-    );
-    false
-}
 
 /// h1 the balancer, h3 the client, h2/h4/h5 backends; VIP 10.0.0.50.
 fn up() -> Lab {
-    let t = Topology::load("single,5").expect("topology");
-    Lab::up(
-        resolve(&t).expect("resolve"),
-        &LabOptions {
-            name: None,
-            persistent: false,
-        },
-    )
-    .expect("lab up")
-}
-
-fn alive(p: &Process) -> bool {
-    Path::new(&format!("/proc/{}", p.id.pid)).exists()
-        && !std::fs::read_to_string(format!("/proc/{}/stat", p.id.pid))
-            .unwrap_or_default()
-            .contains(") Z ")
+    common::up("single,5")
 }
 
 /// A started `lb` and its ctl socket.
@@ -70,21 +44,10 @@ impl Lb {
 /// Starts `lb ARGS --ctl-socket <artifacts>/<host>-<name>.sock` in `host`; waits for `ready:`.
 fn start(lab: &mut Lab, host: &str, name: &str, args: &[&str]) -> Lb {
     let sock = lab.artifact_dir().join(format!("{host}-{name}.sock"));
-    let mut argv: Vec<&str> = vec![LB];
-    argv.extend_from_slice(args);
+    let mut argv: Vec<&str> = args.to_vec();
     argv.extend_from_slice(&["--ctl-socket", sock.to_str().unwrap()]);
-    let p = lab.spawn(host, name, &argv).expect("spawn lb");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = std::fs::read_to_string(&p.log).unwrap_or_default();
-        if log.lines().any(|l| l.starts_with("ready:")) {
-            return Lb { p, sock };
-        }
-        if !alive(&p) || Instant::now() > deadline {
-            panic!("lb {name} in {host} did not become ready:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let p = start_lb(lab, host, name, &argv);
+    Lb { p, sock }
 }
 
 /// `lb ctl --socket S --json ARGS`, parsed.

@@ -2,10 +2,12 @@
 //! backends run `lb agent` (encapsulation) or hold the VIP on lo (DSR), a client connects to
 //! VIP:8080. Privileged: skipped without root unless LAB_REQUIRE_PRIVILEGED=1.
 
-use lab::{Lab, LabOptions, Process, Topology, resolve};
+mod common;
+
+use common::{LB, privileged, start_lb as start, up};
+use lab::{Lab, Process};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -13,64 +15,12 @@ use std::time::{Duration, Instant};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
 const PORT: u16 = 8080;
-const LB: &str = env!("CARGO_BIN_EXE_lb");
-
-fn privileged(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("LAB_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("{test}: needs root, and LAB_REQUIRE_PRIVILEGED=1 forbids skipping");
-    }
-    eprintln!(
-        "SKIP {test}: needs root (namespaces, NFQUEUE); set LAB_REQUIRE_PRIVILEGED=1 to fail instead"
-    );
-    false
-}
 
 fn fixture(name: &str) -> String {
     format!(
         "{}/../fixtures/topologies/{name}",
         env!("CARGO_MANIFEST_DIR")
     )
-}
-
-fn up(topology: &str) -> Lab {
-    let t = Topology::load(topology).expect("topology");
-    let plan = resolve(&t).expect("resolve");
-    Lab::up(
-        plan,
-        &LabOptions {
-            name: None,
-            persistent: false,
-        },
-    )
-    .expect("lab up")
-}
-
-fn alive(p: &Process) -> bool {
-    Path::new(&format!("/proc/{}", p.id.pid)).exists()
-        && !std::fs::read_to_string(format!("/proc/{}/stat", p.id.pid))
-            .unwrap_or_default()
-            .contains(") Z ")
-}
-
-/// Starts `lb ARGS` in `host` and waits for its `ready:` line.
-fn start(lab: &mut Lab, host: &str, name: &str, args: &[&str]) -> Process {
-    let mut argv = vec![LB];
-    argv.extend_from_slice(args);
-    let p = lab.spawn(host, name, &argv).expect("spawn lb");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = std::fs::read_to_string(&p.log).unwrap_or_default();
-        if log.lines().any(|l| l.starts_with("ready:")) {
-            return p;
-        }
-        if !alive(&p) || Instant::now() > deadline {
-            panic!("lb {name} in {host} did not become ready:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Stops `p` with SIGTERM, waits for it, and returns its log.
@@ -332,7 +282,7 @@ fn restart_after_crash_removes_stale_rules_and_stop_cleans_up() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    while alive(&first) {
+    while first.id.alive() {
         std::thread::sleep(Duration::from_millis(5));
     }
     lab.stop(&first).unwrap();
@@ -432,7 +382,7 @@ fn malformed_packets_to_the_vip_are_counted_and_dropped() {
         tcp_ask(&lab, "h3", "still there?").unwrap(),
         "h2: still there?"
     );
-    assert!(alive(&server));
+    assert!(server.id.alive());
     let log = stop(&mut lab, &server);
     let drops: Vec<&str> = log.lines().filter(|l| l.contains("dropped")).collect();
     assert!(drops.len() >= 2, "expected drop counters by reason:\n{log}");

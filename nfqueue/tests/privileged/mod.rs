@@ -6,7 +6,7 @@
 //! the veth path keeps order, the listener's next datagram being the marker proves the
 //! dropped ones never arrived.
 
-use crate::support::{privileged, tool};
+use crate::support::{privileged, privileged_with};
 use lab::check::check_connectivity;
 use lab::topology::builtin;
 use lab::{Lab, LabOptions, resolve};
@@ -20,23 +20,6 @@ const PORT: u16 = 9999;
 const HOOK_OUTPUT: u8 = 3;
 /// How long any one wait may take before the test fails (never asserted as a speed).
 const PATIENCE: Duration = Duration::from_secs(5);
-
-/// Root and iptables; a missing iptables skips locally but fails where privileged tests are
-/// required (ci/setup.sh installs it).
-fn privileged_with_iptables(test: &str) -> bool {
-    if !privileged(test) {
-        return false;
-    }
-    if tool(test, "iptables").is_some() {
-        return true;
-    }
-    assert_ne!(
-        std::env::var("LAB_REQUIRE_PRIVILEGED").as_deref(),
-        Ok("1"),
-        "{test}: `iptables` is required (ci/setup.sh installs it)"
-    );
-    false
-}
 
 /// A lab where h1's UDP to h2:9999 goes to queue `num`, with h1 → h2 proven to work.
 struct Setup {
@@ -217,7 +200,10 @@ fn marker_is_next(s: &Setup, q: &mut Queue, batch: &mut RecvBatch, text: &str) {
 
 #[test]
 fn batch_accept_delivers_all_and_batch_drop_delivers_none() {
-    if !privileged_with_iptables("batch_accept_delivers_all_and_batch_drop_delivers_none") {
+    if !privileged_with(
+        "batch_accept_delivers_all_and_batch_drop_delivers_none",
+        "iptables",
+    ) {
         return;
     }
     let s = setup(3);
@@ -365,7 +351,7 @@ fn second_bind_is_queue_busy_naming_the_owner() {
 
 #[test]
 fn verdict_on_unknown_id_is_counted_not_fatal() {
-    if !privileged_with_iptables("verdict_on_unknown_id_is_counted_not_fatal") {
+    if !privileged_with("verdict_on_unknown_id_is_counted_not_fatal", "iptables") {
         return;
     }
     let s = setup(6);
@@ -401,7 +387,7 @@ fn overflow(fail_open: bool, num: u16) -> (Setup, Queue, RecvBatch) {
 
 #[test]
 fn fail_open_accepts_what_does_not_fit() {
-    if !privileged_with_iptables("fail_open_accepts_what_does_not_fit") {
+    if !privileged_with("fail_open_accepts_what_does_not_fit", "iptables") {
         return;
     }
     let (s, mut q, mut batch) = overflow(true, 7);
@@ -428,7 +414,10 @@ fn fail_open_accepts_what_does_not_fit() {
 
 #[test]
 fn fail_closed_drops_what_does_not_fit_and_counts_it() {
-    if !privileged_with_iptables("fail_closed_drops_what_does_not_fit_and_counts_it") {
+    if !privileged_with(
+        "fail_closed_drops_what_does_not_fit_and_counts_it",
+        "iptables",
+    ) {
         return;
     }
     let (s, mut q, mut batch) = overflow(false, 8);
