@@ -8,7 +8,7 @@
 
 use crate::ctl::{self, Handler, Request};
 use crate::lines::{LineError, LineReader, write_line};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use lb::config::ControlSection;
 use lb::control::{AgentMsg, MAX_LINE, NONCE_LEN, Secret, ServerMsg};
 use serde::Serialize;
@@ -98,23 +98,7 @@ pub fn spawn(
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("control".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("agent control runtime: {e}");
-                    return;
-                }
-            };
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, run(s, ctl, sanity, stats, stop));
-        })
-        .context("spawn the control thread")
+    crate::sys::spawn_local_thread("control", move || run(s, ctl, sanity, stats, stop))
 }
 
 /// The agent's control plane on the current `LocalSet` until `stop` (tests call it directly).

@@ -125,23 +125,7 @@ pub fn spawn(
     bound: Bound,
     stop: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("control".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("control plane runtime: {e}");
-                    return;
-                }
-            };
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, run(s, reg, paths, bound, stop));
-        })
-        .context("spawn the control thread")
+    crate::sys::spawn_local_thread("control", move || run(s, reg, paths, bound, stop))
 }
 
 /// The control plane on the current `LocalSet` until `stop` (tests call it directly).

@@ -23,3 +23,32 @@ pub fn set_sysctl(name: &str, value: &str) -> Result<String> {
     std::fs::write(&path, value).with_context(|| format!("set sysctl {name}={value}"))?;
     Ok(old.trim().to_string())
 }
+
+/// Runs the future `make` builds on a thread of its own named `name`, on a current-thread
+/// tokio runtime inside a `LocalSet` (the control planes share state through `Rc`, so their
+/// futures are not `Send`); returns when the future does.
+pub fn spawn_local_thread<F>(
+    name: &str,
+    make: impl FnOnce() -> F + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>>
+where
+    F: std::future::Future<Output = ()> + 'static,
+{
+    let what = name.to_string();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("{what} runtime: {e}");
+                    return;
+                }
+            };
+            tokio::task::LocalSet::new().block_on(&rt, make());
+        })
+        .with_context(|| format!("spawn the {name} thread"))
+}
