@@ -60,11 +60,7 @@ async fn link_names(handle: &Handle) -> Result<Vec<(u32, String, Option<MacAddr>
         for a in &msg.attributes {
             match a {
                 LinkAttribute::IfName(n) => name = n.clone(),
-                LinkAttribute::Address(bytes) if bytes.len() == 6 => {
-                    let mut m = [0u8; 6];
-                    m.copy_from_slice(bytes);
-                    mac = Some(MacAddr(m));
-                }
+                LinkAttribute::Address(bytes) => mac = mac_of(bytes),
                 _ => {}
             }
         }
@@ -210,62 +206,65 @@ pub fn link_up(ifindex: u32) -> Result<()> {
     })
 }
 
-fn neighbour(ifindex: u32, ip: Ipv4Addr) -> Result<Option<MacAddr>> {
-    block_on(|handle| async move {
-        let mut stream = handle.neighbours().get().execute();
-        while let Some(msg) = stream.try_next().await.context("list neighbours")? {
-            if msg.header.ifindex != ifindex
-                || matches!(
-                    msg.header.state,
-                    NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
-                )
-            {
-                continue;
-            }
-            let mut dst = None;
-            let mut lladdr = None;
-            for a in &msg.attributes {
-                match a {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => dst = Some(*d),
-                    NeighbourAttribute::LinkLayerAddress(b) if b.len() == 6 => {
-                        let mut m = [0u8; 6];
-                        m.copy_from_slice(b);
-                        lladdr = Some(MacAddr(m));
-                    }
-                    _ => {}
-                }
-            }
-            if dst == Some(ip) {
-                return Ok(lladdr);
+/// Six bytes as a MAC address; anything else is not one.
+fn mac_of(bytes: &[u8]) -> Option<MacAddr> {
+    <[u8; 6]>::try_from(bytes).ok().map(MacAddr)
+}
+
+/// The usable (not incomplete or failed) neighbour entry for `ip` on `ifindex`.
+async fn neighbour(handle: &Handle, ifindex: u32, ip: Ipv4Addr) -> Result<Option<MacAddr>> {
+    let mut stream = handle.neighbours().get().execute();
+    while let Some(msg) = stream.try_next().await.context("list neighbours")? {
+        if msg.header.ifindex != ifindex
+            || matches!(
+                msg.header.state,
+                NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
+            )
+        {
+            continue;
+        }
+        let mut dst = None;
+        let mut lladdr = None;
+        for a in &msg.attributes {
+            match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => dst = Some(*d),
+                NeighbourAttribute::LinkLayerAddress(b) => lladdr = mac_of(b),
+                _ => {}
             }
         }
-        Ok(None)
-    })
+        if dst == Some(ip) {
+            return Ok(lladdr);
+        }
+    }
+    Ok(None)
 }
 
 /// The MAC of on-link neighbour `ip` on interface `ifindex`: from the neighbour table, or, when
 /// missing, after making the kernel resolve it (a datagram to the discard port triggers ARP).
+/// One netlink connection serves the whole wait.
 pub fn resolve_mac(ifindex: u32, ip: Ipv4Addr, timeout: Duration) -> Result<MacAddr> {
-    if let Some(mac) = neighbour(ifindex, ip)? {
-        return Ok(mac);
-    }
-    let probe = UdpSocket::bind("0.0.0.0:0").context("probe socket")?;
-    let deadline = Instant::now() + timeout;
-    let mut next_probe = Instant::now();
-    loop {
-        if Instant::now() >= next_probe {
-            // Errors (EHOSTUNREACH after a failed ARP round) only mean "not yet".
-            let _ = probe.send_to(b"", (ip, 9));
-            next_probe = Instant::now() + Duration::from_millis(300);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-        if let Some(mac) = neighbour(ifindex, ip)? {
+    block_on(|handle| async move {
+        if let Some(mac) = neighbour(&handle, ifindex, ip).await? {
             return Ok(mac);
         }
-        if Instant::now() >= deadline {
-            bail!("backend {ip}: no ARP answer within {timeout:?} (is it on the same LAN?)");
+        let probe = UdpSocket::bind("0.0.0.0:0").context("probe socket")?;
+        let deadline = Instant::now() + timeout;
+        let mut next_probe = Instant::now();
+        loop {
+            if Instant::now() >= next_probe {
+                // Errors (EHOSTUNREACH after a failed ARP round) only mean "not yet".
+                let _ = probe.send_to(b"", (ip, 9));
+                next_probe = Instant::now() + Duration::from_millis(300);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Some(mac) = neighbour(&handle, ifindex, ip).await? {
+                return Ok(mac);
+            }
+            if Instant::now() >= deadline {
+                bail!("backend {ip}: no ARP answer within {timeout:?} (is it on the same LAN?)");
+            }
         }
-    }
+    })
 }
 
 #[cfg(test)]
