@@ -510,26 +510,27 @@ impl Runtime<'_> {
                 timeout,
             } => {
                 let p = self.processes[process].clone();
-                let end = Instant::now() + *timeout;
-                loop {
-                    let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+                let mut log = String::new();
+                let printed = poll_until(*timeout, || {
+                    log = std::fs::read_to_string(&p.log).unwrap_or_default();
                     if log.lines().any(|l| l.contains(text.as_str())) {
-                        return Ok((true, format!("{process} printed `{text}`")));
+                        return Ok(Some(()));
                     }
-                    if let Some(status) = self.lab.exit_status(&p) {
-                        return Err(format!(
+                    match self.lab.exit_status(&p) {
+                        Some(status) => Err(format!(
                             "{process} exited ({status}) before printing `{text}`; its log: {}",
                             tail(&log)
-                        ));
+                        )),
+                        None => Ok(None),
                     }
-                    if Instant::now() >= end || cancelled() {
-                        return Err(format!(
-                            "{process} did not print `{text}` within {} ms; its log: {}",
-                            timeout.as_millis(),
-                            tail(&log)
-                        ));
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
+                })?;
+                match printed {
+                    Some(()) => Ok((true, format!("{process} printed `{text}`"))),
+                    None => Err(format!(
+                        "{process} did not print `{text}` within {} ms; its log: {}",
+                        timeout.as_millis(),
+                        tail(&log)
+                    )),
                 }
             }
             StepKind::WaitListening {
@@ -538,23 +539,20 @@ impl Runtime<'_> {
                 addr,
                 timeout,
             } => {
-                let end = Instant::now() + *timeout;
-                loop {
+                let listening = poll_until(*timeout, || {
                     let ok = self
                         .lab
                         .run_in(host, || is_listening(*proto, *addr))
                         .map_err(|e| e.to_string())?
                         .map_err(|e| format!("{host}: reading sockets: {e}"))?;
-                    if ok {
-                        return Ok((true, format!("{proto} {addr} is listening in {host}")));
-                    }
-                    if Instant::now() >= end || cancelled() {
-                        return Err(format!(
-                            "nothing listens on {proto} {addr} in {host} after {} ms",
-                            timeout.as_millis()
-                        ));
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
+                    Ok(ok.then_some(()))
+                })?;
+                match listening {
+                    Some(()) => Ok((true, format!("{proto} {addr} is listening in {host}"))),
+                    None => Err(format!(
+                        "nothing listens on {proto} {addr} in {host} after {} ms",
+                        timeout.as_millis()
+                    )),
                 }
             }
             StepKind::WaitQueue {
@@ -562,23 +560,20 @@ impl Runtime<'_> {
                 queue,
                 timeout,
             } => {
-                let end = Instant::now() + *timeout;
-                loop {
+                let bound = poll_until(*timeout, || {
                     let bound = self
                         .lab
                         .run_in(host, bound_queues)
                         .map_err(|e| e.to_string())?
                         .map_err(|e| format!("{host}: reading nfnetlink_queue: {e}"))?;
-                    if bound.contains(queue) {
-                        return Ok((true, format!("queue {queue} is bound in {host}")));
-                    }
-                    if Instant::now() >= end || cancelled() {
-                        return Err(format!(
-                            "queue {queue} is not bound in {host} after {} ms",
-                            timeout.as_millis()
-                        ));
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
+                    Ok(bound.contains(queue).then_some(()))
+                })?;
+                match bound {
+                    Some(()) => Ok((true, format!("queue {queue} is bound in {host}"))),
+                    None => Err(format!(
+                        "queue {queue} is not bound in {host} after {} ms",
+                        timeout.as_millis()
+                    )),
                 }
             }
             StepKind::WaitDatagrams {
@@ -738,21 +733,15 @@ impl Runtime<'_> {
                     .stderr(err)
                     .spawn()
                     .map_err(|e| format!("cannot run `{}` in {host}: {e}", argv.join(" ")))?;
-                let end = Instant::now() + *timeout;
-                let code = loop {
-                    if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
-                        break st;
-                    }
-                    if Instant::now() >= end || cancelled() {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        return Err(format!(
-                            "`{}` did not finish within {} ms",
-                            argv.join(" "),
-                            timeout.as_millis()
-                        ));
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
+                let ended = poll_until(*timeout, || child.try_wait().map_err(|e| e.to_string()))?;
+                let Some(code) = ended else {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "`{}` did not finish within {} ms",
+                        argv.join(" "),
+                        timeout.as_millis()
+                    ));
                 };
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
                 if code.code() != Some(*status) {
@@ -1111,5 +1100,23 @@ pub fn describe_expect(kind: &ExpectKind) -> String {
                 if *ladder { " and ladder" } else { "" }
             )
         }
+    }
+}
+
+/// Calls `check` every 5 ms until it gives a value; `Ok(None)` once `timeout` has passed or the
+/// run is cancelled (Ctrl-C). An error from `check` ends the wait at once.
+fn poll_until<T>(
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<Option<T>, String>,
+) -> Result<Option<T>, String> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check()? {
+            return Ok(Some(v));
+        }
+        if Instant::now() >= end || cancelled() {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
