@@ -4,13 +4,15 @@
 # 64 MiB receive buffer, so neither end is the bottleneck the way iperf3's one-datagram-per-
 # syscall receiver is), delivered packets per second at h2, for
 #   kernel     plain IP forwarding on h1 (route VIP via h2): the reference
-#   lb-dsr     lb server, NFQUEUE batch verdicts, L2 DSR
+#   lb-dsrk    lb server --forward dsr-kernel: NFQUEUE in PREROUTING, ACCEPT verdicts with the
+#              backend's mark, the kernel forwards by policy routing (nothing copied back in)
+#   lb-dsr     lb server, NFQUEUE batch verdicts, L2 DSR frames sent by lb (AF_PACKET)
 #   lb-encap   lb server, NFQUEUE batch verdicts, UDP encapsulation to lb agent on h2
 #   lb-1by1    lb server, one packet per receive and one verdict per packet (Caplance's loop)
 # in the same run with the same generator; each mode RUNS times (median shown), plus NFQUEUE
 # drops (queue_dropped + user_dropped in /proc/net/netfilter/nfnetlink_queue).
-# Then the target itself: lb-dsr with the generator paced at 0.8 x the kernel's median, which
-# must arrive in full with zero queue drops. The ratios are printed last. Run as root:  ci/bench-lb.sh [SECONDS] [RUNS]
+# Then the target itself: lb-dsrk and lb-dsr with the generator paced at 0.8 x the kernel's
+# median, which must arrive in full with zero queue drops. The ratios are printed last. Run as root:  ci/bench-lb.sh [SECONDS] [RUNS]
 # (LB_ARGS="--queue-len 65536 --batch 256" passes extra flags to every lb server run.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -77,6 +79,7 @@ run_mode() {
   for _ in $(seq "$runs"); do
     case $mode in
       kernel) x h1 ip route replace 10.0.0.50/32 via 10.0.0.2 ;;
+      lb-dsrk|lb-dsrk-paced) start_lb --forward dsr-kernel ;;
       lb-dsr) start_lb --forward dsr ;;
       lb-encap)
         $lab exec --lab "$name" h2 -- taskset -c "$cpu_rest" "$lb" agent --vip 10.0.0.50 >"$work/agent.log" 2>&1 &
@@ -101,17 +104,21 @@ run_mode() {
 }
 
 echo "lb end-to-end: 64-byte UDP, one flow, ${secs}s x $runs runs per mode ($(uname -r), $(nproc) cores; generator on CPU $cpu_gen, the rest on CPU $cpu_rest)"
-for m in kernel lb-dsr lb-encap lb-1by1; do run_mode "$m"; done
+modes=(kernel lb-dsrk lb-dsr lb-encap lb-1by1)
+for m in "${modes[@]}"; do run_mode "$m"; done
 echo
 printf '%-10s %12s %12s\n' mode "median pps" "queue drops"
-for m in kernel lb-dsr lb-encap lb-1by1; do
+for m in "${modes[@]}"; do
   printf '%-10s %12s %12s\n' "$m" "${result[$m]}" "${drops[$m]:--}"
 done
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 echo
-echo "unpaced: lb-dsr / kernel $(ratio "${result[lb-dsr]}" "${result[kernel]}") (queue drops ${drops[lb-dsr]}), lb-encap / kernel $(ratio "${result[lb-encap]}" "${result[kernel]}"), lb-1by1 / kernel $(ratio "${result[lb-1by1]}" "${result[kernel]}")"
+echo "unpaced: lb-dsrk / kernel $(ratio "${result[lb-dsrk]}" "${result[kernel]}") (queue drops ${drops[lb-dsrk]}), lb-dsr / kernel $(ratio "${result[lb-dsr]}" "${result[kernel]}") (queue drops ${drops[lb-dsr]}), lb-encap / kernel $(ratio "${result[lb-encap]}" "${result[kernel]}"), lb-1by1 / kernel $(ratio "${result[lb-1by1]}" "${result[kernel]}")"
 PACE=$((result[kernel] * 8 / 10))
 echo
-echo "target: lb-dsr with the generator paced at 0.8 x kernel = $PACE pps"
+echo "target: the generator paced at 0.8 x kernel = $PACE pps"
+run_mode lb-dsrk-paced
 run_mode lb-dsr-paced
-echo "paced: lb-dsr delivered ${result[lb-dsr-paced]} pps = $(ratio "${result[lb-dsr-paced]}" "${result[kernel]}") of kernel forwarding, queue drops ${drops[lb-dsr-paced]} (target: >= 0.80 with 0 queue drops)"
+for m in lb-dsrk lb-dsr; do
+  echo "paced: $m delivered ${result[$m-paced]} pps = $(ratio "${result[$m-paced]}" "${result[kernel]}") of kernel forwarding, queue drops ${drops[$m-paced]} (target: >= 0.80 with 0 queue drops)"
+done

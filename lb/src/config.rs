@@ -159,7 +159,8 @@ fn one() -> u32 {
 pub struct ServerSection {
     /// `nfqueue` or `packet`.
     pub intake: IntakeKind,
-    /// `encap` (Caplance UDP encapsulation to backend:1337) or `dsr` (MAC rewrite).
+    /// `encap` (Caplance UDP encapsulation to backend:1337), `dsr` (MAC rewrite by `lb`) or
+    /// `dsr-kernel` (MAC rewrite by the kernel's routing, chosen by a mark).
     pub forward: ForwardMode,
     /// Interface for the VIP; default: the one whose subnet holds it.
     pub interface: Option<String>,
@@ -475,7 +476,13 @@ impl FileConfig {
                 );
             }
         }
-        if s.control.is_some() && s.forward == ForwardMode::Dsr {
+        if s.forward == ForwardMode::DsrKernel && s.intake != IntakeKind::Nfqueue {
+            return err(
+                "server.forward",
+                "dsr-kernel needs intake = \"nfqueue\" (the verdict carries the mark)".into(),
+            );
+        }
+        if s.control.is_some() && s.forward.is_dsr() {
             return err(
                 "server.control",
                 "registration needs forward = \"encap\" (agents receive on :1337); DSR backends are static".into(),
@@ -697,6 +704,13 @@ name = "h2"
         assert_eq!(e.field, "control");
         let e = parse("[server]\nforward = \"dsr\"\ncontrol = \"10.0.0.1\"\n").unwrap_err();
         assert_eq!(e.field, "server.control");
+        let e = parse("[server]\nforward = \"dsr-kernel\"\ncontrol = \"10.0.0.1\"\n").unwrap_err();
+        assert_eq!(e.field, "server.control");
+        let e = parse("[server]\nforward = \"dsr-kernel\"\nintake = \"packet\"\n").unwrap_err();
+        assert_eq!(e.field, "server.forward");
+        assert!(e.message.contains("nfqueue"), "{e}");
+        let c = parse("[server]\nforward = \"dsr-kernel\"\n").unwrap();
+        assert_eq!(c.server.forward, ForwardMode::DsrKernel);
         let e = parse("[server.check]\ninterval = \"1s\"\ntimeout = \"2s\"\n").unwrap_err();
         assert_eq!(e.field, "server.check.timeout");
         let e = parse("[server.check]\nfall = 0\n").unwrap_err();

@@ -34,8 +34,30 @@ pub enum ForwardMode {
     #[default]
     #[serde(alias = "encap")]
     UdpEncap,
-    /// L2 direct server return by MAC rewrite.
+    /// L2 direct server return by MAC rewrite: `lb` writes the frame itself.
     Dsr,
+    /// L2 direct server return sent by the kernel (`dsr-kernel` in configuration files): the
+    /// packet is accepted with a per-backend mark, and policy routing (`fwmark` → a table whose
+    /// default route is the backend) hands it to the backend's MAC. Nothing is copied back
+    /// into the kernel; see docs/lb.md.
+    #[serde(rename = "dsr-kernel", alias = "dsr_kernel")]
+    DsrKernel,
+}
+
+impl ForwardMode {
+    /// The name used in configuration files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardMode::UdpEncap => "encap",
+            ForwardMode::Dsr => "dsr",
+            ForwardMode::DsrKernel => "dsr-kernel",
+        }
+    }
+
+    /// True for both DSR modes: backends on the VIP's LAN, holding the VIP on `lo`.
+    pub fn is_dsr(self) -> bool {
+        matches!(self, ForwardMode::Dsr | ForwardMode::DsrKernel)
+    }
 }
 
 /// Forwarding settings.
@@ -86,6 +108,9 @@ pub enum EncapError {
     /// The action was a drop: there is nothing to send.
     #[error("nothing to emit for a dropped packet")]
     Dropped,
+    /// In `dsr-kernel` mode the kernel forwards the packet itself: `lb` emits nothing.
+    #[error("nothing to emit in dsr-kernel mode: the kernel forwards the packet")]
+    KernelForwards,
 }
 
 /// What [`emit`] wrote to `out`.
@@ -347,6 +372,7 @@ pub fn emit(
                 }
                 Ok(Emitted::Dsr)
             }
+            ForwardMode::DsrKernel => Err(EncapError::KernelForwards),
         },
     }
 }

@@ -1,14 +1,17 @@
-//! NFQUEUE intake: one bound queue per thread, batch receive, one DROP batch verdict per batch.
+//! NFQUEUE intake: one bound queue per thread, batch receive, the verdicts of a batch in one
+//! `sendmsg`.
 //!
-//! Every packet of the VIP is forwarded by us (or dropped by `decide`), so the kernel must never
-//! deliver it locally: the verdict is always DROP, and one `NFQNL_MSG_VERDICT_BATCH` with the
-//! batch's last id answers all of them.
+//! In the `encap` and `dsr` modes every packet of the VIP is forwarded by us (or dropped by
+//! `decide`), so the kernel must never deliver it locally: the verdict is always DROP, and one
+//! `NFQNL_MSG_VERDICT_BATCH` with the batch's last id answers all of them. In `dsr-kernel` mode
+//! a forwarded packet is accepted with its backend's mark instead, and runs of packets with the
+//! same verdict and mark share one batch verdict ([`nfqueue::Verdicts`]).
 
-use crate::server::DataPath;
+use crate::server::{DataPath, Disposition};
 use crate::sys::now;
 use anyhow::{Context, Result};
 use lb::config::{ServerSection, VerdictMode};
-use nfqueue::{Queue, QueueConfig, RecvBatch, Verdict};
+use nfqueue::{Queue, QueueConfig, RecvBatch, Verdict, Verdicts};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -47,6 +50,7 @@ pub fn nfqueue_loop(
         VerdictMode::PerPacket => 1,
     };
     let mut packets = RecvBatch::new(batch);
+    let mut verdicts = Verdicts::new();
     let fd = q.as_raw_fd();
     // After a full batch more packets are almost surely waiting: receive again at once, up to
     // BUSY_ROUNDS times, before the next `wait` (a poll syscall that also applies control
@@ -69,23 +73,23 @@ pub fn nfqueue_loop(
         }
         let t = now();
         path.expire_if_due(t);
-        if mode == VerdictMode::PerPacket {
-            for p in packets.packets() {
-                path.handle(t, p.payload, p.skb_info & NFQA_SKB_CSUMNOTREADY != 0);
+        for p in packets.packets() {
+            let (v, mark) = match path.handle(t, p.payload, p.skb_info & NFQA_SKB_CSUMNOTREADY != 0)
+            {
+                Disposition::Consumed => (Verdict::Drop, None),
+                Disposition::Accept { mark } => (Verdict::Accept, Some(mark)),
+            };
+            verdicts.push(p.id, v, mark);
+            if mode == VerdictMode::PerPacket {
                 path.flush();
-                q.verdict(p.id, Verdict::Drop)
+                q.send_verdicts(&mut verdicts)
                     .with_context(|| format!("verdict on NFQUEUE {}", q.num()))?;
             }
-            continue;
         }
-        for p in packets.packets() {
-            path.handle(t, p.payload, p.skb_info & NFQA_SKB_CSUMNOTREADY != 0);
-        }
+        // Send first, then drop the originals: nothing is lost if the process dies between.
         path.flush();
-        if let Some(last) = packets.last_id() {
-            q.verdict_batch(last, Verdict::Drop)
-                .with_context(|| format!("verdict on NFQUEUE {}", q.num()))?;
-        }
+        q.send_verdicts(&mut verdicts)
+            .with_context(|| format!("verdict on NFQUEUE {}", q.num()))?;
     }
     Ok(path)
 }

@@ -46,6 +46,8 @@ enum ForwardArg {
     Encap,
     /// Destination MAC rewritten to the backend's; the backend holds the VIP on lo.
     Dsr,
+    /// DSR sent by the kernel: accept verdict with a per-backend mark, policy routing.
+    DsrKernel,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -285,6 +287,7 @@ fn server_settings(a: ServerArgs) -> Result<server::ServerSettings> {
         s.forward = match f {
             ForwardArg::Encap => ForwardMode::UdpEncap,
             ForwardArg::Dsr => ForwardMode::Dsr,
+            ForwardArg::DsrKernel => ForwardMode::DsrKernel,
         };
     }
     if !a.backends.is_empty() {

@@ -9,9 +9,10 @@
 //! flows because Maglev over the keyed hash is the same table in each.
 
 use crate::pathctl::{self, PathCtl, PathMsg};
+use crate::sys::markroute::{ForwardingSysctls, MarkRoutes, backend_mark};
 use crate::sys::netlink::{self, IfAddr};
 use crate::sys::now;
-use crate::sys::rules::QueueRules;
+use crate::sys::rules::{Hook, QueueRules};
 use crate::sys::sock::{PacketSocket, RawIpSocket, RecvSlots, SendBatch, set_rcvbuf, set_sndbuf};
 use crate::sys::wake::wait_or_wake;
 use anyhow::{Context, Result, bail};
@@ -44,6 +45,8 @@ pub struct ServerSettings {
 
 /// What a stop must undo; dropping it undoes what was done, in reverse order.
 struct Installed {
+    sysctls: Option<ForwardingSysctls>,
+    routes: Option<MarkRoutes>,
     rules: Option<QueueRules>,
     vip: Option<(u32, Ipv4Addr)>,
 }
@@ -62,6 +65,13 @@ impl Drop for Installed {
                 Err(e) => tracing::error!("remove NFQUEUE rules: {e:#}"),
             }
         }
+        if let Some(routes) = self.routes.take() {
+            match routes.remove() {
+                Ok(()) => tracing::info!("removed the dsr-kernel rules and routes"),
+                Err(e) => tracing::error!("remove dsr-kernel rules and routes: {e:#}"),
+            }
+        }
+        drop(self.sysctls.take());
     }
 }
 
@@ -81,6 +91,20 @@ enum Out {
     Udp(UdpSocket),
     /// Ethernet frames to the backend's MAC.
     Frames(PacketSocket),
+    /// Nothing: the kernel forwards the packet, routed by the mark of its ACCEPT verdict.
+    Kernel,
+}
+
+/// What the kernel does with the original packet after [`DataPath::handle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Disposition {
+    /// Drop it: `lb` sent what had to be sent (or nothing, for a dropped packet).
+    Consumed,
+    /// Accept it with this mark (`dsr-kernel`): policy routing sends it to the backend.
+    Accept {
+        /// [`backend_mark`] of the backend.
+        mark: u32,
+    },
 }
 
 /// Decide + emit + batched send for one thread.
@@ -144,15 +168,27 @@ impl DataPath {
         }
     }
 
-    pub(crate) fn handle(&mut self, now: lb::Nanos, packet: &[u8], csum_not_ready: bool) {
+    /// Decides on one packet, queues what it sends, and says what becomes of the original.
+    pub(crate) fn handle(
+        &mut self,
+        now: lb::Nanos,
+        packet: &[u8],
+        csum_not_ready: bool,
+    ) -> Disposition {
         self.stats.received += 1;
         let action = decide(&mut self.state, now, packet);
         match action {
             Action::Forward { addr, .. } => match &self.out {
+                Out::Kernel => {
+                    self.stats.sent += 1;
+                    return Disposition::Accept {
+                        mark: backend_mark(addr),
+                    };
+                }
                 Out::Udp(_) => {
                     // The UDP socket adds the outer headers: queue just the inner packet.
                     let Ok(inner) = ip_packet(packet, self.intake) else {
-                        return;
+                        return Disposition::Consumed;
                     };
                     let start = self.batch.buf.len();
                     self.batch.buf.extend_from_slice(inner);
@@ -193,6 +229,7 @@ impl DataPath {
             }
             Action::Drop(_) => {}
         }
+        Disposition::Consumed
     }
 
     /// Sends what the batch produced; call once per received batch.
@@ -204,6 +241,7 @@ impl DataPath {
         let fd = match &self.out {
             Out::Udp(s) => s.as_raw_fd(),
             Out::Frames(s) => s.as_raw_fd(),
+            Out::Kernel => return,
         };
         let f = self.batch.flush(fd);
         self.stats.sent += f.sent as u64;
@@ -261,25 +299,32 @@ fn backend_specs(s: &ServerSettings, iface: &IfAddr) -> Result<Vec<BackendSpec>>
         .backends
         .iter()
         .map(|b: &BackendEntry| {
+            // dsr-kernel routes via the backend, so it must be on the LAN even with a MAC.
+            let needs_lan = match s.server.forward {
+                ForwardMode::Dsr => b.mac.is_none(),
+                ForwardMode::DsrKernel => true,
+                ForwardMode::UdpEncap => false,
+            };
+            if needs_lan && !iface.contains(b.addr) {
+                bail!(
+                    "backend {} ({}): DSR needs backends on the VIP's LAN ({}/{} on {})",
+                    b.name,
+                    b.addr,
+                    iface.addr,
+                    iface.prefix,
+                    iface.ifname
+                );
+            }
             let mac = match (s.server.forward, b.mac) {
                 (ForwardMode::Dsr, Some(mac)) => mac,
                 (ForwardMode::Dsr, None) => {
-                    if !iface.contains(b.addr) {
-                        bail!(
-                            "backend {} ({}): DSR needs backends on the VIP's LAN ({}/{} on {})",
-                            b.name,
-                            b.addr,
-                            iface.addr,
-                            iface.prefix,
-                            iface.ifname
-                        );
-                    }
                     let mac = netlink::resolve_mac(iface.ifindex, b.addr, Duration::from_secs(3))
                         .with_context(|| format!("backend {}", b.name))?;
                     tracing::info!(backend = %b.name, addr = %b.addr, %mac, "resolved backend MAC");
                     mac
                 }
-                (ForwardMode::UdpEncap, _) => MacAddr::default(),
+                // The kernel resolves the MAC itself (the route's gateway is the backend).
+                (ForwardMode::UdpEncap | ForwardMode::DsrKernel, _) => MacAddr::default(),
             };
             Ok(BackendSpec::new(b.name.clone(), b.addr, mac).with_weight(b.weight))
         })
@@ -311,6 +356,7 @@ fn new_path(
             let _ = set_sndbuf(sock.as_raw_fd(), 4 << 20);
             Out::Frames(sock)
         }
+        ForwardMode::DsrKernel => Out::Kernel,
     };
     Ok(DataPath {
         state,
@@ -360,9 +406,17 @@ pub fn run(s: ServerSettings) -> Result<()> {
     State::new(cfg.clone()).context("balancer configuration")?;
 
     let mut installed = Installed {
+        sysctls: None,
+        routes: None,
         rules: None,
         vip: None,
     };
+    if s.server.forward == ForwardMode::DsrKernel {
+        // Routes before the queue rules: a packet accepted with a mark must find its route.
+        installed.sysctls = Some(ForwardingSysctls::set(&iface.ifname)?);
+        let addrs: Vec<Ipv4Addr> = specs.iter().map(|b| b.addr).collect();
+        installed.routes = Some(MarkRoutes::install(s.vip, iface.ifindex, &addrs)?);
+    }
     let mut threads = Vec::new();
     let mut handles = Vec::new();
     let intake_desc = match s.server.intake {
@@ -379,6 +433,10 @@ pub fn run(s: ServerSettings) -> Result<()> {
                 queue: s.server.queue,
                 queues: s.server.queues,
                 bypass: s.server.queue_bypass,
+                hook: match s.server.forward {
+                    ForwardMode::DsrKernel => Hook::Prerouting,
+                    _ => Hook::Input,
+                },
             };
             // Bind the queues before the rules exist, so no packet meets an unbound queue.
             let mut queues = Vec::new();
@@ -458,10 +516,7 @@ pub fn run(s: ServerSettings) -> Result<()> {
         .iter()
         .map(|b| format!("{} {}", b.name, b.addr))
         .collect();
-    let mode = match s.server.forward {
-        ForwardMode::UdpEncap => "encap",
-        ForwardMode::Dsr => "dsr",
-    };
+    let mode = s.server.forward.name();
     let mut extra = String::new();
     if let Some(c) = s.server.control {
         extra += &format!(
@@ -532,7 +587,8 @@ fn packet_loop(
         let t = now();
         path.expire_if_due(t);
         for (p, csum_not_ready) in slots.packets() {
-            path.handle(t, p, csum_not_ready);
+            // The packet socket sees a copy: the kernel has the original whatever we say.
+            let _ = path.handle(t, p, csum_not_ready);
         }
         path.flush();
     }

@@ -209,6 +209,151 @@ fn dsr_nfqueue_tcp_and_udp_reach_the_backend() {
     assert!(log.contains("resolved backend MAC"), "{log}");
 }
 
+/// What `dsr-kernel` changes in h1, to compare before and after: IPv4 rules, routes of every
+/// table, the tagged iptables rules, the two sysctls.
+fn routing_state(lab: &Lab) -> String {
+    sh(
+        lab,
+        "h1",
+        "ip rule; ip route show table all | grep -v -e '^local' -e '^broadcast'; \
+         iptables -t mangle -S PREROUTING; iptables -S FORWARD; \
+         sysctl net.ipv4.conf.h1-eth0.forwarding net.ipv4.conf.all.send_redirects",
+    )
+}
+
+#[test]
+fn dsr_kernel_forwards_by_mark_survives_a_crash_and_restores_routing() {
+    if !privileged("dsr_kernel_forwards_by_mark_survives_a_crash_and_restores_routing") {
+        return;
+    }
+    let mut lab = up(&fixture("dsr4.toml"));
+    let _e2 = Echo::start(&lab, "h2");
+    let _e3 = Echo::start(&lab, "h3");
+    let before = routing_state(&lab);
+    let args = [
+        "server",
+        "--vip",
+        "10.0.0.50",
+        "--forward",
+        "dsr-kernel",
+        "--backend",
+        "h2=10.0.0.2",
+        "--backend",
+        "h3=10.0.0.3",
+    ];
+    let first = start(&mut lab, "h1", "first", &args);
+    // One rule per backend, ahead of the local table (which holds the VIP).
+    let rules: Vec<String> = sh(&lab, "h1", "ip rule")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(
+        rules[0].contains("to 10.0.0.50 fwmark 0xa000002 lookup 167772162"),
+        "{rules:?}"
+    );
+    assert!(
+        rules[1].contains("to 10.0.0.50 fwmark 0xa000003 lookup 167772163"),
+        "{rules:?}"
+    );
+    assert!(rules[2].contains("lookup local"), "{rules:?}");
+    let mut by_backend = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..40 {
+        let answer = tcp_ask(&lab, "h4", "hello").unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        *by_backend
+            .entry(answer.split(':').next().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert!(
+        by_backend.len() == 2,
+        "both backends answer: {by_backend:?}"
+    );
+    let udp = udp_ask(&lab, "h4", "udp datagram").unwrap();
+    assert!(udp.ends_with(": udp datagram"), "{udp}");
+    // h1 forwarded out of the interface the packets came in on, and told no client to go
+    // around it.
+    let redirects = sh(
+        &lab,
+        "h1",
+        "nstat -az IcmpOutRedirects | awk '/IcmpOutRedirects/ {print $2}'",
+    );
+    assert_eq!(redirects.trim(), "0");
+
+    // A crash leaves everything in place; the restart replaces it and works.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.id.pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    while first.id.alive() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    lab.stop(&first).unwrap();
+    assert!(sh(&lab, "h1", "ip rule").contains("fwmark 0xa000002"));
+    let second = start(&mut lab, "h1", "second", &args);
+    assert_eq!(
+        sh(&lab, "h1", "ip rule | grep -c fwmark").trim(),
+        "2",
+        "stale rules replaced, not duplicated"
+    );
+    let answer = tcp_ask(&lab, "h4", "after the restart").unwrap();
+    assert!(answer.ends_with(": after the restart"), "{answer}");
+    let log = stop(&mut lab, &second);
+    assert!(log.contains("removed stale dsr-kernel rules"), "{log}");
+    assert!(log.contains("removed stale NFQUEUE rules"), "{log}");
+    assert!(
+        log.contains("removed the dsr-kernel rules and routes"),
+        "{log}"
+    );
+    // The crashed run changed the sysctls and nobody restored them: compare what a clean
+    // run leaves, the rules and routes, with the state before the first start.
+    let after = routing_state(&lab);
+    let strip = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with("net.ipv4"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(strip(&after), strip(&before));
+}
+
+#[test]
+fn dsr_kernel_stop_restores_the_sysctls() {
+    if !privileged("dsr_kernel_stop_restores_the_sysctls") {
+        return;
+    }
+    let mut lab = up(&fixture("dsr4.toml"));
+    let before = routing_state(&lab);
+    let server = start(
+        &mut lab,
+        "h1",
+        "server",
+        &[
+            "server",
+            "--vip",
+            "10.0.0.50",
+            "--forward",
+            "dsr-kernel",
+            "--backend",
+            "h2=10.0.0.2",
+        ],
+    );
+    let during = routing_state(&lab);
+    assert!(
+        during.contains("net.ipv4.conf.h1-eth0.forwarding = 1"),
+        "{during}"
+    );
+    assert!(
+        during.contains("net.ipv4.conf.all.send_redirects = 0"),
+        "{during}"
+    );
+    assert!(
+        during.contains("default via 10.0.0.2 dev h1-eth0 table 167772162 proto 108"),
+        "{during}"
+    );
+    stop(&mut lab, &server);
+    assert_eq!(routing_state(&lab), before);
+}
+
 #[test]
 fn two_backends_share_200_connections() {
     if !privileged("two_backends_share_200_connections") {

@@ -61,10 +61,12 @@ pub mod batch;
 pub mod error;
 pub mod queue;
 pub mod stats;
+pub mod verdicts;
 pub mod wire;
 
 pub use batch::RecvBatch;
 pub use error::{Error, Op};
 pub use queue::{Queue, QueueConfig, RecvCounters, Verdict};
 pub use stats::QueueStats;
+pub use verdicts::Verdicts;
 pub use wire::Packet;

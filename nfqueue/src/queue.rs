@@ -3,6 +3,7 @@
 use crate::batch::RecvBatch;
 use crate::error::{Error, Op};
 use crate::stats::QueueStats;
+use crate::verdicts::Verdicts;
 use crate::wire::{self, ConfigParams, Message, cfg};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -480,6 +481,16 @@ impl Queue {
     pub fn verdict_batch(&self, max_id: u32, v: Verdict) -> Result<(), Error> {
         let r = wire::verdict_request(self.num, max_id, v.code(), None, true, 0);
         self.send(Op::VerdictBatch, &[r.bytes()])
+    }
+
+    /// Sends every verdict in `v` in one `sendmsg` (see [`Verdicts`]) and clears it.
+    pub fn send_verdicts(&self, v: &mut Verdicts) -> Result<(), Error> {
+        if v.is_empty() {
+            return Ok(());
+        }
+        let r = self.send(Op::VerdictBatch, &[v.encode(self.num)]);
+        v.clear();
+        r
     }
 
     /// [`verdict_batch`](Queue::verdict_batch) that also sets the mark of every packet.

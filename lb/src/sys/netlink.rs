@@ -37,7 +37,7 @@ impl IfAddr {
     }
 }
 
-fn block_on<F: Future<Output = Result<T>>, T>(f: impl FnOnce(Handle) -> F) -> Result<T> {
+pub(crate) fn block_on<F: Future<Output = Result<T>>, T>(f: impl FnOnce(Handle) -> F) -> Result<T> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,10 +1,30 @@
-//! The balancer's NFQUEUE rules in the filter table's INPUT chain, tagged with an iptables
-//! comment (`lb:<vip>`) so that a restart after a crash finds and removes stale ones first, and a
-//! stop removes exactly its own. Like Caplance, one rule per protocol, inserted at the top.
+//! The balancer's NFQUEUE rules, tagged with an iptables comment (`lb:<vip>`) so that a restart
+//! after a crash finds and removes stale ones first, and a stop removes exactly its own. Like
+//! Caplance, one rule per protocol, inserted at the top of filter INPUT; in `dsr-kernel` mode in
+//! mangle PREROUTING instead (the packet must be marked before the routing decision that
+//! forwards it), with a filter FORWARD rule that accepts what the balancer forwards.
 
 use anyhow::{Context, Result, bail};
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
+
+/// Where the queue rules go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// filter INPUT: after the routing decision, for packets delivered locally (the VIP is
+    /// local); `lb` forwards them itself and drops the originals.
+    Input,
+    /// mangle PREROUTING: before the routing decision, so an ACCEPT verdict's mark picks the
+    /// route (`dsr-kernel`).
+    Prerouting,
+}
+
+/// Every (table, chain) that may hold a rule of ours, for the stale-rule sweep.
+const CHAINS: [(&str, &str); 3] = [
+    ("filter", "INPUT"),
+    ("filter", "FORWARD"),
+    ("mangle", "PREROUTING"),
+];
 
 /// What the rules send to user space.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +43,12 @@ pub struct QueueRules {
     /// `--queue-bypass`: with no program bound to the queue, the kernel accepts the packet
     /// instead of dropping it.
     pub bypass: bool,
+    /// Where the queue rules go.
+    pub hook: Hook,
 }
+
+/// One rule: table, chain, and the specification after `-I <chain>`.
+pub type RuleSpec = (&'static str, &'static str, Vec<String>);
 
 impl QueueRules {
     /// The comment that marks our rules.
@@ -31,38 +56,49 @@ impl QueueRules {
         format!("lb:{}", self.vip)
     }
 
-    /// The rule specifications (after `-I INPUT`), one per protocol.
-    pub fn specs(&self) -> Vec<Vec<String>> {
-        self.protocols
-            .iter()
-            .map(|proto| {
-                let mut r: Vec<String> = vec![
-                    "-d".into(),
-                    format!("{}/32", self.vip),
-                    "-p".into(),
-                    proto.clone(),
-                ];
-                match self.ports.len() {
-                    0 => {}
-                    1 => r.extend(["--dport".into(), self.ports[0].to_string()]),
-                    _ => {
-                        let list: Vec<String> = self.ports.iter().map(u16::to_string).collect();
-                        r.extend([
-                            "-m".into(),
-                            "multiport".into(),
-                            "--dports".into(),
-                            list.join(","),
-                        ]);
-                    }
-                }
+    /// `-d VIP/32 -p proto [ports] -m comment --comment lb:VIP`.
+    fn matches(&self, proto: &str) -> Vec<String> {
+        let mut r: Vec<String> = vec![
+            "-d".into(),
+            format!("{}/32", self.vip),
+            "-p".into(),
+            proto.to_string(),
+        ];
+        match self.ports.len() {
+            0 => {}
+            1 => r.extend(["--dport".into(), self.ports[0].to_string()]),
+            _ => {
+                let list: Vec<String> = self.ports.iter().map(u16::to_string).collect();
                 r.extend([
                     "-m".into(),
-                    "comment".into(),
-                    "--comment".into(),
-                    self.tag(),
-                    "-j".into(),
-                    "NFQUEUE".into(),
+                    "multiport".into(),
+                    "--dports".into(),
+                    list.join(","),
                 ]);
+            }
+        }
+        r.extend([
+            "-m".into(),
+            "comment".into(),
+            "--comment".into(),
+            self.tag(),
+        ]);
+        r
+    }
+
+    /// The rules, one queue rule per protocol (and in PREROUTING mode one FORWARD rule per
+    /// protocol after them).
+    pub fn specs(&self) -> Vec<RuleSpec> {
+        let (table, chain) = match self.hook {
+            Hook::Input => ("filter", "INPUT"),
+            Hook::Prerouting => ("mangle", "PREROUTING"),
+        };
+        let mut out: Vec<RuleSpec> = self
+            .protocols
+            .iter()
+            .map(|proto| {
+                let mut r = self.matches(proto);
+                r.extend(["-j".into(), "NFQUEUE".into()]);
                 if self.queues > 1 {
                     let last = self.queue + self.queues - 1;
                     r.extend(["--queue-balance".into(), format!("{}:{last}", self.queue)]);
@@ -72,9 +108,17 @@ impl QueueRules {
                 if self.bypass {
                     r.push("--queue-bypass".into());
                 }
-                r
+                (table, chain, r)
             })
-            .collect()
+            .collect();
+        if self.hook == Hook::Prerouting {
+            for proto in &self.protocols {
+                let mut r = self.matches(proto);
+                r.extend(["-j".into(), "ACCEPT".into()]);
+                out.push(("filter", "FORWARD", r));
+            }
+        }
+        out
     }
 
     /// Removes stale rules carrying our tag, then inserts ours.
@@ -86,8 +130,9 @@ impl QueueRules {
                 "removed stale NFQUEUE rules of an earlier run"
             );
         }
-        for spec in self.specs() {
-            let mut args = vec!["-w".to_string(), "-I".into(), "INPUT".into()];
+        for (table, chain, spec) in self.specs() {
+            let mut args: Vec<String> = vec!["-w".into(), "-t".into(), table.into()];
+            args.extend(["-I".into(), chain.into()]);
             args.extend(spec);
             iptables(&args)?;
         }
@@ -123,23 +168,31 @@ fn iptables(args: &[String]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Deletes every INPUT rule whose comment is `tag`; returns how many.
+/// Deletes every rule whose comment is `tag` from the chains we use; returns how many.
 pub fn remove_tagged(tag: &str) -> Result<usize> {
-    let listing =
-        iptables(&["-w".into(), "-S".into(), "INPUT".into()]).context("list INPUT rules")?;
     let mut removed = 0;
-    for line in listing.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let tagged = words
-            .windows(2)
-            .any(|w| w[0] == "--comment" && w[1].trim_matches('"') == tag);
-        if !tagged || words.first() != Some(&"-A") {
-            continue;
+    for (table, chain) in CHAINS {
+        let listing = iptables(&[
+            "-w".into(),
+            "-t".into(),
+            table.into(),
+            "-S".into(),
+            chain.into(),
+        ])
+        .with_context(|| format!("list {table} {chain} rules"))?;
+        for line in listing.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let tagged = words
+                .windows(2)
+                .any(|w| w[0] == "--comment" && w[1].trim_matches('"') == tag);
+            if !tagged || words.first() != Some(&"-A") {
+                continue;
+            }
+            let mut args: Vec<String> = vec!["-w".into(), "-t".into(), table.into(), "-D".into()];
+            args.extend(words[1..].iter().map(|w| w.trim_matches('"').to_string()));
+            iptables(&args)?;
+            removed += 1;
         }
-        let mut args: Vec<String> = vec!["-w".into(), "-D".into()];
-        args.extend(words[1..].iter().map(|w| w.trim_matches('"').to_string()));
-        iptables(&args)?;
-        removed += 1;
     }
     Ok(removed)
 }
@@ -157,11 +210,13 @@ mod tests {
             queue: 0,
             queues: 1,
             bypass: false,
+            hook: Hook::Input,
         };
         let specs = r.specs();
         assert_eq!(specs.len(), 2);
+        assert_eq!((specs[0].0, specs[0].1), ("filter", "INPUT"));
         assert_eq!(
-            specs[0].join(" "),
+            specs[0].2.join(" "),
             "-d 10.0.0.50/32 -p tcp -m comment --comment lb:10.0.0.50 -j NFQUEUE --queue-num 0"
         );
     }
@@ -175,10 +230,38 @@ mod tests {
             queue: 4,
             queues: 2,
             bypass: true,
+            hook: Hook::Input,
         };
         assert_eq!(
-            r.specs()[0].join(" "),
+            r.specs()[0].2.join(" "),
             "-d 10.0.0.50/32 -p udp -m multiport --dports 53,8080 -m comment --comment lb:10.0.0.50 -j NFQUEUE --queue-balance 4:5 --queue-bypass"
+        );
+    }
+
+    #[test]
+    fn prerouting_queues_in_mangle_and_accepts_in_forward() {
+        let r = QueueRules {
+            vip: Ipv4Addr::new(10, 0, 0, 50),
+            protocols: vec!["tcp".into(), "udp".into()],
+            ports: vec![8080],
+            queue: 0,
+            queues: 1,
+            bypass: false,
+            hook: Hook::Prerouting,
+        };
+        let lines: Vec<String> = r
+            .specs()
+            .into_iter()
+            .map(|(t, c, spec)| format!("{t} {c} {}", spec.join(" ")))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "mangle PREROUTING -d 10.0.0.50/32 -p tcp --dport 8080 -m comment --comment lb:10.0.0.50 -j NFQUEUE --queue-num 0",
+                "mangle PREROUTING -d 10.0.0.50/32 -p udp --dport 8080 -m comment --comment lb:10.0.0.50 -j NFQUEUE --queue-num 0",
+                "filter FORWARD -d 10.0.0.50/32 -p tcp --dport 8080 -m comment --comment lb:10.0.0.50 -j ACCEPT",
+                "filter FORWARD -d 10.0.0.50/32 -p udp --dport 8080 -m comment --comment lb:10.0.0.50 -j ACCEPT",
+            ]
         );
     }
 }

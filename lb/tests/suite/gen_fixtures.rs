@@ -150,6 +150,7 @@ fn provision_toml(p: &Provision) -> String {
     let mode = match p.mode {
         ForwardMode::UdpEncap => "udp_encap",
         ForwardMode::Dsr => "dsr",
+        ForwardMode::DsrKernel => "dsr-kernel",
     };
     let hash = match p.hash_mode {
         HashMode::FiveTuple => "five_tuple",
@@ -561,6 +562,8 @@ fn write_fixture_files() {
                             encap_expected(inner.as_deref().unwrap_or(&ip), addr)
                         }
                         ForwardMode::Dsr => dsr_expected(&c.input, mac),
+                        // The kernel forwards the packet itself: lb emits nothing.
+                        ForwardMode::DsrKernel => Vec::new(),
                     }
                 }
                 (Expect::Drop(reason), Action::Drop(got)) => {
