@@ -15,6 +15,7 @@ pub mod core;
 pub mod encap;
 pub mod hash;
 pub mod maglev;
+mod prefetch;
 pub mod registry;
 pub mod time;
 pub mod wire;
