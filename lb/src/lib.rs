@@ -23,7 +23,7 @@ pub mod wire;
 pub use crate::conntable::{ConnTable, Timeouts};
 pub use crate::core::{
     Action, Backend, BackendError, BackendId, BackendSpec, BackendState, Config, ConfigError,
-    Counters, DropReason, Intake, State, decide,
+    Counters, DropReason, Intake, State, decide, decide_batch,
 };
 pub use crate::encap::{Emitted, ForwardConfig, ForwardMode, emit};
 pub use crate::hash::{HashKey, HashMode};
