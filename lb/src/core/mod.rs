@@ -351,6 +351,7 @@ pub fn decide_batch<P: AsRef<[u8]>>(
 ) {
     out.clear();
     out.reserve(packets.len());
+    // Each group's entries are written before they are read: the initial value is never used.
     let mut flows = [Err(Action::Drop(DropReason::NoBackend)); BATCH];
     for group in packets.chunks(BATCH) {
         for (flow, packet) in flows.iter_mut().zip(group) {
