@@ -1,11 +1,12 @@
 //! `decide` throughput: tracked flows (the hot path), new flows (Maglev + conn-table insert),
-//! and new flows without a conn table (Caplance's mode).
+//! and new flows without a conn table (Caplance's mode); `decide_batch` over batches of 64
+//! packets (the NFQUEUE receive batch) with the same flow patterns.
 //!
 //! `cargo bench -p lb --bench decide`
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use etherparse::PacketBuilder;
-use lb::{BackendSpec, Config, ForwardConfig, MacAddr, Nanos, State, decide};
+use lb::{Action, BackendSpec, Config, ForwardConfig, MacAddr, Nanos, State, decide, decide_batch};
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -152,5 +153,60 @@ fn bench_decide(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_decide);
+/// The same flow patterns as `bench_decide`, 64 packets per `decide_batch` call: one
+/// iteration decides 64 packets, so criterion's throughput is decisions per second.
+fn bench_decide_batch(c: &mut Criterion) {
+    const BATCH: u64 = lb::core::BATCH as u64;
+    const BIG: u64 = 1 << 20;
+    let mut g = c.benchmark_group("decide_batch");
+    g.throughput(Throughput::Elements(BATCH));
+    g.measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(30);
+    let mut out: Vec<Action> = Vec::with_capacity(BATCH as usize);
+
+    // New flows in steady state, as `decide/new_flow_*`: flow numbers n, n + 1, … cycled
+    // through a full table whose entries have expired by the time their flow comes back.
+    for (name, flows) in [("new_flow_64k", 1u64 << 16), ("new_flow_1m", BIG)] {
+        let s = state(100, flows as usize);
+        let mut timeouts = *s.conns().timeouts();
+        timeouts.tcp_established = Nanos(1_000);
+        let mut s = with_timeouts(s, timeouts);
+        let mut batch = vec![syn(Ipv4Addr::new(11, 0, 0, 0), 1); BATCH as usize];
+        let mut n = 0u64;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for p in &mut batch {
+                    n += 1;
+                    patch(p, n & (flows - 1));
+                }
+                decide_batch(&mut s, Nanos(n * 1_000), black_box(&batch), &mut out);
+                black_box(&out);
+            })
+        });
+    }
+
+    // ACKs of 2^20 tracked flows in the order of `decide/tracked_flow_1m`.
+    let mut s = state(100, BIG as usize);
+    let mut p = syn(Ipv4Addr::new(11, 0, 0, 0), 1);
+    for i in 0..BIG {
+        patch(&mut p, i);
+        decide(&mut s, Nanos::ZERO, &p);
+    }
+    let mut batch = vec![ack(Ipv4Addr::new(11, 0, 0, 0), 1); BATCH as usize];
+    let mut n = 0u64;
+    g.bench_function("tracked_flow_1m", |b| {
+        b.iter(|| {
+            for p in &mut batch {
+                n = (n + 0x9e37_79b9) & (BIG - 1);
+                patch(p, n);
+            }
+            decide_batch(&mut s, Nanos::ZERO, black_box(&batch), &mut out);
+            black_box(&out);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_decide, bench_decide_batch);
 criterion_main!(benches);

@@ -2,7 +2,8 @@
 //!
 //! Packet bytes in, an [`Action`] out: [`decide`] parses a packet with the checked views of
 //! [`wire`], finds the flow in the [`conntable`] or picks a backend with [`maglev`] over the
-//! stable [`hash`], and updates counters. [`encap`] turns a decision into output bytes
+//! stable [`hash`], and updates counters; [`decide_batch`] does the same for a receive batch,
+//! overlapping the cache misses of its flows. [`encap`] turns a decision into output bytes
 //! (Caplance-compatible UDP encapsulation, or L2 direct server return) and handles the MTU.
 //! NFQUEUE, sockets, clocks and randomness are adapters around this crate.
 
@@ -15,6 +16,7 @@ pub mod core;
 pub mod encap;
 pub mod hash;
 pub mod maglev;
+mod prefetch;
 pub mod registry;
 pub mod time;
 pub mod wire;
@@ -22,7 +24,7 @@ pub mod wire;
 pub use crate::conntable::{ConnTable, Timeouts};
 pub use crate::core::{
     Action, Backend, BackendError, BackendId, BackendSpec, BackendState, Config, ConfigError,
-    Counters, DropReason, Intake, State, decide,
+    Counters, DropReason, Intake, State, decide, decide_batch,
 };
 pub use crate::encap::{Emitted, ForwardConfig, ForwardMode, emit};
 pub use crate::hash::{HashKey, HashMode};

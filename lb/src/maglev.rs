@@ -152,12 +152,24 @@ impl Maglev {
     /// The backend index for a flow hash, or `None` if no backend has a slot.
     #[inline]
     pub fn lookup(&self, hash: u64) -> Option<u32> {
-        // Lemire's multiply-high reduction: uniform like `% M` for a uniform hash, but cheaper.
-        let slot = ((u128::from(hash) * self.slots.len() as u128) >> 64) as usize;
-        match self.slots.get(slot) {
+        match self.slots.get(self.slot_of(hash)) {
             Some(&EMPTY) | None => None,
             Some(&b) => Some(b),
         }
+    }
+
+    /// Starts loading the slot a later [`Maglev::lookup`] of `hash` reads into the cache.
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        if let Some(slot) = self.slots.get(self.slot_of(hash)) {
+            crate::prefetch::prefetch(slot);
+        }
+    }
+
+    #[inline(always)]
+    fn slot_of(&self, hash: u64) -> usize {
+        // Lemire's multiply-high reduction: uniform like `% M` for a uniform hash, but cheaper.
+        ((u128::from(hash) * self.slots.len() as u128) >> 64) as usize
     }
 
     /// The table size `M`.

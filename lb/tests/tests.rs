@@ -1,5 +1,7 @@
-//! `lb` integration tests, one binary: fixture tables, properties, state behaviour.
+//! `lb` integration tests, one binary: fixture tables, properties, state behaviour, batches.
 
+#[path = "suite/batch.rs"]
+mod batch;
 #[path = "suite/common.rs"]
 mod common;
 #[path = "suite/fixtures.rs"]

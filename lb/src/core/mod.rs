@@ -12,7 +12,8 @@ use crate::hash::{HashKey, HashMode, flow_hash};
 use crate::maglev::{DEFAULT_TABLE_SIZE, Maglev, MaglevBackend, MaglevError};
 use crate::time::Nanos;
 use crate::wire::{
-    ETHERTYPE_IPV4, EthernetFrame, FlowKey, Ipv4Packet, MacAddr, ParseError, Protocol, parse_l4,
+    ETHERTYPE_IPV4, EthernetFrame, FlowKey, Ipv4Packet, MacAddr, ParseError, Protocol, TcpFlags,
+    parse_l4,
 };
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
@@ -318,56 +319,142 @@ fn live_mut(slots: &mut [Slot], id: BackendId) -> Option<&mut Backend> {
     slot.backend.as_mut()
 }
 
+/// Most packets [`decide_batch`] looks ahead over: the NFQUEUE receive batch.
+pub const BATCH: usize = 64;
+
 /// Decides what to do with one packet, updating flows and counters; no I/O, never panics.
 ///
 /// Order of checks: parse the IP header → destination is a VIP → not a fragment, TCP or UDP,
 /// transport header intact → MTU (UDP encapsulation, DF set) → tracked flow → Maglev.
 pub fn decide(state: &mut State, now: Nanos, packet: &[u8]) -> Action {
-    let action = decide_inner(state, now, packet);
-    match action {
-        Action::Forward { .. } => state.counters.forwarded += 1,
-        Action::FragNeeded { .. } => state.counters.frag_needed += 1,
-        Action::Drop(reason) => state.counters.drops[reason.index()] += 1,
-    }
+    let action = match classify(&state.config, packet) {
+        Ok(flow) => decide_flow(state, now, &flow),
+        Err(action) => action,
+    };
+    state.count(action);
     action
 }
 
-fn decide_inner(state: &mut State, now: Nanos, packet: &[u8]) -> Action {
-    let l3 = match state.config.intake {
+/// Decides a batch of packets received together: `out` is cleared, then holds one action per
+/// packet, in order, exactly those of calling [`decide`] on each packet in turn (with the same
+/// effect on flows and counters).
+///
+/// What makes it faster: for each group of up to [`BATCH`] packets it first parses and hashes
+/// every packet and asks the CPU to prefetch the connection-table bucket and Maglev slot each
+/// flow will need, and only then decides them in order, so the cache misses of a whole batch
+/// overlap instead of each decision waiting for its own. Allocates nothing once `out` has room.
+pub fn decide_batch<P: AsRef<[u8]>>(
+    state: &mut State,
+    now: Nanos,
+    packets: &[P],
+    out: &mut Vec<Action>,
+) {
+    out.clear();
+    out.reserve(packets.len());
+    // Each group's entries are written before they are read: the initial value is never used.
+    let mut flows = [Err(Action::Drop(DropReason::NoBackend)); BATCH];
+    for group in packets.chunks(BATCH) {
+        for (flow, packet) in flows.iter_mut().zip(group) {
+            *flow = classify(&state.config, packet.as_ref());
+            if let Ok(f) = flow {
+                state.prefetch(f.hash);
+            }
+        }
+        for flow in &flows[..group.len()] {
+            let action = match flow {
+                Ok(f) => decide_flow(state, now, f),
+                Err(action) => *action,
+            };
+            state.count(action);
+            out.push(action);
+        }
+    }
+}
+
+impl State {
+    fn count(&mut self, action: Action) {
+        match action {
+            Action::Forward { .. } => self.counters.forwarded += 1,
+            Action::FragNeeded { .. } => self.counters.frag_needed += 1,
+            Action::Drop(reason) => self.counters.drops[reason.index()] += 1,
+        }
+    }
+
+    /// Starts loading what deciding a flow with this five-tuple hash will read.
+    #[inline]
+    fn prefetch(&self, hash: u64) {
+        if self.config.conn_capacity > 0 {
+            self.conns.prefetch(hash);
+        }
+        // A new flow's Maglev pick reuses the hash in this mode; in others it is computed
+        // only if the flow turns out to be untracked.
+        if self.config.hash_mode == HashMode::FiveTuple {
+            self.maglev.prefetch(hash);
+        }
+    }
+}
+
+/// A packet that passed every check needing no flow state: what the rest of the decision uses.
+#[derive(Debug, Clone, Copy)]
+struct Flow {
+    key: FlowKey,
+    /// The five-tuple hash (the connection table's key).
+    hash: u64,
+    /// TCP flags, `None` for UDP.
+    flags: Option<TcpFlags>,
+    ip_len: u16,
+}
+
+/// The checks of [`decide`] up to the tracked-flow lookup: parse, VIP, MTU; then the hash.
+/// Reads only the configuration, so a batch can run it ahead of the decisions.
+#[inline]
+fn classify(config: &Config, packet: &[u8]) -> Result<Flow, Action> {
+    let l3 = match config.intake {
         Intake::Ipv4 => packet,
         Intake::Ethernet => match EthernetFrame::new_checked(packet) {
             Ok(frame) if frame.ethertype() == ETHERTYPE_IPV4 => {
                 &packet[EthernetFrame::<&[u8]>::HEADER_LEN..]
             }
-            Ok(_) => return Action::Drop(ParseError::NotIpv4.into()),
-            Err(e) => return Action::Drop(e.into()),
+            Ok(_) => return Err(Action::Drop(ParseError::NotIpv4.into())),
+            Err(e) => return Err(Action::Drop(e.into())),
         },
     };
     let ip = match Ipv4Packet::new_checked(l3) {
         Ok(ip) if ip.version() == 4 => ip,
-        Ok(_) => return Action::Drop(ParseError::NotIpv4.into()),
-        Err(e) => return Action::Drop(e.into()),
+        Ok(_) => return Err(Action::Drop(ParseError::NotIpv4.into())),
+        Err(e) => return Err(Action::Drop(e.into())),
     };
-    if !state.config.vips.contains(&ip.dst_addr()) {
-        return Action::Drop(DropReason::NotVip);
+    if !config.vips.contains(&ip.dst_addr()) {
+        return Err(Action::Drop(DropReason::NotVip));
     }
-    let parsed = match parse_l4(&ip) {
-        Ok(p) => p,
-        Err(e) => return Action::Drop(e.into()),
-    };
-    let fwd = &state.config.forward;
+    let parsed = parse_l4(&ip).map_err(|e| Action::Drop(e.into()))?;
+    let fwd = &config.forward;
     if fwd.mode == ForwardMode::UdpEncap
         && parsed.dont_frag
         && usize::from(parsed.ip_len) + ENCAP_OVERHEAD > usize::from(fwd.mtu)
     {
-        return Action::FragNeeded {
+        return Err(Action::FragNeeded {
             next_hop_mtu: fwd.mtu - ENCAP_OVERHEAD as u16,
-        };
+        });
     }
-    let flags = (parsed.key.protocol == Protocol::Tcp).then_some(parsed.tcp_flags);
     let key = parsed.key;
-    let hash = flow_hash(&state.config.hash_key, &key, HashMode::FiveTuple);
+    Ok(Flow {
+        key,
+        hash: flow_hash(&config.hash_key, &key, HashMode::FiveTuple),
+        flags: (key.protocol == Protocol::Tcp).then_some(parsed.tcp_flags),
+        ip_len: parsed.ip_len,
+    })
+}
 
+/// The rest of [`decide`]: the tracked flow's backend, or a Maglev pick (tracked if room).
+#[inline]
+fn decide_flow(state: &mut State, now: Nanos, flow: &Flow) -> Action {
+    let Flow {
+        key,
+        hash,
+        flags,
+        ip_len,
+    } = *flow;
     // A tracked flow keeps its backend unless that backend is gone or down, or a new
     // connection (SYN) reuses the 5-tuple of one that is closing. One probe of the table
     // serves the whole decision: the entry found is updated in place.
@@ -384,7 +471,7 @@ fn decide_inner(state: &mut State, now: Nanos, packet: &[u8]) -> Action {
                         conn.state = conn.state.next(f);
                     }
                     conn.last_seen = now;
-                    return forward(b, parsed.ip_len, false);
+                    return forward(b, ip_len, false);
                 }
                 let Some(id) = pick(&state.config, &state.maglev, &state.maglev_ids, &key, hash)
                 else {
@@ -396,7 +483,7 @@ fn decide_inner(state: &mut State, now: Nanos, packet: &[u8]) -> Action {
                 if !reopened {
                     state.counters.flows_moved += 1;
                 }
-                return assign(state, id, parsed.ip_len);
+                return assign(state, id, ip_len);
             }
             Found::Expired(old) => Some(old),
             Found::Absent => None,
@@ -426,7 +513,7 @@ fn decide_inner(state: &mut State, now: Nanos, packet: &[u8]) -> Action {
         }
         None => {}
     }
-    assign(state, id, parsed.ip_len)
+    assign(state, id, ip_len)
 }
 
 /// The Maglev choice for a flow (`five_tuple_hash` is reused when the mode hashes the same).
