@@ -51,6 +51,7 @@ pub fn nfqueue_loop(
     };
     let mut packets = RecvBatch::new(batch);
     let mut verdicts = Verdicts::new();
+    let mut dispositions = Vec::with_capacity(batch);
     let fd = q.as_raw_fd();
     // After a full batch more packets are almost surely waiting: receive again at once, up to
     // BUSY_ROUNDS times, before the next `wait` (a poll syscall that also applies control
@@ -73,17 +74,22 @@ pub fn nfqueue_loop(
         }
         let t = now();
         path.expire_if_due(t);
+        let (mut ids, mut payloads, mut csum) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         for p in packets.packets() {
-            let (v, mark) = match path.handle(t, p.payload, p.skb_info & NFQA_SKB_CSUMNOTREADY != 0)
-            {
-                Disposition::Consumed => (Verdict::Drop, None),
-                Disposition::Accept { mark } => (Verdict::Accept, Some(mark)),
-            };
-            verdicts.push(p.id, v, mark);
-            if mode == VerdictMode::PerPacket {
-                path.flush();
-                q.send_verdicts(&mut verdicts)
-                    .with_context(|| format!("verdict on NFQUEUE {}", q.num()))?;
+            ids.push(p.id);
+            payloads.push(p.payload);
+            csum.push(p.skb_info & NFQA_SKB_CSUMNOTREADY != 0);
+        }
+        dispositions.clear();
+        path.handle_batch(t, &payloads, &csum, &mut dispositions);
+        for (&id, d) in ids.iter().zip(&dispositions) {
+            match *d {
+                Disposition::Consumed => verdicts.push(id, Verdict::Drop, None),
+                Disposition::Accept { mark } => verdicts.push(id, Verdict::Accept, Some(mark)),
             }
         }
         // Send first, then drop the originals: nothing is lost if the process dies between.

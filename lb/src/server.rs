@@ -19,7 +19,9 @@ use anyhow::{Context, Result, bail};
 use lb::config::{BackendEntry, ControlSection, IntakeKind, ServerSection, VerdictMode};
 use lb::control::Secret;
 use lb::encap::{ENCAP_PORT, complete_l4_checksum, ip_packet, max_mss};
-use lb::{Action, BackendSpec, Config, ForwardConfig, ForwardMode, Intake, MacAddr, State, decide};
+use lb::{
+    Action, BackendSpec, Config, ForwardConfig, ForwardMode, Intake, MacAddr, State, decide_batch,
+};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -116,6 +118,8 @@ pub struct DataPath {
     icmp: RawIpSocket,
     batch: SendBatch,
     scratch: Vec<u8>,
+    /// `decide_batch`'s output, kept for its memory.
+    actions: Vec<Action>,
     stats: PathStats,
     ctl: PathCtl,
     /// When idle flows were last expired.
@@ -168,15 +172,27 @@ impl DataPath {
         }
     }
 
-    /// Decides on one packet, queues what it sends, and says what becomes of the original.
-    pub(crate) fn handle(
+    /// Decides a received batch at once (`lb::decide_batch`: the connection-table misses of
+    /// the whole batch overlap), queues what it sends, and pushes one [`Disposition`] per packet
+    /// onto `out`. `csum_not_ready[i]` flags `packets[i]` as CHECKSUM_PARTIAL.
+    pub(crate) fn handle_batch(
         &mut self,
         now: lb::Nanos,
-        packet: &[u8],
-        csum_not_ready: bool,
-    ) -> Disposition {
-        self.stats.received += 1;
-        let action = decide(&mut self.state, now, packet);
+        packets: &[&[u8]],
+        csum_not_ready: &[bool],
+        out: &mut Vec<Disposition>,
+    ) {
+        self.stats.received += packets.len() as u64;
+        let mut actions = std::mem::take(&mut self.actions);
+        decide_batch(&mut self.state, now, packets, &mut actions);
+        for ((&action, packet), &csum) in actions.iter().zip(packets).zip(csum_not_ready) {
+            out.push(self.act(action, packet, csum));
+        }
+        self.actions = actions;
+    }
+
+    /// Queues what `action` sends for `packet`, and says what becomes of the original.
+    fn act(&mut self, action: Action, packet: &[u8], csum_not_ready: bool) -> Disposition {
         match action {
             Action::Forward { addr, .. } => match &self.out {
                 Out::Kernel => {
@@ -366,6 +382,7 @@ fn new_path(
         icmp: RawIpSocket::new().context("raw socket for ICMP errors")?,
         batch: SendBatch::default(),
         scratch: Vec::with_capacity(1600),
+        actions: Vec::new(),
         stats: PathStats::default(),
         last_expire: lb::Nanos::ZERO,
         ctl,
@@ -575,6 +592,7 @@ fn packet_loop(
     stop: &AtomicBool,
 ) -> Result<DataPath> {
     let mut slots = RecvSlots::with_auxdata(batch, 2048);
+    let mut dispositions = Vec::with_capacity(batch);
     let fd = sock.as_raw_fd();
     while !stop.load(Ordering::Relaxed) {
         if !path.wait(fd, Duration::from_millis(200))? {
@@ -586,10 +604,10 @@ fn packet_loop(
         }
         let t = now();
         path.expire_if_due(t);
-        for (p, csum_not_ready) in slots.packets() {
-            // The packet socket sees a copy: the kernel has the original whatever we say.
-            let _ = path.handle(t, p, csum_not_ready);
-        }
+        let (packets, csum): (Vec<&[u8]>, Vec<bool>) = slots.packets().unzip();
+        // The packet socket sees a copy: the kernel has the original whatever we say.
+        dispositions.clear();
+        path.handle_batch(t, &packets, &csum, &mut dispositions);
         path.flush();
     }
     Ok(path)
