@@ -4,8 +4,8 @@
 //! power-of-two array of 64-byte, cache-line-aligned buckets, each holding two 32-byte entries
 //! (the 13-byte 5-tuple, the 8-byte backend id, the state, a full 64-bit last-seen time and a
 //! one-byte displacement: 31 bytes, so no coarser timestamp with wrap-around rules is needed;
-//! an empty entry is `None` in the niche of the state's enum). A flow's home bucket is `hash & mask`, so its address is known from the hash
-//! alone: [`ConnTable::prefetch`] lets a batch path (`decide_batch`) start the cache misses of
+//! an empty entry is `None` in the niche of the state's enum). A flow's home bucket is
+//! `hash & mask`, so its address is known from the hash alone: [`ConnTable::prefetch`] lets a batch path (`decide_batch`) start the cache misses of
 //! a whole batch before deciding any of it. Collisions probe linearly, entry by entry, from the
 //! home bucket's first entry; a lookup stops at the first empty entry, and most stop within the
 //! home bucket, i.e. one cache line. Memory for every entry is reserved by [`ConnTable::new`]:

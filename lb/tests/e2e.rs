@@ -649,6 +649,19 @@ fn two_queues_each_carry_flows() {
     if !privileged("two_queues_each_carry_flows") {
         return;
     }
+    two_queues("dsr", "iptables -S INPUT");
+}
+
+#[test]
+fn two_queues_each_carry_flows_dsr_kernel() {
+    if !privileged("two_queues_each_carry_flows_dsr_kernel") {
+        return;
+    }
+    two_queues("dsr-kernel", "iptables -t mangle -S PREROUTING");
+}
+
+/// `--queues 2` in forwarding mode `forward`, whose queue rules `list` shows.
+fn two_queues(forward: &str, list: &str) {
     let mut lab = up(&fixture("dsr4.toml"));
     let _e2 = Echo::start(&lab, "h2");
     let server = start(
@@ -660,7 +673,7 @@ fn two_queues_each_carry_flows() {
             "--vip",
             "10.0.0.50",
             "--forward",
-            "dsr",
+            forward,
             "--backend",
             "h2=10.0.0.2",
             "--queue",
@@ -669,11 +682,8 @@ fn two_queues_each_carry_flows() {
             "2",
         ],
     );
-    assert!(
-        sh(&lab, "h1", "iptables -S INPUT").contains("--queue-balance 3:4"),
-        "{}",
-        sh(&lab, "h1", "iptables -S INPUT")
-    );
+    let rules = sh(&lab, "h1", list);
+    assert!(rules.contains("--queue-balance 3:4"), "{rules}");
     // `--queue-balance` hashes the address pair, not the ports: spread the clients over 16
     // source addresses (all 16 in one queue of two: probability 2^-15).
     let sources: Vec<Ipv4Addr> = (0..16).map(|i| Ipv4Addr::new(10, 0, 0, 100 + i)).collect();
