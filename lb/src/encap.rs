@@ -136,7 +136,8 @@ pub const fn max_mss(mtu: u16) -> u16 {
 /// The IPv4 packet inside `packet` (after the Ethernet header, without trailing padding).
 pub fn ip_packet(packet: &[u8], intake: Intake) -> Result<&[u8], ParseError> {
     let l3 = match intake {
-        Intake::Ipv4 => packet,
+        // A cut packet fails the total-length check below: there is nothing whole to emit.
+        Intake::Ipv4 | Intake::Ipv4Head => packet,
         Intake::Ethernet => {
             let frame = EthernetFrame::new_checked(packet)?;
             if frame.ethertype() != ETHERTYPE_IPV4 {
@@ -368,7 +369,9 @@ pub fn emit(
                         out.extend_from_slice(packet);
                         dsr_rewrite(&mut out[start..], mac, cfg.local_mac)?;
                     }
-                    Intake::Ipv4 => write_dsr_frame(out, inner, mac, cfg.local_mac),
+                    Intake::Ipv4 | Intake::Ipv4Head => {
+                        write_dsr_frame(out, inner, mac, cfg.local_mac)
+                    }
                 }
                 Ok(Emitted::Dsr)
             }

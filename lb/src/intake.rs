@@ -10,6 +10,7 @@
 use crate::server::{DataPath, Disposition};
 use crate::sys::now;
 use anyhow::{Context, Result};
+use lb::ForwardMode;
 use lb::config::{ServerSection, VerdictMode};
 use nfqueue::{Queue, QueueConfig, RecvBatch, Verdict, Verdicts};
 use std::os::fd::AsRawFd;
@@ -19,6 +20,10 @@ use std::time::Duration;
 /// `NFQA_SKB_INFO` flag: the packet's TCP/UDP checksum is not finished (CHECKSUM_PARTIAL).
 const NFQA_SKB_CSUMNOTREADY: u32 = 1 << 0;
 
+/// Bytes of each packet copied to user space in `dsr-kernel` mode: the headers `decide` reads
+/// (`lb::core::HEAD_LEN`), rounded up; the kernel keeps the packet and forwards it whole.
+const DSR_KERNEL_COPY: u32 = 128;
+
 /// Binds queue `num` with the server's settings.
 pub fn bind_queue(num: u16, s: &ServerSection) -> Result<Queue> {
     let cfg = QueueConfig {
@@ -26,6 +31,10 @@ pub fn bind_queue(num: u16, s: &ServerSection) -> Result<Queue> {
         fail_open: s.fail_open,
         gso: true,
         rcvbuf: s.rcvbuf,
+        copy_range: match s.forward {
+            ForwardMode::DsrKernel => DSR_KERNEL_COPY,
+            _ => QueueConfig::default().copy_range,
+        },
         ..QueueConfig::default()
     };
     let q = Queue::bind(num, &cfg).with_context(|| format!("NFQUEUE {num}"))?;
@@ -99,3 +108,5 @@ pub fn nfqueue_loop(
     }
     Ok(path)
 }
+
+const _: () = assert!(DSR_KERNEL_COPY as usize >= lb::core::HEAD_LEN);

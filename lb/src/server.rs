@@ -404,6 +404,8 @@ pub fn run(s: ServerSettings) -> Result<()> {
     let cfg = Config {
         vips: vec![s.vip],
         intake: match s.server.intake {
+            // dsr-kernel reads only the headers: the kernel keeps and forwards the packet.
+            IntakeKind::Nfqueue if s.server.forward == ForwardMode::DsrKernel => Intake::Ipv4Head,
             IntakeKind::Nfqueue => Intake::Ipv4,
             IntakeKind::Packet => Intake::Ethernet,
         },

@@ -269,6 +269,23 @@ fn dsr_kernel_forwards_by_mark_survives_a_crash_and_restores_routing() {
     );
     let udp = udp_ask(&lab, "h4", "udp datagram").unwrap();
     assert!(udp.ends_with(": udp datagram"), "{udp}");
+    // Only the first 128 bytes reach lb (the copy range); the kernel forwards the rest.
+    let big = "x".repeat(1400);
+    let udp = udp_ask(&lab, "h4", &big).unwrap();
+    assert!(
+        udp.ends_with(&big),
+        "a 1400-byte datagram came back cut: {}",
+        udp.len()
+    );
+    let long_line = "y".repeat(5000);
+    let answer = tcp_ask(&lab, "h4", &long_line).unwrap();
+    assert!(answer.ends_with(&long_line), "{} bytes", answer.len());
+    let stats = sh(&lab, "h1", "cat /proc/net/netfilter/nfnetlink_queue");
+    assert_eq!(
+        stats.split_whitespace().nth(4),
+        Some("128"),
+        "copy range: {stats}"
+    );
     // h1 forwarded out of the interface the packets came in on, and told no client to go
     // around it.
     let redirects = sh(

@@ -27,7 +27,18 @@ pub enum Intake {
     Ipv4,
     /// An Ethernet II header (AF_PACKET).
     Ethernet,
+    /// The IPv4 header, possibly cut after the first [`HEAD_LEN`] bytes (NFQUEUE with a copy
+    /// range, in `dsr-kernel` mode where the kernel keeps and forwards the whole packet): the
+    /// IPv4 total length is taken as given — the kernel checked it against the packet in
+    /// `ip_rcv` before any netfilter hook — and counted in the byte counters. The UDP length
+    /// field of a cut datagram cannot be checked against it; the backend's stack does that.
+    Ipv4Head,
 }
+
+/// Bytes of a packet that [`Intake::Ipv4Head`] needs at most: the longest IPv4 header (60)
+/// and the longest TCP header (60). An NFQUEUE copy range of at least this many bytes loses
+/// nothing `decide` reads.
+pub const HEAD_LEN: usize = 120;
 
 /// Everything [`State`] needs besides its backends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -409,8 +420,28 @@ struct Flow {
 /// Reads only the configuration, so a batch can run it ahead of the decisions.
 #[inline]
 fn classify(config: &Config, packet: &[u8]) -> Result<Flow, Action> {
+    // A cut packet (Ipv4Head) is parsed from a copy of its head whose IPv4 total length (and
+    // UDP length) say where the copy ends; its real length is kept for the counters and the
+    // MTU check.
+    let mut head = [0u8; HEAD_LEN];
+    let mut real_len = None;
     let l3 = match config.intake {
         Intake::Ipv4 => packet,
+        Intake::Ipv4Head => match packet.get(2..4) {
+            Some(t) if usize::from(u16::from_be_bytes([t[0], t[1]])) > packet.len() => {
+                let n = packet.len().min(HEAD_LEN);
+                head[..n].copy_from_slice(&packet[..n]);
+                head[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+                // A UDP header's length field promises the whole datagram too.
+                let ihl = usize::from(head[0] & 0x0f) * 4;
+                if head[9] == 17 && ihl + 8 <= n {
+                    head[ihl + 4..ihl + 6].copy_from_slice(&((n - ihl) as u16).to_be_bytes());
+                }
+                real_len = Some(u16::from_be_bytes([t[0], t[1]]));
+                &head[..n]
+            }
+            _ => packet,
+        },
         Intake::Ethernet => match EthernetFrame::new_checked(packet) {
             Ok(frame) if frame.ethertype() == ETHERTYPE_IPV4 => {
                 &packet[EthernetFrame::<&[u8]>::HEADER_LEN..]
@@ -427,7 +458,10 @@ fn classify(config: &Config, packet: &[u8]) -> Result<Flow, Action> {
     if !config.vips.contains(&ip.dst_addr()) {
         return Err(Action::Drop(DropReason::NotVip));
     }
-    let parsed = parse_l4(&ip).map_err(|e| Action::Drop(e.into()))?;
+    let mut parsed = parse_l4(&ip).map_err(|e| Action::Drop(e.into()))?;
+    if let Some(len) = real_len {
+        parsed.ip_len = len;
+    }
     let fwd = &config.forward;
     if fwd.mode == ForwardMode::UdpEncap
         && parsed.dont_frag

@@ -146,6 +146,7 @@ fn provision_toml(p: &Provision) -> String {
     let intake = match p.intake {
         Intake::Ipv4 => "ipv4",
         Intake::Ethernet => "ethernet",
+        Intake::Ipv4Head => "ipv4_head",
     };
     let mode = match p.mode {
         ForwardMode::UdpEncap => "udp_encap",
@@ -517,7 +518,7 @@ fn write_fixture_files() {
             }
             let _ = writeln!(s, "input = '''\n{}'''", to_hex(&c.input) + "\n");
             let ip_of = |input: &[u8]| match t.provision.intake {
-                Intake::Ipv4 => input.to_vec(),
+                Intake::Ipv4 | Intake::Ipv4Head => input.to_vec(),
                 Intake::Ethernet => {
                     let total = u16::from_be_bytes([input[16], input[17]]) as usize;
                     input[14..14 + total].to_vec()

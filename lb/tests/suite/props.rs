@@ -122,6 +122,14 @@ proptest! {
         v.extend_from_slice(&bytes);
         let mut ip_state = small(&hosts(2));
         exercise(&mut ip_state, &v);
+        // And as the head of a longer packet, the way dsr-kernel's copy range delivers it.
+        let mut cut = hosts(2);
+        cut.intake = Intake::Ipv4Head;
+        let mut cut_state = small(&cut);
+        exercise(&mut cut_state, &bytes);
+        let longer = (v.len() as u16).saturating_add(1000);
+        v[2..4].copy_from_slice(&longer.to_be_bytes());
+        exercise(&mut cut_state, &v);
     }
 
     #[test]
@@ -136,6 +144,11 @@ proptest! {
         let bytes = if eth { prov.intake = Intake::Ethernet; framed(&bytes) } else { bytes };
         let mut state = small(&prov);
         exercise(&mut state, &bytes);
+        if !eth {
+            prov.intake = Intake::Ipv4Head;
+            let mut cut_state = small(&prov);
+            exercise(&mut cut_state, &bytes);
+        }
     }
 
     #[test]

@@ -285,3 +285,34 @@ fn counters_per_backend_and_reason() {
     );
     assert_eq!(s.counters().forwarded, 2);
 }
+
+#[test]
+fn cut_packets_decide_like_whole_ones_and_count_their_real_length() {
+    // NFQUEUE with a copy range (dsr-kernel): 1400 bytes of payload, 128 bytes copied.
+    let whole = udp(client(7), 40000, 8080, &[0xab; 1400]);
+    let cut = &whole[..128];
+    let mut head = state_with(&[host(2), host(3)], 64);
+    let mut cfg: Config = head.config().clone();
+    cfg.intake = lb::Intake::Ipv4Head;
+    let mut head_state = State::new(cfg).unwrap();
+    for b in head.backends().map(|b| b.spec.clone()).collect::<Vec<_>>() {
+        head_state.add_backend(b).unwrap();
+    }
+    let a = decide(&mut head_state, Nanos::ZERO, cut);
+    let b = decide(&mut head, Nanos::ZERO, &whole);
+    assert_eq!(a, b, "same flow, same choice");
+    let id = backend_of(a);
+    let bytes = head_state.backend(id).unwrap().counters.bytes;
+    assert_eq!(bytes, whole.len() as u64, "the real length is counted");
+    // Cut inside the transport header: dropped as truncated, as a whole packet would be.
+    let too_short = &whole[..24];
+    assert_eq!(
+        decide(&mut head_state, Nanos::ZERO, too_short),
+        Action::Drop(DropReason::Parse(lb::wire::ParseError::UdpTruncated))
+    );
+    // The plain IPv4 intake refuses a cut packet: its total length promises more.
+    assert_eq!(
+        decide(&mut head, Nanos::ZERO, cut),
+        Action::Drop(DropReason::Parse(lb::wire::ParseError::Ipv4BadTotalLen))
+    );
+}
