@@ -14,7 +14,8 @@
 # Then the target itself: lb-dsrk and lb-dsr with the generator paced at 0.8 x the kernel's
 # median, which must arrive in full with zero queue drops; and the headroom: lb-dsrk paced at
 # 1.0 x the kernel's median. The ratios are printed last. Run as root:  ci/bench-lb.sh [SECONDS] [RUNS]
-# (LB_ARGS="--queue-len 65536 --batch 256" passes extra flags to every lb server run.)
+# (LB_ARGS="--queue-len 65536 --batch 256" passes extra flags to every lb server run;
+#  PAYLOAD=1400 sends datagrams of that many bytes instead of 64.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-4}
@@ -52,7 +53,7 @@ measure() {
   local rcv=$!
   for _ in $(seq 100); do grep -qs listening "$work/recv.txt" && break; sleep 0.02; done
   # shellcheck disable=SC2086 # PACE: empty or one number
-  x h3 taskset -c "$cpu_gen" "$blast" send 10.0.0.50:9000 "$secs" 64 ${PACE:-} >"$work/send.txt"
+  x h3 taskset -c "$cpu_gen" "$blast" send 10.0.0.50:9000 "$secs" "${PAYLOAD:-64}" ${PACE:-} >"$work/send.txt"
   wait "$rcv" || true
   local sent delivered
   sent=$(awk '/^sent/ {print $4}' "$work/send.txt")
@@ -104,7 +105,7 @@ run_mode() {
   drops[$mode]=$d
 }
 
-echo "lb end-to-end: 64-byte UDP, one flow, ${secs}s x $runs runs per mode ($(uname -r), $(nproc) cores; generator on CPU $cpu_gen, the rest on CPU $cpu_rest)"
+echo "lb end-to-end: ${PAYLOAD:-64}-byte UDP, one flow, ${secs}s x $runs runs per mode ($(uname -r), $(nproc) cores; generator on CPU $cpu_gen, the rest on CPU $cpu_rest)"
 modes=(kernel lb-dsrk lb-dsr lb-encap lb-1by1)
 for m in "${modes[@]}"; do run_mode "$m"; done
 echo
