@@ -270,10 +270,11 @@ impl ForwardingSysctls {
     /// otherwise tell clients that the backend is a better first hop for the VIP).
     pub fn set(ifname: &str) -> Result<ForwardingSysctls> {
         let mut s = ForwardingSysctls { old: Vec::new() };
+        // Slash-separated: an interface name may hold a dot (a VLAN: eth0.100).
         for (name, value) in [
-            (format!("net.ipv4.conf.{ifname}.forwarding"), "1"),
-            ("net.ipv4.conf.all.send_redirects".to_string(), "0"),
-            (format!("net.ipv4.conf.{ifname}.send_redirects"), "0"),
+            (format!("net/ipv4/conf/{ifname}/forwarding"), "1"),
+            ("net/ipv4/conf/all/send_redirects".to_string(), "0"),
+            (format!("net/ipv4/conf/{ifname}/send_redirects"), "0"),
         ] {
             let old = set_sysctl(&name, value)?;
             s.old.push((name, old));

@@ -17,9 +17,14 @@ pub fn now() -> lb::Nanos {
     lb::Nanos(start.elapsed().as_nanos() as u64)
 }
 
-/// A sysctl under /proc/sys (dotted name), read then written; returns the old value.
+/// A sysctl under /proc/sys, read then written; returns the old value. The name is dotted
+/// (`net.ipv4.ip_forward`) or, as `sysctl(8)` also accepts, slash-separated
+/// (`net/ipv4/conf/eth0.100/forwarding`), the form for interface names that hold a dot.
 pub fn set_sysctl(name: &str, value: &str) -> Result<String> {
-    let path = format!("/proc/sys/{}", name.replace('.', "/"));
+    let path = match name.contains('/') {
+        true => format!("/proc/sys/{name}"),
+        false => format!("/proc/sys/{}", name.replace('.', "/")),
+    };
     let old = std::fs::read_to_string(&path).with_context(|| format!("read sysctl {name}"))?;
     std::fs::write(&path, value).with_context(|| format!("set sysctl {name}={value}"))?;
     Ok(old.trim().to_string())
