@@ -8,8 +8,8 @@
 //! only if it is IPv4 to the VIP: the agent is not an open relay.
 
 use crate::control_agent::Stats;
+use crate::sys::Sysctls;
 use crate::sys::netlink;
-use crate::sys::set_sysctl;
 use crate::sys::sock::{RawIpSocket, RecvSlots, SendBatch, set_rcvbuf, wait_readable};
 use anyhow::{Context, Result};
 use std::io::Write;
@@ -55,7 +55,7 @@ const ARP_SYSCTLS: [(&str, &str); 2] = [
 /// Undoes the agent's changes on drop.
 struct Installed {
     vip: Option<Ipv4Addr>,
-    sysctls: Vec<(&'static str, String)>,
+    sysctls: Option<Sysctls>,
 }
 
 impl Drop for Installed {
@@ -66,11 +66,7 @@ impl Drop for Installed {
                 Err(e) => tracing::error!("remove VIP {vip} from lo: {e:#}"),
             }
         }
-        for (name, old) in self.sysctls.drain(..).rev() {
-            if let Err(e) = set_sysctl(name, &old) {
-                tracing::error!("restore {name}: {e:#}");
-            }
-        }
+        drop(self.sysctls.take());
     }
 }
 
@@ -102,12 +98,8 @@ pub fn run(s: AgentSettings) -> Result<()> {
 
     let mut installed = Installed {
         vip: None,
-        sysctls: Vec::new(),
+        sysctls: Some(Sysctls::set(ARP_SYSCTLS)?),
     };
-    for (name, value) in ARP_SYSCTLS {
-        let old = set_sysctl(name, value)?;
-        installed.sysctls.push((name, old));
-    }
     netlink::link_up(LOOPBACK)?;
     if !netlink::add_host_address(LOOPBACK, s.vip)? {
         tracing::warn!(vip = %s.vip, "the VIP was already on lo: taken over");

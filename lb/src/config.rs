@@ -106,7 +106,8 @@ pub enum IntakeKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VerdictMode {
-    /// One `NFQNL_MSG_VERDICT_BATCH` per receive batch.
+    /// The verdicts of a receive batch in one `sendmsg`: one `NFQNL_MSG_VERDICT_BATCH` per run of
+    /// equal verdicts (the whole batch, except in `dsr-kernel` mode with several backends).
     #[default]
     Batch,
     /// One packet per receive and one verdict per packet, like Caplance's loop (for comparison).

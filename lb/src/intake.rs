@@ -61,6 +61,7 @@ pub fn nfqueue_loop(
     let mut packets = RecvBatch::new(batch);
     let mut verdicts = Verdicts::new();
     let mut dispositions = Vec::with_capacity(batch);
+    let (mut ids, mut csum) = (Vec::with_capacity(batch), Vec::with_capacity(batch));
     let fd = q.as_raw_fd();
     // After a full batch more packets are almost surely waiting: receive again at once, up to
     // BUSY_ROUNDS times, before the next `wait` (a poll syscall that also applies control
@@ -83,11 +84,11 @@ pub fn nfqueue_loop(
         }
         let t = now();
         path.expire_if_due(t);
-        let (mut ids, mut payloads, mut csum) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
+        // The payloads borrow this batch's buffer, so their list is the one allocation per
+        // batch; the others are kept.
+        let mut payloads = Vec::with_capacity(n);
+        ids.clear();
+        csum.clear();
         for p in packets.packets() {
             ids.push(p.id);
             payloads.push(p.payload);

@@ -52,7 +52,7 @@ enum ForwardArg {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum VerdictArg {
-    /// One NFQNL_MSG_VERDICT_BATCH per receive batch.
+    /// The verdicts of a receive batch in one sendmsg (one NFQNL_MSG_VERDICT_BATCH per run of equal verdicts).
     Batch,
     /// One packet per receive, one verdict per packet.
     PerPacket,

@@ -9,7 +9,7 @@
 //! flows because Maglev over the keyed hash is the same table in each.
 
 use crate::pathctl::{self, PathCtl, PathMsg};
-use crate::sys::markroute::{ForwardingSysctls, MarkRoutes, backend_mark};
+use crate::sys::markroute::{MarkRoutes, backend_mark};
 use crate::sys::netlink::{self, IfAddr};
 use crate::sys::now;
 use crate::sys::rules::{Hook, QueueRules};
@@ -47,7 +47,6 @@ pub struct ServerSettings {
 
 /// What a stop must undo; dropping it undoes what was done, in reverse order.
 struct Installed {
-    sysctls: Option<ForwardingSysctls>,
     routes: Option<MarkRoutes>,
     rules: Option<QueueRules>,
     vip: Option<(u32, Ipv4Addr)>,
@@ -69,11 +68,15 @@ impl Drop for Installed {
         }
         if let Some(routes) = self.routes.take() {
             match routes.remove() {
-                Ok(()) => tracing::info!("removed the dsr-kernel rules and routes"),
+                Ok(true) => {
+                    tracing::info!("removed the dsr-kernel rules and routes, restored the sysctls")
+                }
+                Ok(false) => tracing::info!(
+                    "removed the dsr-kernel rules and routes; another balancer's rules remain, so the forwarding sysctls stay"
+                ),
                 Err(e) => tracing::error!("remove dsr-kernel rules and routes: {e:#}"),
             }
         }
-        drop(self.sysctls.take());
     }
 }
 
@@ -331,6 +334,12 @@ fn backend_specs(s: &ServerSettings, iface: &IfAddr) -> Result<Vec<BackendSpec>>
                     iface.ifname
                 );
             }
+            if s.server.forward == ForwardMode::DsrKernel && b.mac.is_some() {
+                tracing::warn!(
+                    backend = %b.name,
+                    "the MAC given is not used with dsr-kernel: the kernel resolves it"
+                );
+            }
             let mac = match (s.server.forward, b.mac) {
                 (ForwardMode::Dsr, Some(mac)) => mac,
                 (ForwardMode::Dsr, None) => {
@@ -425,16 +434,19 @@ pub fn run(s: ServerSettings) -> Result<()> {
     State::new(cfg.clone()).context("balancer configuration")?;
 
     let mut installed = Installed {
-        sysctls: None,
         routes: None,
         rules: None,
         vip: None,
     };
     if s.server.forward == ForwardMode::DsrKernel {
         // Routes before the queue rules: a packet accepted with a mark must find its route.
-        installed.sysctls = Some(ForwardingSysctls::set(&iface.ifname)?);
         let addrs: Vec<Ipv4Addr> = specs.iter().map(|b| b.addr).collect();
-        installed.routes = Some(MarkRoutes::install(s.vip, iface.ifindex, &addrs)?);
+        installed.routes = Some(MarkRoutes::install(
+            s.vip,
+            iface.ifindex,
+            &iface.ifname,
+            &addrs,
+        )?);
     }
     let mut threads = Vec::new();
     let mut handles = Vec::new();
@@ -462,8 +474,9 @@ pub fn run(s: ServerSettings) -> Result<()> {
             for q in s.server.queue..s.server.queue + s.server.queues {
                 queues.push(crate::intake::bind_queue(q, &s.server)?);
             }
+            // Recorded first: a failure halfway leaves rules that the stop must remove.
+            installed.rules = Some(rules.clone());
             rules.install().context("install NFQUEUE rules")?;
-            installed.rules = Some(rules);
             for queue in queues {
                 let (handle, ctl) = pathctl::channel().context("eventfd")?;
                 handles.push(handle);

@@ -5,7 +5,12 @@
 //! call. Consecutive packets with the same verdict and mark collapse into one
 //! `NFQNL_MSG_VERDICT_BATCH` up to the last of them: the kernel keeps pending packets in id
 //! order, and every earlier run was answered by an earlier message of the same datagram, so a
-//! batch verdict covers exactly its run.
+//! batch verdict covers exactly its run — provided the ids are consecutive. A packet the
+//! program never saw (its message skipped as malformed or truncated) would be covered by the
+//! next run's verdict and mark; so when ids skip, the gap gets a DROP batch verdict of its
+//! own first. (Ids also skip where the kernel could not deliver a packet, `user_dropped`: that
+//! packet is not pending, and the gap's verdict is answered with `ENOENT`, counted in
+//! [`Queue::counters`](crate::Queue::counters).)
 
 use crate::Verdict;
 use crate::wire;
@@ -17,6 +22,8 @@ struct Run {
     verdict: u32,
     mark: Option<u32>,
     packets: u32,
+    /// The ids of packets that were not pushed: always a batch verdict.
+    gap: bool,
 }
 
 /// The verdicts of one batch, in packet order; see the module docs.
@@ -24,6 +31,8 @@ struct Run {
 pub struct Verdicts {
     runs: Vec<Run>,
     buf: Vec<u8>,
+    /// The last id pushed, kept across [`clear`](Verdicts::clear): the next batch starts after it.
+    last: Option<u32>,
 }
 
 impl Verdicts {
@@ -36,7 +45,19 @@ impl Verdicts {
     /// setting its mark when `mark` is given.
     pub fn push(&mut self, id: u32, verdict: Verdict, mark: Option<u32>) {
         let code = verdict.code();
-        match self.runs.last_mut() {
+        if let Some(last) = self.last
+            && id != last.wrapping_add(1)
+        {
+            self.runs.push(Run {
+                last_id: id.wrapping_sub(1),
+                verdict: Verdict::Drop.code(),
+                mark: None,
+                packets: 0,
+                gap: true,
+            });
+        }
+        self.last = Some(id);
+        match self.runs.last_mut().filter(|r| !r.gap) {
             Some(r) if r.verdict == code && r.mark == mark => {
                 r.last_id = id;
                 r.packets += 1;
@@ -46,6 +67,7 @@ impl Verdicts {
                 verdict: code,
                 mark,
                 packets: 1,
+                gap: false,
             }),
         }
     }
@@ -65,7 +87,7 @@ impl Verdicts {
         self.runs.is_empty()
     }
 
-    /// Forgets every verdict (keeps the memory).
+    /// Forgets every verdict (keeps the memory and the last id pushed).
     pub fn clear(&mut self) {
         self.runs.clear();
         self.buf.clear();
@@ -76,7 +98,8 @@ impl Verdicts {
     pub fn encode(&mut self, queue: u16) -> &[u8] {
         self.buf.clear();
         for r in &self.runs {
-            let m = wire::verdict_request(queue, r.last_id, r.verdict, r.mark, r.packets > 1, 0);
+            let batch = r.packets > 1 || r.gap;
+            let m = wire::verdict_request(queue, r.last_id, r.verdict, r.mark, batch, 0);
             self.buf.extend_from_slice(m.bytes());
         }
         &self.buf
@@ -130,5 +153,39 @@ mod tests {
         v.clear();
         assert!(v.is_empty());
         assert!(v.encode(3).is_empty());
+    }
+
+    #[test]
+    fn skipped_ids_get_a_drop_of_their_own() {
+        let mut v = Verdicts::new();
+        v.push(10, Verdict::Accept, Some(7));
+        // 11 was never seen (a skipped message): it must not ride on 13's ACCEPT.
+        v.push(12, Verdict::Accept, Some(7));
+        v.push(13, Verdict::Accept, Some(7));
+        assert_eq!(
+            decode(v.encode(0)),
+            vec![
+                (NFQNL_MSG_VERDICT, 10, 1, Some(7)),
+                (NFQNL_MSG_VERDICT_BATCH, 11, 0, None),
+                (NFQNL_MSG_VERDICT_BATCH, 13, 1, Some(7)),
+            ]
+        );
+        // The next batch continues from 13: 14 follows without a gap, 16 after one.
+        v.clear();
+        v.push(14, Verdict::Drop, None);
+        v.push(16, Verdict::Drop, None);
+        assert_eq!(
+            decode(v.encode(0)),
+            vec![
+                (NFQNL_MSG_VERDICT, 14, 0, None),
+                (NFQNL_MSG_VERDICT_BATCH, 15, 0, None),
+                (NFQNL_MSG_VERDICT, 16, 0, None),
+            ]
+        );
+        // Ids wrap around.
+        let mut w = Verdicts::new();
+        w.push(u32::MAX, Verdict::Accept, None);
+        w.push(0, Verdict::Accept, None);
+        assert_eq!(w.messages(), 1);
     }
 }

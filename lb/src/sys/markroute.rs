@@ -18,13 +18,16 @@
 //! rules, the routes no other rule refers to, and gives the local rule back its kernel protocol
 //! once no balancer's rule is left. The sysctls forwarding needs on the interface
 //! (`forwarding=1`, no ICMP redirects, which would teach clients to bypass the balancer) are
-//! set by [`ForwardingSysctls`] and restored at stop.
+//! set at start, their old values saved in /run/lb by the first balancer of the namespace (a
+//! file that survives a crash), and restored by the last one to stop.
+//! Starts and stops hold a lock (/run/lb/markroute.lock), so two balancers never move the
+//! local rule at the same time.
 
 use super::netlink::block_on;
 use super::set_sysctl;
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use futures::TryStreamExt;
-use rtnetlink::packet_route::route::RouteProtocol;
+use rtnetlink::packet_route::route::{RouteAttribute, RouteProtocol};
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::{Handle, IpVersion, RouteMessageBuilder};
 use std::net::{IpAddr, Ipv4Addr};
@@ -43,7 +46,7 @@ pub fn backend_mark(addr: Ipv4Addr) -> u32 {
 #[derive(Debug)]
 pub struct MarkRoutes {
     vip: Ipv4Addr,
-    backends: Vec<Ipv4Addr>,
+    ifname: String,
 }
 
 /// What the rule dump says about one rule.
@@ -105,13 +108,6 @@ async fn rules(handle: &Handle) -> Result<Vec<Rule>> {
     Ok(out)
 }
 
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
-        _ => None,
-    }
-}
-
 /// Moves the `lookup local` rule behind every rule of its preference (see the module docs):
 /// adds a copy with the other protocol (`lb` ↔ kernel, so the kernel does not see a
 /// duplicate), then deletes the old one. `to_kernel` asks for the kernel protocol.
@@ -144,6 +140,80 @@ async fn cycle_local(handle: &Handle, local: &Rule, to_kernel: bool) -> Result<(
         .context("remove the old `lookup local` rule")
 }
 
+/// A crash between the two steps of [`cycle_local`] leaves two `lookup local` rules at one
+/// preference: keeps the first, deletes the others.
+async fn dedup_local(handle: &Handle) -> Result<()> {
+    let all = rules(handle).await?;
+    let mut locals = all.iter().filter(|r| r.is_local());
+    let Some(first) = locals.next() else {
+        return Ok(());
+    };
+    for extra in locals.filter(|r| r.priority == first.priority) {
+        tracing::warn!("removing a second `lookup local` rule left by an interrupted run");
+        handle
+            .rule()
+            .del(extra.msg.clone())
+            .execute()
+            .await
+            .context("remove a duplicate `lookup local` rule")?;
+    }
+    Ok(())
+}
+
+/// Deletes the routes of protocol 108 in tables no rule refers to any more (backends a
+/// crashed run had and this one does not); returns how many.
+async fn del_orphan_routes(handle: &Handle) -> Result<usize> {
+    let referenced: Vec<u32> = rules(handle).await?.iter().map(|r| r.table).collect();
+    let mut stream = handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute();
+    let mut orphans = Vec::new();
+    while let Some(msg) = stream.try_next().await.context("list IPv4 routes")? {
+        let table = msg
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                RouteAttribute::Table(t) => Some(*t),
+                _ => None,
+            })
+            .unwrap_or(u32::from(msg.header.table));
+        if msg.header.protocol == RouteProtocol::Other(PROTO_LB) && !referenced.contains(&table) {
+            orphans.push(msg);
+        }
+    }
+    for msg in &orphans {
+        handle
+            .route()
+            .del(msg.clone())
+            .execute()
+            .await
+            .context("remove a route of an earlier run")?;
+    }
+    Ok(orphans.len())
+}
+
+/// Runs `f` holding an exclusive lock on /run/lb/markroute.lock, so that two balancers
+/// starting or stopping at once do not both move the local rule.
+fn locked<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    use std::os::fd::AsRawFd;
+    let dir = std::path::Path::new("/run/lb");
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let path = dir.join("markroute.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    // SAFETY: flock on an open descriptor; released when `file` is closed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("lock {}", path.display()));
+    }
+    f()
+}
+
 async fn del_rules(handle: &Handle, vip: Ipv4Addr) -> Result<usize> {
     let stale: Vec<Rule> = rules(handle)
         .await?
@@ -172,54 +242,60 @@ fn route(backend: Ipv4Addr, ifindex: u32) -> rtnetlink::packet_route::route::Rou
 
 impl MarkRoutes {
     /// Installs the routes and rules for `vip`'s `backends` (on interface `ifindex`), after
-    /// removing what a crashed run left for the same VIP.
-    pub fn install(vip: Ipv4Addr, ifindex: u32, backends: &[Ipv4Addr]) -> Result<MarkRoutes> {
+    /// removing what a crashed run left for the same VIP. On an error, what was added is
+    /// removed again.
+    pub fn install(
+        vip: Ipv4Addr,
+        ifindex: u32,
+        ifname: &str,
+        backends: &[Ipv4Addr],
+    ) -> Result<MarkRoutes> {
         let installed = MarkRoutes {
             vip,
-            backends: backends.to_vec(),
+            ifname: ifname.to_string(),
         };
-        block_on(|handle| async move {
-            let stale = del_rules(&handle, vip).await?;
-            if stale > 0 {
-                tracing::warn!(
-                    rules = stale,
-                    "removed stale dsr-kernel rules of an earlier run"
-                );
-            }
-            let all = rules(&handle).await?;
-            let Some(local) = all.iter().find(|r| r.is_local()) else {
-                bail!(
-                    "no `lookup local` rule in this namespace's IPv4 rules: dsr-kernel needs one"
-                );
-            };
-            for &b in backends {
-                handle
-                    .route()
-                    .add(route(b, ifindex))
-                    .replace()
-                    .execute()
-                    .await
-                    .with_context(|| {
-                        format!("add route `default via {b}` in table {}", backend_mark(b))
-                    })?;
-                let mark = backend_mark(b);
-                let mut add = handle
-                    .rule()
-                    .add()
-                    .v4()
-                    .destination_prefix(vip, 32)
-                    .fw_mark(mark)
-                    .table_id(mark)
-                    .priority(local.priority)
-                    .action(RuleAction::ToTable);
-                add.message_mut()
-                    .attributes
-                    .push(RuleAttribute::Protocol(RouteProtocol::Other(PROTO_LB)));
-                add.execute()
-                    .await
-                    .with_context(|| format!("add rule `to {vip} fwmark {mark:#x}`"))?;
-            }
-            cycle_local(&handle, local, false).await
+        locked(|| {
+            set_forwarding(ifname)?;
+            block_on(|handle| async move {
+                let stale = del_rules(&handle, vip).await?;
+                if stale > 0 {
+                    tracing::warn!(rules = stale, "removed stale dsr-kernel rules of an earlier run");
+                }
+                del_orphan_routes(&handle).await?;
+                dedup_local(&handle).await?;
+                let all = rules(&handle).await?;
+                let Some(local) = all.iter().find(|r| r.is_local()) else {
+                    bail!(
+                        "no `lookup local` rule in this namespace's IPv4 rules: dsr-kernel needs one"
+                    );
+                };
+                for &b in backends {
+                    let mark = backend_mark(b);
+                    handle
+                        .route()
+                        .add(route(b, ifindex))
+                        .replace()
+                        .execute()
+                        .await
+                        .with_context(|| format!("add route `default via {b}` in table {mark}"))?;
+                    let mut add = handle
+                        .rule()
+                        .add()
+                        .v4()
+                        .destination_prefix(vip, 32)
+                        .fw_mark(mark)
+                        .table_id(mark)
+                        .priority(local.priority)
+                        .action(RuleAction::ToTable);
+                    add.message_mut()
+                        .attributes
+                        .push(RuleAttribute::Protocol(RouteProtocol::Other(PROTO_LB)));
+                    add.execute()
+                        .await
+                        .with_context(|| format!("add rule `to {vip} fwmark {mark:#x}`"))?;
+                }
+                cycle_local(&handle, local, false).await
+            })
         })
         .inspect_err(|_| {
             let _ = installed.remove();
@@ -227,68 +303,87 @@ impl MarkRoutes {
         Ok(installed)
     }
 
-    /// Removes this VIP's rules, the routes no rule refers to any more, and moves the local
-    /// rule back to the kernel's protocol when no balancer rule is left.
-    pub fn remove(&self) -> Result<()> {
-        let (vip, backends) = (self.vip, self.backends.clone());
-        block_on(|handle| async move {
-            del_rules(&handle, vip).await?;
-            let left = rules(&handle).await?;
-            for b in backends {
-                if left.iter().any(|r| r.table == backend_mark(b)) {
-                    continue;
+    /// Removes this VIP's rules and the routes no rule refers to any more, and, when no
+    /// balancer's rule is left in the namespace, moves the local rule back to the kernel's
+    /// protocol and restores the forwarding sysctls (another balancer's packets still need
+    /// them otherwise). Returns whether it was the last.
+    pub fn remove(&self) -> Result<bool> {
+        let vip = self.vip;
+        locked(|| {
+            let last = block_on(|handle| async move {
+                del_rules(&handle, vip).await?;
+                del_orphan_routes(&handle).await?;
+                let left = rules(&handle).await?;
+                if left.iter().any(|r| r.is_ours(None)) {
+                    return Ok(false);
                 }
-                match handle.route().del(route(b, 0)).execute().await {
-                    Ok(()) => {}
-                    Err(e) if errno(&e) == Some(libc::ESRCH) => {}
-                    Err(e) => {
-                        return Err(anyhow!(
-                            "remove route `default via {b}` in table {}: {e}",
-                            backend_mark(b)
-                        ));
-                    }
+                if let Some(local) = left.iter().find(|r| r.is_local()) {
+                    cycle_local(&handle, local, true).await?;
                 }
+                Ok(true)
+            })?;
+            if last {
+                restore_forwarding(&self.ifname)?;
             }
-            if !left.iter().any(|r| r.is_ours(None))
-                && let Some(local) = left.iter().find(|r| r.is_local())
-            {
-                cycle_local(&handle, local, true).await?;
-            }
-            Ok(())
+            Ok(last)
         })
     }
 }
 
-/// The sysctls kernel forwarding needs on the VIP's interface, restored when dropped.
-#[derive(Debug)]
-pub struct ForwardingSysctls {
-    old: Vec<(String, String)>,
+/// The sysctls kernel forwarding needs on interface `ifname`, with the values to set: forwarding
+/// on for packets arriving on it, ICMP redirects off (the kernel would otherwise tell clients
+/// that the backend is a better first hop for the VIP). Slash-separated names: an interface
+/// name may hold a dot (a VLAN: eth0.100).
+fn forwarding_sysctls(ifname: &str) -> [(String, &'static str); 3] {
+    [
+        (format!("net/ipv4/conf/{ifname}/forwarding"), "1"),
+        ("net/ipv4/conf/all/send_redirects".to_string(), "0"),
+        (format!("net/ipv4/conf/{ifname}/send_redirects"), "0"),
+    ]
 }
 
-impl ForwardingSysctls {
-    /// Forwarding on for packets arriving on `ifname`, ICMP redirects off (the kernel would
-    /// otherwise tell clients that the backend is a better first hop for the VIP).
-    pub fn set(ifname: &str) -> Result<ForwardingSysctls> {
-        let mut s = ForwardingSysctls { old: Vec::new() };
-        // Slash-separated: an interface name may hold a dot (a VLAN: eth0.100).
-        for (name, value) in [
-            (format!("net/ipv4/conf/{ifname}/forwarding"), "1"),
-            ("net/ipv4/conf/all/send_redirects".to_string(), "0"),
-            (format!("net/ipv4/conf/{ifname}/send_redirects"), "0"),
-        ] {
-            let old = set_sysctl(&name, value)?;
-            s.old.push((name, old));
-        }
-        Ok(s)
-    }
+/// Where the values the sysctls had before the first balancer of this namespace changed them
+/// are kept: shared by the balancers of one namespace (the first writes it, the last restores
+/// from it and deletes it), and it survives a crash, so a restart still knows the originals.
+fn originals_path(ifname: &str) -> Result<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = std::fs::metadata("/proc/thread-self/ns/net")
+        .context("read this thread's network namespace")?
+        .ino();
+    Ok(std::path::Path::new("/run/lb").join(format!("dsr-kernel-sysctls.{ns}.{ifname}")))
 }
 
-impl Drop for ForwardingSysctls {
-    fn drop(&mut self) {
-        for (name, old) in self.old.drain(..).rev() {
-            if let Err(e) = set_sysctl(&name, &old) {
-                tracing::error!("restore sysctl {name}={old}: {e:#}");
-            }
+/// Sets the forwarding sysctls, after saving the current values unless a balancer of this
+/// namespace saved them already (one running, or one that crashed).
+fn set_forwarding(ifname: &str) -> Result<()> {
+    let path = originals_path(ifname)?;
+    if !path.exists() {
+        let mut saved = String::new();
+        for (name, _) in forwarding_sysctls(ifname) {
+            let value = std::fs::read_to_string(format!("/proc/sys/{name}"))
+                .with_context(|| format!("read sysctl {name}"))?;
+            saved += &format!("{name} {}\n", value.trim());
+        }
+        std::fs::write(&path, saved).with_context(|| format!("write {}", path.display()))?;
+    }
+    for (name, value) in forwarding_sysctls(ifname) {
+        set_sysctl(&name, value)?;
+    }
+    Ok(())
+}
+
+/// Puts the saved values back and deletes the file.
+fn restore_forwarding(ifname: &str) -> Result<()> {
+    let path = originals_path(ifname)?;
+    let saved = match std::fs::read_to_string(&path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    };
+    for line in saved.lines() {
+        if let Some((name, value)) = line.split_once(' ') {
+            set_sysctl(name, value)?;
         }
     }
+    std::fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))
 }

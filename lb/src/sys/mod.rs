@@ -30,6 +30,38 @@ pub fn set_sysctl(name: &str, value: &str) -> Result<String> {
     Ok(old.trim().to_string())
 }
 
+/// Sysctls set by this process, restored (in reverse order) when dropped.
+#[derive(Debug, Default)]
+pub struct Sysctls {
+    old: Vec<(String, String)>,
+}
+
+impl Sysctls {
+    /// Sets each `(name, value)` (names as [`set_sysctl`] takes them), remembering the old
+    /// values; on an error the ones already set are restored.
+    pub fn set<N: Into<String>>(
+        settings: impl IntoIterator<Item = (N, &'static str)>,
+    ) -> Result<Sysctls> {
+        let mut s = Sysctls::default();
+        for (name, value) in settings {
+            let name = name.into();
+            let old = set_sysctl(&name, value)?;
+            s.old.push((name, old));
+        }
+        Ok(s)
+    }
+}
+
+impl Drop for Sysctls {
+    fn drop(&mut self) {
+        for (name, old) in self.old.drain(..).rev() {
+            if let Err(e) = set_sysctl(&name, &old) {
+                tracing::error!("restore sysctl {name}={old}: {e:#}");
+            }
+        }
+    }
+}
+
 /// Runs the future `make` builds on a thread of its own named `name`, on a current-thread
 /// tokio runtime inside a `LocalSet` (the control planes share state through `Rc`, so their
 /// futures are not `Send`); returns when the future does.

@@ -2,7 +2,8 @@
 //! after a crash finds and removes stale ones first, and a stop removes exactly its own. Like
 //! Caplance, one rule per protocol, inserted at the top of filter INPUT; in `dsr-kernel` mode in
 //! mangle PREROUTING instead (the packet must be marked before the routing decision that
-//! forwards it), with a filter FORWARD rule that accepts what the balancer forwards.
+//! forwards it), with a raw PREROUTING NOTRACK rule and a filter FORWARD rule that accepts what
+//! the balancer forwards (see [`QueueRules::specs`]).
 
 use anyhow::{Context, Result, bail};
 use std::net::Ipv4Addr;
@@ -20,10 +21,11 @@ pub enum Hook {
 }
 
 /// Every (table, chain) that may hold a rule of ours, for the stale-rule sweep.
-const CHAINS: [(&str, &str); 3] = [
+const CHAINS: [(&str, &str); 4] = [
     ("filter", "INPUT"),
     ("filter", "FORWARD"),
     ("mangle", "PREROUTING"),
+    ("raw", "PREROUTING"),
 ];
 
 /// What the rules send to user space.
@@ -86,37 +88,45 @@ impl QueueRules {
         r
     }
 
-    /// The rules, one queue rule per protocol (and in PREROUTING mode one FORWARD rule per
-    /// protocol after them).
+    /// The rules in the order they are inserted: in PREROUTING mode first one raw PREROUTING
+    /// `CT --notrack` rule and one filter FORWARD ACCEPT rule per protocol, then one queue rule
+    /// per protocol. NOTRACK: the balancer sees only the client's half of each connection, so
+    /// conntrack would hold an entry per flow and call the client's second TCP segment
+    /// INVALID (which a firewall's `ct state invalid drop` drops); the rule also makes the
+    /// kernel reassemble fragments before the queue (defragmentation runs for every packet
+    /// once a conntrack target exists), so a fragmented datagram is queued whole. FORWARD
+    /// first: nothing is queued, accepted and then refused by a FORWARD policy of DROP.
     pub fn specs(&self) -> Vec<RuleSpec> {
         let (table, chain) = match self.hook {
             Hook::Input => ("filter", "INPUT"),
             Hook::Prerouting => ("mangle", "PREROUTING"),
         };
-        let mut out: Vec<RuleSpec> = self
-            .protocols
-            .iter()
-            .map(|proto| {
-                let mut r = self.matches(proto);
-                r.extend(["-j".into(), "NFQUEUE".into()]);
-                if self.queues > 1 {
-                    let last = self.queue + self.queues - 1;
-                    r.extend(["--queue-balance".into(), format!("{}:{last}", self.queue)]);
-                } else {
-                    r.extend(["--queue-num".into(), self.queue.to_string()]);
-                }
-                if self.bypass {
-                    r.push("--queue-bypass".into());
-                }
-                (table, chain, r)
-            })
-            .collect();
+        let mut out: Vec<RuleSpec> = Vec::new();
         if self.hook == Hook::Prerouting {
+            for proto in &self.protocols {
+                let mut r = self.matches(proto);
+                r.extend(["-j".into(), "CT".into(), "--notrack".into()]);
+                out.push(("raw", "PREROUTING", r));
+            }
             for proto in &self.protocols {
                 let mut r = self.matches(proto);
                 r.extend(["-j".into(), "ACCEPT".into()]);
                 out.push(("filter", "FORWARD", r));
             }
+        }
+        for proto in &self.protocols {
+            let mut r = self.matches(proto);
+            r.extend(["-j".into(), "NFQUEUE".into()]);
+            if self.queues > 1 {
+                let last = self.queue + self.queues - 1;
+                r.extend(["--queue-balance".into(), format!("{}:{last}", self.queue)]);
+            } else {
+                r.extend(["--queue-num".into(), self.queue.to_string()]);
+            }
+            if self.bypass {
+                r.push("--queue-bypass".into());
+            }
+            out.push((table, chain, r));
         }
         out
     }
@@ -239,7 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn prerouting_queues_in_mangle_and_accepts_in_forward() {
+    fn prerouting_notracks_accepts_in_forward_and_queues_in_mangle() {
         let r = QueueRules {
             vip: Ipv4Addr::new(10, 0, 0, 50),
             protocols: vec!["tcp".into(), "udp".into()],
@@ -257,10 +267,12 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "mangle PREROUTING -d 10.0.0.50/32 -p tcp --dport 8080 -m comment --comment lb:10.0.0.50 -j NFQUEUE --queue-num 0",
-                "mangle PREROUTING -d 10.0.0.50/32 -p udp --dport 8080 -m comment --comment lb:10.0.0.50 -j NFQUEUE --queue-num 0",
+                "raw PREROUTING -d 10.0.0.50/32 -p tcp --dport 8080 -m comment --comment lb:10.0.0.50 -j CT --notrack",
+                "raw PREROUTING -d 10.0.0.50/32 -p udp --dport 8080 -m comment --comment lb:10.0.0.50 -j CT --notrack",
                 "filter FORWARD -d 10.0.0.50/32 -p tcp --dport 8080 -m comment --comment lb:10.0.0.50 -j ACCEPT",
                 "filter FORWARD -d 10.0.0.50/32 -p udp --dport 8080 -m comment --comment lb:10.0.0.50 -j ACCEPT",
+                "mangle PREROUTING -d 10.0.0.50/32 -p tcp --dport 8080 -m comment --comment lb:10.0.0.50 -j NFQUEUE --queue-num 0",
+                "mangle PREROUTING -d 10.0.0.50/32 -p udp --dport 8080 -m comment --comment lb:10.0.0.50 -j NFQUEUE --queue-num 0",
             ]
         );
     }
