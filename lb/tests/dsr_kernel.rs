@@ -7,7 +7,7 @@ mod common;
 mod dataplane;
 
 use common::{privileged, start_lb as start, up};
-use dataplane::{Echo, PORT, VIP, fixture, sh, stop, tcp_ask, udp_ask, udp_ask_to};
+use dataplane::{Echo, PORT, VIP, crash, fixture, sh, stop, tcp_ask, udp_ask, udp_ask_to};
 use lab::Lab;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -128,15 +128,7 @@ fn dsr_kernel_forwards_by_mark_survives_a_crash_and_restores_routing() {
     assert_eq!(redirects.trim(), "0");
 
     // A crash leaves everything in place; the restart replaces it and works.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(first.id.pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    while first.id.alive() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    lab.stop(&first).unwrap();
+    crash(&mut lab, &first);
     assert!(sh(&lab, "h1", "ip rule").contains("fwmark 0xa000002"));
     // As if a run had died between the two steps of moving the local rule: two of them.
     sh(&lab, "h1", "ip rule add pref 0 lookup local proto kernel");

@@ -7,7 +7,7 @@ mod common;
 mod dataplane;
 
 use common::{LB, privileged, start_lb as start, up};
-use dataplane::{Echo, PORT, VIP, fixture, sh, stop, tcp_ask, udp_ask};
+use dataplane::{Echo, PORT, VIP, crash, fixture, sh, stop, tcp_ask, udp_ask};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
@@ -153,15 +153,7 @@ fn restart_after_crash_removes_stale_rules_and_stop_cleans_up() {
         sh(&lab, "h1", "iptables -S INPUT | grep -c lb:10.0.0.50").trim(),
         "2"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(first.id.pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    while first.id.alive() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    lab.stop(&first).unwrap();
+    crash(&mut lab, &first);
     // The crash left the rules and the VIP behind.
     assert_eq!(
         sh(&lab, "h1", "iptables -S INPUT | grep -c lb:10.0.0.50").trim(),

@@ -141,3 +141,16 @@ pub fn sh(lab: &Lab, host: &str, cmd: &str) -> String {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Kills `p` with SIGKILL (a crash: nothing is cleaned up), waits until it is gone, and reaps it.
+pub fn crash(lab: &mut Lab, p: &Process) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(p.id.pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL");
+    while p.id.alive() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    lab.stop(p).expect("reap");
+}
