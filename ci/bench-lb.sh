@@ -15,7 +15,10 @@
 # median, which must arrive in full with zero queue drops; and the headroom: lb-dsrk paced at
 # 1.0 x the kernel's median. The ratios are printed last. Run as root:  ci/bench-lb.sh [SECONDS] [RUNS]
 # (LB_ARGS="--queue-len 65536 --batch 256" passes extra flags to every lb server run;
-#  PAYLOAD=1400 sends datagrams of that many bytes instead of 64.)
+#  PAYLOAD=1400 sends datagrams of that many bytes instead of 64; FLOWS=16 sends that many
+#  flows (to VIP ports 9000..), interleaved datagram by datagram, over two backends, h2 and h4,
+#  with the kernel reference doing multipath routing by L4 hash; then the modes are kernel,
+#  lb-dsrk and lb-dsr.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-4}
@@ -46,18 +49,33 @@ cpu_rest=$(( $(nproc) > 1 ? 1 : 0 ))
 
 x h3 ip route add 10.0.0.50/32 via 10.0.0.1
 work=$(mktemp -d)
+flows=${FLOWS:-1}
+receivers=(h2)
+backends=(--backend h2=10.0.0.2)
+kernel_route=(via 10.0.0.2)
+if ((flows > 1)); then
+  receivers=(h2 h4)
+  backends+=(--backend h4=10.0.0.4)
+  kernel_route=(nexthop via 10.0.0.2 nexthop via 10.0.0.4)
+  x h1 sysctl -qw net.ipv4.fib_multipath_hash_policy=1   # L4 hash: flows spread over both
+fi
 
-# One run; prints "delivered_pps sent_pps".
+# One run; prints "delivered_pps sent_pps". With two receivers: all they got over the longer
+# of their two first-to-last spans.
 measure() {
-  $lab exec --lab "$name" h2 -- taskset -c "$cpu_rest" "$blast" recv 10.0.0.50:9000 500 >"$work/recv.txt" &
-  local rcv=$!
-  for _ in $(seq 100); do grep -qs listening "$work/recv.txt" && break; sleep 0.02; done
-  # shellcheck disable=SC2086 # PACE: empty or one number
-  x h3 taskset -c "$cpu_gen" "$blast" send 10.0.0.50:9000 "$secs" "${PAYLOAD:-64}" ${PACE:-} >"$work/send.txt"
-  wait "$rcv" || true
+  local rcv=() h
+  for h in "${receivers[@]}"; do
+    $lab exec --lab "$name" "$h" -- taskset -c "$cpu_rest" "$blast" recv 10.0.0.50:9000 500 "$flows" >"$work/recv-$h.txt" &
+    rcv+=($!)
+    for _ in $(seq 100); do grep -qs listening "$work/recv-$h.txt" && break; sleep 0.02; done
+  done
+  x h3 taskset -c "$cpu_gen" "$blast" send 10.0.0.50:9000 "$secs" "${PAYLOAD:-64}" "${PACE:-0}" "$flows" >"$work/send.txt"
+  for r in "${rcv[@]}"; do wait "$r" || true; done
   local sent delivered
   sent=$(awk '/^sent/ {print $4}' "$work/send.txt")
-  delivered=$(awk '/^received/ {print $4}' "$work/recv.txt")
+  local files=()
+  for h in "${receivers[@]}"; do files+=("$work/recv-$h.txt"); done
+  delivered=$(awk '/^received/ && $4 > 0 {n += $2; t = ($2 / $4 > t) ? $2 / $4 : t} END {printf "%.0f", (t > 0 ? n / t : 0)}' "${files[@]}")
   echo "${delivered:-0} ${sent:-0}"
 }
 
@@ -68,7 +86,7 @@ queue_drops() {
 start_lb() {
   # Not through x(): $! must be the process itself (lab exec execs into lb), not a subshell.
   # shellcheck disable=SC2086 # LB_ARGS: extra flags, word-split on purpose
-  $lab exec --lab "$name" h1 -- taskset -c "$cpu_rest" "$lb" server --vip 10.0.0.50 --backend h2=10.0.0.2 "$@" ${LB_ARGS:-} >"$work/lb.log" 2>&1 &
+  $lab exec --lab "$name" h1 -- taskset -c "$cpu_rest" "$lb" server --vip 10.0.0.50 "${backends[@]}" "$@" ${LB_ARGS:-} >"$work/lb.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 200); do grep -qs '^ready:' "$work/lb.log" && return; sleep 0.05; done
   echo "lb server did not start:"; cat "$work/lb.log"; exit 1
@@ -80,7 +98,7 @@ run_mode() {
   local mode=$1 vals=() d=0
   for _ in $(seq "$runs"); do
     case $mode in
-      kernel) x h1 ip route replace 10.0.0.50/32 via 10.0.0.2 ;;
+      kernel) x h1 ip route replace 10.0.0.50/32 "${kernel_route[@]}" ;;
       lb-dsrk|lb-dsrk-paced|lb-dsrk-at-kernel) start_lb --forward dsr-kernel ;;
       lb-dsr) start_lb --forward dsr ;;
       lb-encap)
@@ -105,8 +123,9 @@ run_mode() {
   drops[$mode]=$d
 }
 
-echo "lb end-to-end: ${PAYLOAD:-64}-byte UDP, one flow, ${secs}s x $runs runs per mode ($(uname -r), $(nproc) cores; generator on CPU $cpu_gen, the rest on CPU $cpu_rest)"
+echo "lb end-to-end: ${PAYLOAD:-64}-byte UDP, $flows flow(s) over ${#receivers[@]} backend(s), ${secs}s x $runs runs per mode ($(uname -r), $(nproc) cores; generator on CPU $cpu_gen, the rest on CPU $cpu_rest)"
 modes=(kernel lb-dsrk lb-dsr lb-encap lb-1by1)
+((flows > 1)) && modes=(kernel lb-dsrk lb-dsr)
 for m in "${modes[@]}"; do run_mode "$m"; done
 echo
 printf '%-10s %12s %12s\n' mode "median pps" "queue drops"
@@ -115,7 +134,9 @@ for m in "${modes[@]}"; do
 done
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 echo
-echo "unpaced: lb-dsrk / kernel $(ratio "${result[lb-dsrk]}" "${result[kernel]}") (queue drops ${drops[lb-dsrk]}), lb-dsr / kernel $(ratio "${result[lb-dsr]}" "${result[kernel]}") (queue drops ${drops[lb-dsr]}), lb-encap / kernel $(ratio "${result[lb-encap]}" "${result[kernel]}"), lb-1by1 / kernel $(ratio "${result[lb-1by1]}" "${result[kernel]}")"
+unpaced="unpaced: lb-dsrk / kernel $(ratio "${result[lb-dsrk]}" "${result[kernel]}") (queue drops ${drops[lb-dsrk]}), lb-dsr / kernel $(ratio "${result[lb-dsr]}" "${result[kernel]}") (queue drops ${drops[lb-dsr]})"
+((flows == 1)) && unpaced+=", lb-encap / kernel $(ratio "${result[lb-encap]}" "${result[kernel]}"), lb-1by1 / kernel $(ratio "${result[lb-1by1]}" "${result[kernel]}")"
+echo "$unpaced"
 PACE=$((result[kernel] * 8 / 10))
 echo
 echo "target: the generator paced at 0.8 x kernel = $PACE pps"

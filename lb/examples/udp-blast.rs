@@ -2,10 +2,13 @@
 //! is the bottleneck: `sendmmsg`/`recvmmsg` in batches of 64, a 64 MiB receive buffer.
 //!
 //! ```text
-//! udp-blast send 10.0.0.50:9000 SECONDS [PAYLOAD_BYTES [PPS]]   # prints: sent N pps P
-//! udp-blast recv 10.0.0.50:9000 IDLE_MS                   # prints: received N pps P
+//! udp-blast send 10.0.0.50:9000 SECONDS [PAYLOAD_BYTES [PPS [FLOWS]]]   # prints: sent N pps P
+//! udp-blast recv 10.0.0.50:9000 IDLE_MS [FLOWS]                  # prints: received N pps P
 //! ```
-//! One flow (one socket, one source port). With PPS the sender is paced: bursts of 16 on a
+//! One flow (one socket, one source port); with FLOWS > 1, that many flows to the ports
+//! PORT..PORT+FLOWS-1, interleaved datagram by datagram (one unconnected socket, a destination
+//! per message), and a receiver with one socket per port. PPS 0 is unpaced. With PPS the
+//! sender is paced: bursts of 16 on a
 //! fixed schedule (it catches up after a late wake-up, so the average rate holds). The receiver stops IDLE_MS after the last datagram
 //! and rates what arrived between the first and the last one.
 
@@ -18,7 +21,7 @@ const BATCH: usize = 64;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: udp-blast send ADDR:PORT SECONDS [BYTES [PPS]] | recv ADDR:PORT IDLE_MS";
+    let usage = "usage: udp-blast send ADDR:PORT SECONDS [BYTES [PPS [FLOWS]]] | recv ADDR:PORT IDLE_MS [FLOWS]";
     if args.len() < 4 {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -37,8 +40,9 @@ fn main() {
             Duration::from_secs(n),
             args.get(4).and_then(|s| s.parse().ok()).unwrap_or(64),
             args.get(5).and_then(|s| s.parse().ok()),
+            flows(args.get(6)),
         ),
-        "recv" => recv(addr, Duration::from_millis(n)),
+        "recv" => recv(addr, Duration::from_millis(n), flows(args.get(4))),
         _ => {
             eprintln!("{usage}");
             std::process::exit(2);
@@ -46,9 +50,41 @@ fn main() {
     }
 }
 
-fn send(to: SocketAddrV4, secs: Duration, size: usize, pps: Option<u64>) {
+/// FLOWS: 1 to 1024 (ports above PORT).
+fn flows(arg: Option<&String>) -> u16 {
+    match arg.map(|s| s.parse::<u16>()) {
+        None => 1,
+        Some(Ok(n)) if (1..=1024).contains(&n) => n,
+        Some(_) => {
+            eprintln!("udp-blast: FLOWS is a number from 1 to 1024");
+            std::process::exit(2)
+        }
+    }
+}
+
+/// The sockaddr of `addr`.
+fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
+    // SAFETY: sockaddr_in is plain data.
+    let mut a: libc::sockaddr_in = unsafe { zeroed() };
+    a.sin_family = libc::AF_INET as libc::sa_family_t;
+    a.sin_port = addr.port().to_be();
+    a.sin_addr.s_addr = u32::from(*addr.ip()).to_be();
+    a
+}
+
+fn send(to: SocketAddrV4, secs: Duration, size: usize, pps: Option<u64>, flows: u16) {
     let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
-    sock.connect(to).expect("connect");
+    if flows == 1 {
+        sock.connect(to).expect("connect");
+    }
+    // Message i of every call goes to flow i % flows (64 is a multiple of every power of two
+    // up to 64; other counts still cycle through all flows over several calls).
+    let mut dests: Vec<libc::sockaddr_in> = (0..BATCH)
+        .map(|i| {
+            let port = to.port() + (i as u16 % flows);
+            sockaddr(SocketAddrV4::new(*to.ip(), port))
+        })
+        .collect();
     let payload = vec![0x5au8; size];
     let mut iovs: Vec<libc::iovec> = (0..BATCH)
         .map(|_| libc::iovec {
@@ -58,11 +94,19 @@ fn send(to: SocketAddrV4, secs: Duration, size: usize, pps: Option<u64>) {
         .collect();
     // SAFETY: zeroed headers with one iovec each, pointing at `payload`.
     let mut hdrs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
-    for (h, iov) in hdrs.iter_mut().zip(iovs.iter_mut()) {
+    for ((h, iov), dest) in hdrs.iter_mut().zip(iovs.iter_mut()).zip(dests.iter_mut()) {
         h.msg_hdr.msg_iov = iov;
         h.msg_hdr.msg_iovlen = 1;
+        if flows > 1 {
+            h.msg_hdr.msg_name = (dest as *mut libc::sockaddr_in).cast();
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        }
     }
-    let burst = if pps.is_some() { 16 } else { BATCH };
+    let burst = if pps.is_some_and(|p| p > 0) {
+        16
+    } else {
+        BATCH
+    };
     let start = Instant::now();
     let mut sent = 0u64;
     while start.elapsed() < secs {
@@ -84,20 +128,39 @@ fn send(to: SocketAddrV4, secs: Duration, size: usize, pps: Option<u64>) {
     println!("sent {sent} pps {:.0}", sent as f64 / t);
 }
 
-fn recv(at: SocketAddrV4, idle: Duration) {
-    let sock = UdpSocket::bind(at).expect("bind");
+fn recv(at: SocketAddrV4, idle: Duration, flows: u16) {
     let big: libc::c_int = 64 << 20;
-    // SAFETY: valid socket and option.
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&big as *const libc::c_int).cast(),
-            4,
-        );
-    }
-    sock.set_read_timeout(Some(idle)).expect("timeout");
+    let socks: Vec<UdpSocket> = (0..flows)
+        .map(|i| {
+            let sock = UdpSocket::bind(SocketAddrV4::new(*at.ip(), at.port() + i)).expect("bind");
+            // SAFETY: valid socket and option.
+            unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    (&big as *const libc::c_int).cast(),
+                    4,
+                );
+            }
+            // One flow: a blocking receive with a timeout, one system call per batch; several:
+            // poll, then a non-blocking receive on each ready socket.
+            if flows == 1 {
+                sock.set_read_timeout(Some(idle)).expect("timeout");
+            } else {
+                sock.set_nonblocking(true).expect("non-blocking");
+            }
+            sock
+        })
+        .collect();
+    let mut fds: Vec<libc::pollfd> = socks
+        .iter()
+        .map(|s| libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
     println!("listening");
     let mut bufs = vec![[0u8; 2048]; BATCH];
     let mut iovs: Vec<libc::iovec> = bufs
@@ -114,26 +177,51 @@ fn recv(at: SocketAddrV4, idle: Duration) {
         h.msg_hdr.msg_iovlen = 1;
     }
     let (mut got, mut first, mut last) = (0u64, None, Instant::now());
+    let mut idle_out = false;
     loop {
-        // SAFETY: valid socket and headers; blocks up to the read timeout for the first one.
-        let r = unsafe {
-            libc::recvmmsg(
-                sock.as_raw_fd(),
-                hdrs.as_mut_ptr(),
-                BATCH as u32,
-                libc::MSG_WAITFORONE,
-                std::ptr::null_mut(),
-            )
+        let ready = match flows {
+            1 => {
+                fds[0].revents = libc::POLLIN;
+                1
+            }
+            // SAFETY: `fds` is a live array of pollfd; waits up to `idle` for any socket.
+            _ => unsafe {
+                libc::poll(
+                    fds.as_mut_ptr(),
+                    fds.len() as libc::nfds_t,
+                    idle.as_millis() as libc::c_int,
+                )
+            },
         };
-        if r <= 0 {
+        if ready <= 0 {
             if first.is_some() {
                 break;
             }
             continue;
         }
-        last = Instant::now();
-        first.get_or_insert(last);
-        got += r as u64;
+        for p in fds.iter().filter(|p| p.revents & libc::POLLIN != 0) {
+            // SAFETY: valid socket and headers; with one flow it blocks up to the read
+            // timeout for the first datagram.
+            let r = unsafe {
+                libc::recvmmsg(
+                    p.fd,
+                    hdrs.as_mut_ptr(),
+                    BATCH as u32,
+                    libc::MSG_WAITFORONE,
+                    std::ptr::null_mut(),
+                )
+            };
+            if r > 0 {
+                last = Instant::now();
+                first.get_or_insert(last);
+                got += r as u64;
+            } else if flows == 1 && first.is_some() {
+                idle_out = true;
+            }
+        }
+        if idle_out {
+            break;
+        }
     }
     let t = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
     println!(
