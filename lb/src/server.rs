@@ -431,7 +431,13 @@ pub fn run(s: ServerSettings) -> Result<()> {
         },
         ..Config::default()
     };
-    State::new(cfg.clone()).context("balancer configuration")?;
+    // Checked before anything is installed; without a connection table, which each data path
+    // allocates for itself.
+    State::new(Config {
+        conn_capacity: 0,
+        ..cfg.clone()
+    })
+    .context("balancer configuration")?;
 
     let mut installed = Installed {
         routes: None,
