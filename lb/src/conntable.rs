@@ -2,19 +2,22 @@
 //!
 //! **Layout.** An open-addressing hash table keyed by the caller's 64-bit flow hash: a
 //! power-of-two array of 64-byte, cache-line-aligned buckets, each holding two 32-byte entries
-//! (the 13-byte 5-tuple, the 8-byte backend id, the state, a full 64-bit last-seen time and a
-//! one-byte displacement: 31 bytes, so no coarser timestamp with wrap-around rules is needed;
-//! an empty entry is `None` in the niche of the state's enum). A flow's home bucket is
-//! `hash & mask`, so its address is known from the hash alone: [`ConnTable::prefetch`] lets a batch path (`decide_batch`) start the cache misses of
-//! a whole batch before deciding any of it. Collisions probe linearly, entry by entry, from the
-//! home bucket's first entry; a lookup stops at the first empty entry, and most stop within the
-//! home bucket, i.e. one cache line. Memory for every entry is reserved by [`ConnTable::new`]:
-//! one bucket per flow of capacity, rounded up to a power of two, so the load stays ≤ 1/2
-//! (64 MiB for the default capacity of 2^20; a capacity just above a power of two costs twice
-//! that, so powers of two use memory best), and nothing grows or rehashes later. Why 1/2: with
-//! random hashes and two entries per line, a lookup of an absent flow (every new flow) reads
-//! 1.6 lines on average at load 1/2 but 4.6 at load 3/4, and the longest run in 2^20 buckets is
-//! about 20 buckets against 100–140 (a simulation of this layout).
+//! (the 13-byte 5-tuple, the 8-byte backend id, the state, a full 64-bit last-seen time, and a
+//! byte that is 0 for an empty entry and otherwise one more than the entry's displacement; so
+//! no coarser timestamp with wrap-around rules is needed, and an all-zero entry is an empty
+//! one). A flow's home bucket is `hash & mask`, so its address is known from the hash alone:
+//! [`ConnTable::prefetch`] lets a batch path (`decide_batch`) start the cache misses of a whole
+//! batch before deciding any of it. Collisions probe linearly, entry by entry, from the home
+//! bucket's first entry; a lookup stops at the first empty entry, and most stop within the
+//! home bucket, i.e. one cache line. [`ConnTable::new`] reserves one bucket per flow of
+//! capacity, rounded up to a power of two, so the load stays ≤ 1/2 (64 MiB of address space
+//! for the default capacity of 2^20; a capacity just above a power of two costs twice that, so
+//! powers of two use memory best), and nothing grows or rehashes later. The array is an
+//! anonymous mapping: the kernel maps its pages on first touch, so a table takes memory as
+//! flows arrive, not at start. Why 1/2: with random hashes and two entries per line, a lookup of an
+//! absent flow (every new flow) reads 1.6 lines on average at load 1/2 but 4.6 at load 3/4,
+//! and the longest run in 2^20 buckets is about 20 buckets against 100–140 (a simulation of
+//! this layout).
 //!
 //! **Deletion** shifts the following entries of the probe run back (Knuth's algorithm R for
 //! linear probing), so there are no tombstones and no rehashing, and lookups stay short however
@@ -56,8 +59,9 @@ const RECLAIM_SWEEP: usize = 32;
 /// Entries per bucket: two 32-byte entries fill one 64-byte cache line.
 const ENTRIES: usize = 2;
 
-/// The most buckets an entry may sit past its home bucket (its displacement is a `u8`).
-pub const MAX_DISPLACEMENT: usize = u8::MAX as usize;
+/// The most buckets an entry may sit past its home bucket (a `u8` holds it plus one; 0 marks an
+/// empty entry).
+pub const MAX_DISPLACEMENT: usize = u8::MAX as usize - 1;
 
 /// Idle timeouts per connection state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +86,7 @@ impl Default for Timeouts {
 
 /// The life stage of a tracked flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)] // and a variant with discriminant 0: see `Buckets`
 pub enum ConnState {
     /// TCP, open (a SYN or any other segment seen, no FIN/RST).
     TcpEstablished,
@@ -121,13 +126,43 @@ pub struct Conn {
     pub state: ConnState,
     /// When its last packet was seen.
     pub last_seen: Nanos,
-    /// Buckets between the entry's home bucket and the one it sits in.
-    displacement: u8,
+    /// 0: the entry is empty; otherwise 1 + the buckets between the entry's home bucket and
+    /// the one it sits in. Zero bytes are an empty entry, so the table's memory starts as
+    /// zero pages the kernel maps on first touch (see `Buckets`).
+    link: u8,
 }
 
-// Two entries per 64-byte line, with `None` in the niche of the enums (no extra tag byte).
-const _: () = assert!(size_of::<Option<Conn>>() == 32);
+// Two entries per 64-byte line.
+const _: () = assert!(size_of::<Conn>() == 32);
 const _: () = assert!(size_of::<Bucket>() == 64);
+
+impl Conn {
+    /// An empty entry: all fields zero.
+    const EMPTY: Conn = Conn {
+        key: FlowKey {
+            src: std::net::Ipv4Addr::UNSPECIFIED,
+            dst: std::net::Ipv4Addr::UNSPECIFIED,
+            src_port: 0,
+            dst_port: 0,
+            protocol: crate::wire::Protocol::Tcp,
+        },
+        backend: BackendId::from_raw(0, 0),
+        state: ConnState::TcpEstablished,
+        last_seen: Nanos(0),
+        link: 0,
+    };
+
+    #[inline(always)]
+    fn is_used(&self) -> bool {
+        self.link != 0
+    }
+
+    /// Buckets between the entry's home bucket and the one it sits in.
+    #[inline(always)]
+    fn displacement(&self) -> usize {
+        usize::from(self.link) - 1
+    }
+}
 
 impl Conn {
     /// True if idle for longer than its state's timeout at `now`.
@@ -147,10 +182,84 @@ fn timeout_of(state: ConnState, t: &Timeouts) -> Nanos {
 /// One cache line of entries.
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(64))]
-struct Bucket([Option<Conn>; ENTRIES]);
+struct Bucket([Conn; ENTRIES]);
 
-impl Bucket {
-    const EMPTY: Bucket = Bucket([None; ENTRIES]);
+/// The bucket array, in an anonymous private mapping: the kernel maps its pages as zero pages
+/// on first touch, so a table takes memory as flows arrive, not at start (a 2^20-flow table is
+/// 64 MiB of address space). The global allocator cannot give that for 64-byte alignment: its
+/// zeroed allocation then writes the zeros itself.
+struct Buckets {
+    ptr: std::ptr::NonNull<Bucket>,
+    len: usize,
+}
+
+// SAFETY: `Buckets` owns its memory exclusively, like a `Box<[Bucket]>`, and `Bucket` is plain
+// data.
+unsafe impl Send for Buckets {}
+// SAFETY: as above; shared access only reads.
+unsafe impl Sync for Buckets {}
+
+impl Buckets {
+    /// `n` (≥ 1) empty buckets.
+    fn zeroed(n: usize) -> Buckets {
+        let layout = std::alloc::Layout::array::<Bucket>(n)
+            .expect("connection table size overflows the address space");
+        // SAFETY: an anonymous private mapping (no file, no fixed address); the result is
+        // checked. Page alignment covers Bucket's 64 bytes.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                layout.size(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        match std::ptr::NonNull::new(p.cast::<Bucket>()) {
+            Some(ptr) if p != libc::MAP_FAILED => Buckets { ptr, len: n },
+            _ => std::alloc::handle_alloc_error(layout),
+        }
+    }
+}
+
+impl std::ops::Deref for Buckets {
+    type Target = [Bucket];
+    fn deref(&self) -> &[Bucket] {
+        // SAFETY: `len` buckets mapped readable and writable, owned by `self`; zero bytes are
+        // valid buckets of empty entries: every field of `Conn` is an integer, an `Ipv4Addr`
+        // (four bytes), a `BackendId` or `Nanos` (integers), or a `#[repr(u8)]` enum with a
+        // variant of discriminant 0 (`Protocol::Tcp`, `ConnState::TcpEstablished`), and
+        // `link` 0 means empty; `Conn::EMPTY` is that value (tested).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for Buckets {
+    fn deref_mut(&mut self) -> &mut [Bucket] {
+        // SAFETY: as in `deref`, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Buckets {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `zeroed`, with its size; not used after this.
+        unsafe {
+            libc::munmap(
+                self.ptr.as_ptr().cast(),
+                self.len * std::mem::size_of::<Bucket>(),
+            );
+        }
+    }
+}
+
+impl Clone for Buckets {
+    fn clone(&self) -> Buckets {
+        let mut copy = Buckets::zeroed(self.len);
+        copy.copy_from_slice(self);
+        copy
+    }
 }
 
 /// What [`ConnTable::find`] found for a flow.
@@ -202,7 +311,7 @@ pub struct TableFull {
 /// The connection table.
 #[derive(Clone)]
 pub struct ConnTable {
-    buckets: Box<[Bucket]>,
+    buckets: Buckets,
     /// `buckets.len() - 1` (the length is a power of two).
     mask: usize,
     len: usize,
@@ -233,11 +342,12 @@ fn bucket_count(capacity: usize) -> usize {
 }
 
 impl ConnTable {
-    /// An empty table holding at most `capacity` flows (memory for them is reserved now).
+    /// An empty table holding at most `capacity` flows (address space for them is reserved
+    /// now; memory is taken as entries are written).
     pub fn new(capacity: usize, timeouts: Timeouts) -> Self {
         let n = bucket_count(capacity);
         Self {
-            buckets: vec![Bucket::EMPTY; n].into_boxed_slice(),
+            buckets: Buckets::zeroed(n),
             mask: n - 1,
             len: 0,
             capacity,
@@ -334,16 +444,16 @@ impl ConnTable {
         // can record (with fewer buckets than that, the walk wraps and finds one sooner).
         let mut at = home * ENTRIES;
         for _ in 0..(MAX_DISPLACEMENT + 1) * ENTRIES {
-            let displacement = self.distance(home, at / ENTRIES) as u8;
+            let link = self.distance(home, at / ENTRIES) as u8 + 1;
             let slot = &mut self.buckets[at / ENTRIES].0[at % ENTRIES];
-            if slot.is_none() {
-                *slot = Some(Conn {
+            if !slot.is_used() {
+                *slot = Conn {
                     key,
                     backend,
                     state,
                     last_seen: now,
-                    displacement,
-                });
+                    link,
+                };
                 self.len += 1;
                 return Ok(());
             }
@@ -386,12 +496,14 @@ impl ConnTable {
 
     /// Every entry (expired ones not yet swept included), in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Conn> + '_ {
-        self.buckets.iter().flat_map(|b| b.0.iter().flatten())
+        self.buckets
+            .iter()
+            .flat_map(|b| b.0.iter().filter(|c| c.is_used()))
     }
 
-    /// Removes every entry.
+    /// Removes every entry (and gives the memory back: the table starts over as zero pages).
     pub fn clear(&mut self) {
-        self.buckets.fill(Bucket::EMPTY);
+        self.buckets = Buckets::zeroed(self.buckets.len());
         self.len = 0;
     }
 
@@ -432,12 +544,21 @@ impl ConnTable {
 
     #[inline(always)]
     fn entry(&self, at: usize) -> Option<&Conn> {
-        self.buckets[at / ENTRIES].0[at % ENTRIES].as_ref()
+        let c = &self.buckets[at / ENTRIES].0[at % ENTRIES];
+        c.is_used().then_some(c)
     }
 
     #[inline(always)]
     fn entry_mut(&mut self, at: usize) -> Option<&mut Conn> {
-        self.buckets[at / ENTRIES].0[at % ENTRIES].as_mut()
+        let c = &mut self.buckets[at / ENTRIES].0[at % ENTRIES];
+        c.is_used().then_some(c)
+    }
+
+    /// Takes the entry at `at` out, leaving it empty.
+    #[inline(always)]
+    fn take(&mut self, at: usize) -> Option<Conn> {
+        let slot = &mut self.buckets[at / ENTRIES].0[at % ENTRIES];
+        slot.is_used().then(|| std::mem::replace(slot, Conn::EMPTY))
     }
 
     /// Where `key` sits, walking its probe run from the home bucket to the first empty entry.
@@ -459,22 +580,19 @@ impl ConnTable {
     /// Empties position `at` and shifts the rest of its probe run back over the hole, so that
     /// every entry stays reachable from its home without crossing an empty entry.
     fn remove_at(&mut self, at: usize) -> Option<Conn> {
-        let slot = &mut self.buckets[at / ENTRIES].0[at % ENTRIES];
-        let removed = slot.take()?;
+        let removed = self.take(at)?;
         self.len -= 1;
         let mut hole = at;
         let mut next = self.next(at);
         while let Some(c) = self.entry(next) {
-            let home = (next / ENTRIES).wrapping_sub(usize::from(c.displacement)) & self.mask;
+            let home = (next / ENTRIES).wrapping_sub(c.displacement()) & self.mask;
             // The entry may move back to the hole unless its home lies after the hole, i.e.
             // cyclically in (hole, next]: then the hole is before the start of its run.
             if self.entries_between(home * ENTRIES, next) >= self.entries_between(hole, next) {
-                let mut moved = self.buckets[next / ENTRIES].0[next % ENTRIES]
-                    .take()
-                    .expect("just seen");
+                let mut moved = self.take(next).expect("just seen");
                 // The hole lies between the home and the old place: no larger than before.
-                moved.displacement = self.distance(home, hole / ENTRIES) as u8;
-                self.buckets[hole / ENTRIES].0[hole % ENTRIES] = Some(moved);
+                moved.link = self.distance(home, hole / ENTRIES) as u8 + 1;
+                self.buckets[hole / ENTRIES].0[hole % ENTRIES] = moved;
                 hole = next;
             }
             next = self.next(next);
@@ -752,10 +870,10 @@ mod tests {
             t.insert(hash, k, b(0), ConnState::TcpEstablished, Nanos::ZERO)
                 .expect("room for every flow of capacity");
         }
-        let max = t.iter().map(|c| c.displacement).max().unwrap_or(0);
+        let max = t.iter().map(|c| c.displacement()).max().unwrap_or(0);
         // Seen: 10 here, 21 with 2^22 buckets at the same load; the bound is 255.
         println!("longest run: {max} buckets");
-        assert!(usize::from(max) < MAX_DISPLACEMENT / 4, "longest run {max}");
+        assert!(max < MAX_DISPLACEMENT / 4, "longest run {max}");
     }
 
     #[derive(Debug, Clone)]
@@ -895,5 +1013,23 @@ mod tests {
             assert!(t.iter().all(|c| !c.is_expired(now, t.timeouts())));
             agree(&t, &mut model, now);
         }
+    }
+
+    #[test]
+    fn zeroed_memory_is_empty_entries() {
+        let fresh = Buckets::zeroed(4);
+        assert!(
+            fresh
+                .iter()
+                .flat_map(|b| b.0.iter())
+                .all(|c| *c == Conn::EMPTY && !c.is_used())
+        );
+        let mut t = ConnTable::new(8, timeouts());
+        let k = key(1, Protocol::Udp);
+        t.insert(5, k, b(3), ConnState::Udp, Nanos::ZERO).unwrap();
+        assert_eq!(t.iter().count(), 1);
+        t.clear();
+        assert!(t.is_empty() && t.iter().next().is_none());
+        assert!(t.lookup(5, &k, Nanos::ZERO).is_none());
     }
 }

@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 
 /// Transport protocol of a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)] // and `Tcp` = 0: the connection table relies on it (lb/src/conntable.rs)
 pub enum Protocol {
     /// TCP (6).
     Tcp,
