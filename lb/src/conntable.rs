@@ -13,8 +13,8 @@
 //! capacity, rounded up to a power of two, so the load stays ≤ 1/2 (64 MiB of address space
 //! for the default capacity of 2^20; a capacity just above a power of two costs twice that, so
 //! powers of two use memory best), and nothing grows or rehashes later. The array is an
-//! anonymous mapping: the kernel maps its pages on first touch, so a table takes memory as
-//! flows arrive, not at start. Why 1/2: with random hashes and two entries per line, a lookup of an
+//! anonymous mapping advised `MADV_HUGEPAGE`: the kernel maps its pages on first touch, so a
+//! table takes memory as flows arrive, not at start, in 2 MiB pages where it can. Why 1/2: with random hashes and two entries per line, a lookup of an
 //! absent flow (every new flow) reads 1.6 lines on average at load 1/2 but 4.6 at load 3/4,
 //! and the longest run in 2^20 buckets is about 20 buckets against 100–140 (a simulation of
 //! this layout).
@@ -216,9 +216,16 @@ impl Buckets {
                 0,
             )
         };
+        if p == libc::MAP_FAILED {
+            std::alloc::handle_alloc_error(layout);
+        }
+        // Transparent huge pages where the system allows them on request (`madvise` mode): a
+        // lookup at a random place then costs no 4 KiB page walk. Only a hint: failure is fine.
+        // SAFETY: the mapping just made, with its size.
+        unsafe { libc::madvise(p, layout.size(), libc::MADV_HUGEPAGE) };
         match std::ptr::NonNull::new(p.cast::<Bucket>()) {
-            Some(ptr) if p != libc::MAP_FAILED => Buckets { ptr, len: n },
-            _ => std::alloc::handle_alloc_error(layout),
+            Some(ptr) => Buckets { ptr, len: n },
+            None => std::alloc::handle_alloc_error(layout),
         }
     }
 }
