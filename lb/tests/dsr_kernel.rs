@@ -7,33 +7,24 @@ mod common;
 mod dataplane;
 
 use common::{privileged, start_lb as start, up};
-use dataplane::{Echo, PORT, VIP, crash, fixture, sh, stop, tcp_ask, udp_ask, udp_ask_to};
+use dataplane::{Echo, PORT, VIP, crash, fixture, queues, sh, stop, tcp_ask, udp_ask, udp_ask_to};
 use lab::Lab;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
 
 /// h1's queue 0: (packets waiting for a verdict, ids given so far).
-fn queue_line(lab: &Lab) -> (u64, u64) {
-    // Columns: queue, portid, waiting, copy mode, copy range, queue_dropped, user_dropped, id_sequence.
-    let stats = sh(lab, "h1", "cat /proc/net/netfilter/nfnetlink_queue");
-    let f: Vec<u64> = stats
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .map(|w| w.parse().unwrap_or(0))
-        .collect();
-    (
-        f.get(2).copied().unwrap_or(0),
-        f.get(7).copied().unwrap_or(0),
-    )
+fn queue_line(lab: &Lab) -> (u32, u32) {
+    queues(lab, "h1")
+        .iter()
+        .find(|q| q.queue_num == 0)
+        .map_or((0, 0), |q| (q.queue_total, q.id_sequence))
 }
 
-fn queue_ids(lab: &Lab) -> u64 {
+fn queue_ids(lab: &Lab) -> u32 {
     queue_line(lab).1
 }
 
-fn queue_waiting(lab: &Lab) -> u64 {
+fn queue_waiting(lab: &Lab) -> u32 {
     queue_line(lab).0
 }
 
@@ -108,11 +99,11 @@ fn dsr_kernel_forwards_by_mark_survives_a_crash_and_restores_routing() {
     let long_line = "y".repeat(5000);
     let answer = tcp_ask(&lab, "h4", &long_line).unwrap();
     assert!(answer.ends_with(&long_line), "{} bytes", answer.len());
-    let stats = sh(&lab, "h1", "cat /proc/net/netfilter/nfnetlink_queue");
+    let stats = queues(&lab, "h1");
     assert_eq!(
-        stats.split_whitespace().nth(4),
-        Some("128"),
-        "copy range: {stats}"
+        stats.iter().map(|q| q.copy_range).collect::<Vec<_>>(),
+        [128],
+        "copy range: {stats:?}"
     );
     assert!(
         sh(&lab, "h1", "iptables -t raw -S PREROUTING").contains("-j CT --notrack"),

@@ -7,7 +7,7 @@ mod common;
 mod dataplane;
 
 use common::{LB, privileged, start_lb as start, up};
-use dataplane::{Echo, PORT, VIP, crash, fixture, sh, stop, tcp_ask, udp_ask};
+use dataplane::{Echo, PORT, VIP, crash, fixture, queues, sh, stop, tcp_ask, udp_ask};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
@@ -424,19 +424,11 @@ fn two_queues(forward: &str, list: &str) {
         BufReader::new(&conn).read_line(&mut answer).unwrap();
         assert_eq!(answer.trim_end(), format!("h2: c{i}"));
     }
-    // Columns: queue, portid, waiting, copy mode, copy range, queue_dropped, user_dropped, id_sequence.
-    let stats = sh(&lab, "h1", "cat /proc/net/netfilter/nfnetlink_queue");
-    let per_queue: Vec<(u32, u64)> = stats
-        .lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f[0].parse().unwrap(), f[7].parse().unwrap())
-        })
-        .collect();
-    assert_eq!(per_queue.len(), 2, "{stats}");
+    let stats = queues(&lab, "h1");
+    assert_eq!(stats.len(), 2, "{stats:?}");
     assert!(
-        per_queue.iter().all(|&(_, ids)| ids > 0),
-        "a queue carried nothing:\n{stats}"
+        stats.iter().all(|q| q.id_sequence > 0),
+        "a queue carried nothing:\n{stats:?}"
     );
     stop(&mut lab, &server);
 }

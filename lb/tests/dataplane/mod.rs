@@ -154,3 +154,10 @@ pub fn crash(lab: &mut Lab, p: &Process) {
     }
     lab.stop(p).expect("reap");
 }
+
+/// The NFQUEUE queues bound in `host`, as `/proc/net/netfilter/nfnetlink_queue` lists them.
+pub fn queues(lab: &Lab, host: &str) -> Vec<nfqueue::QueueStats> {
+    lab.run_in(host, nfqueue::QueueStats::read_all)
+        .expect("run in host")
+        .expect("read nfnetlink_queue")
+}
