@@ -566,17 +566,18 @@ fn proc_net_sockets(text: &str) -> Vec<(SocketAddrV4, u8)> {
         .collect()
 }
 
-/// NFQUEUE numbers bound in the calling thread's namespace (`nfnetlink_queue` must be loaded).
-pub fn bound_queues() -> io::Result<Vec<u16>> {
-    let text = match std::fs::read_to_string("/proc/thread-self/net/netfilter/nfnetlink_queue") {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(e),
-    };
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .collect())
+/// NFQUEUE numbers bound in the calling thread's namespace (none while `nfnetlink_queue` is
+/// not loaded).
+pub fn bound_queues() -> Result<Vec<u16>, nfqueue::Error> {
+    match nfqueue::QueueStats::read_all() {
+        Ok(queues) => Ok(queues.iter().map(|q| q.queue_num).collect()),
+        Err(nfqueue::Error::StatsRead { source, .. })
+            if source.kind() == io::ErrorKind::NotFound =>
+        {
+            Ok(vec![])
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Interfaces of the calling thread's namespace that are not yet running (IFF_RUNNING: the
