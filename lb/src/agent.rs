@@ -98,7 +98,7 @@ pub fn run(s: AgentSettings) -> Result<()> {
 
     let mut installed = Installed {
         vip: None,
-        sysctls: Some(Sysctls::set(ARP_SYSCTLS)?),
+        sysctls: Some(Sysctls::set(&ARP_SYSCTLS)?),
     };
     netlink::link_up(LOOPBACK)?;
     if !netlink::add_host_address(LOOPBACK, s.vip)? {

@@ -24,7 +24,7 @@
 //! local rule at the same time.
 
 use super::netlink::block_on;
-use super::set_sysctl;
+use super::{read_sysctl, set_sysctl};
 use anyhow::{Context, Result, bail};
 use futures::TryStreamExt;
 use rtnetlink::packet_route::route::{RouteAttribute, RouteProtocol};
@@ -360,9 +360,7 @@ fn set_forwarding(ifname: &str) -> Result<()> {
     if !path.exists() {
         let mut saved = String::new();
         for (name, _) in forwarding_sysctls(ifname) {
-            let value = std::fs::read_to_string(format!("/proc/sys/{name}"))
-                .with_context(|| format!("read sysctl {name}"))?;
-            saved += &format!("{name} {}\n", value.trim());
+            saved += &format!("{name} {}\n", read_sysctl(&name)?);
         }
         std::fs::write(&path, saved).with_context(|| format!("write {}", path.display()))?;
     }

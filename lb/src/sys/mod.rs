@@ -17,17 +17,29 @@ pub fn now() -> lb::Nanos {
     lb::Nanos(start.elapsed().as_nanos() as u64)
 }
 
-/// A sysctl under /proc/sys, read then written; returns the old value. The name is dotted
-/// (`net.ipv4.ip_forward`) or, as `sysctl(8)` also accepts, slash-separated
-/// (`net/ipv4/conf/eth0.100/forwarding`), the form for interface names that hold a dot.
-pub fn set_sysctl(name: &str, value: &str) -> Result<String> {
-    let path = match name.contains('/') {
+/// The file under /proc/sys of a sysctl. The name is dotted (`net.ipv4.ip_forward`) or, as
+/// `sysctl(8)` also accepts, slash-separated (`net/ipv4/conf/eth0.100/forwarding`), the form
+/// for interface names that hold a dot.
+fn sysctl_path(name: &str) -> String {
+    match name.contains('/') {
         true => format!("/proc/sys/{name}"),
         false => format!("/proc/sys/{}", name.replace('.', "/")),
-    };
-    let old = std::fs::read_to_string(&path).with_context(|| format!("read sysctl {name}"))?;
-    std::fs::write(&path, value).with_context(|| format!("set sysctl {name}={value}"))?;
-    Ok(old.trim().to_string())
+    }
+}
+
+/// A sysctl's value (names as [`sysctl_path`] takes them).
+pub fn read_sysctl(name: &str) -> Result<String> {
+    let value = std::fs::read_to_string(sysctl_path(name))
+        .with_context(|| format!("read sysctl {name}"))?;
+    Ok(value.trim().to_string())
+}
+
+/// A sysctl read then written; returns the old value (names as [`sysctl_path`] takes them).
+pub fn set_sysctl(name: &str, value: &str) -> Result<String> {
+    let old = read_sysctl(name)?;
+    std::fs::write(sysctl_path(name), value)
+        .with_context(|| format!("set sysctl {name}={value}"))?;
+    Ok(old)
 }
 
 /// Sysctls set by this process, restored (in reverse order) when dropped.
@@ -39,14 +51,11 @@ pub struct Sysctls {
 impl Sysctls {
     /// Sets each `(name, value)` (names as [`set_sysctl`] takes them), remembering the old
     /// values; on an error the ones already set are restored.
-    pub fn set<N: Into<String>>(
-        settings: impl IntoIterator<Item = (N, &'static str)>,
-    ) -> Result<Sysctls> {
+    pub fn set(settings: &[(&str, &str)]) -> Result<Sysctls> {
         let mut s = Sysctls::default();
-        for (name, value) in settings {
-            let name = name.into();
-            let old = set_sysctl(&name, value)?;
-            s.old.push((name, old));
+        for &(name, value) in settings {
+            let old = set_sysctl(name, value)?;
+            s.old.push((name.to_string(), old));
         }
         Ok(s)
     }
