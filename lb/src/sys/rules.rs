@@ -101,34 +101,34 @@ impl QueueRules {
             Hook::Input => ("filter", "INPUT"),
             Hook::Prerouting => ("mangle", "PREROUTING"),
         };
-        let mut out: Vec<RuleSpec> = Vec::new();
+        let words = |w: &[&str]| w.iter().map(|w| w.to_string()).collect::<Vec<String>>();
+        let mut queue = words(&["-j", "NFQUEUE"]);
+        if self.queues > 1 {
+            let last = self.queue + self.queues - 1;
+            queue.extend(["--queue-balance".into(), format!("{}:{last}", self.queue)]);
+        } else {
+            queue.extend(["--queue-num".into(), self.queue.to_string()]);
+        }
+        if self.bypass {
+            queue.push("--queue-bypass".into());
+        }
+        // (table, chain, target), each with one rule per protocol, in this order.
+        let mut targets = Vec::new();
         if self.hook == Hook::Prerouting {
-            for proto in &self.protocols {
-                let mut r = self.matches(proto);
-                r.extend(["-j".into(), "CT".into(), "--notrack".into()]);
-                out.push(("raw", "PREROUTING", r));
-            }
-            for proto in &self.protocols {
-                let mut r = self.matches(proto);
-                r.extend(["-j".into(), "ACCEPT".into()]);
-                out.push(("filter", "FORWARD", r));
-            }
+            targets.push(("raw", "PREROUTING", words(&["-j", "CT", "--notrack"])));
+            targets.push(("filter", "FORWARD", words(&["-j", "ACCEPT"])));
         }
-        for proto in &self.protocols {
-            let mut r = self.matches(proto);
-            r.extend(["-j".into(), "NFQUEUE".into()]);
-            if self.queues > 1 {
-                let last = self.queue + self.queues - 1;
-                r.extend(["--queue-balance".into(), format!("{}:{last}", self.queue)]);
-            } else {
-                r.extend(["--queue-num".into(), self.queue.to_string()]);
-            }
-            if self.bypass {
-                r.push("--queue-bypass".into());
-            }
-            out.push((table, chain, r));
-        }
-        out
+        targets.push((table, chain, queue));
+        targets
+            .iter()
+            .flat_map(|(table, chain, target)| {
+                self.protocols.iter().map(move |proto| {
+                    let mut r = self.matches(proto);
+                    r.extend(target.iter().cloned());
+                    (*table, *chain, r)
+                })
+            })
+            .collect()
     }
 
     /// Removes stale rules carrying our tag, then inserts ours.
