@@ -61,7 +61,7 @@ pub fn nfqueue_loop(
     let mut packets = RecvBatch::new(batch);
     let mut verdicts = Verdicts::new();
     let mut dispositions = Vec::with_capacity(batch);
-    let (mut ids, mut csum) = (Vec::with_capacity(batch), Vec::with_capacity(batch));
+    let mut csum = Vec::with_capacity(batch);
     let fd = q.as_raw_fd();
     // After a full batch more packets are almost surely waiting: receive again at once, up to
     // BUSY_ROUNDS times, before the next `wait` (a poll syscall that also applies control
@@ -87,19 +87,17 @@ pub fn nfqueue_loop(
         // The payloads borrow this batch's buffer, so their list is the one allocation per
         // batch; the others are kept.
         let mut payloads = Vec::with_capacity(n);
-        ids.clear();
         csum.clear();
         for p in packets.packets() {
-            ids.push(p.id);
             payloads.push(p.payload);
             csum.push(p.skb_info & NFQA_SKB_CSUMNOTREADY != 0);
         }
         dispositions.clear();
         path.handle_batch(t, &payloads, &csum, &mut dispositions);
-        for (&id, d) in ids.iter().zip(&dispositions) {
+        for (p, d) in packets.packets().zip(&dispositions) {
             match *d {
-                Disposition::Consumed => verdicts.push(id, Verdict::Drop, None),
-                Disposition::Accept { mark } => verdicts.push(id, Verdict::Accept, Some(mark)),
+                Disposition::Consumed => verdicts.push(p.id, Verdict::Drop, None),
+                Disposition::Accept { mark } => verdicts.push(p.id, Verdict::Accept, Some(mark)),
             }
         }
         // Send first, then drop the originals: nothing is lost if the process dies between.
