@@ -6,10 +6,13 @@
 //! Packets are seen through [`capture`], turned into normalized [`trace`]s and [`ladder`]
 //! diagrams, and asserted with [`snapshot`]s.
 
+pub mod backend;
+pub mod cancel;
 pub mod capture;
 pub mod check;
 pub mod deploy;
 pub mod error;
+pub mod kernel;
 pub mod lab;
 pub mod ladder;
 pub mod net;

@@ -7,7 +7,6 @@ use clap::Args;
 use lab::scenario::Progress as _;
 use lab::scenario::{
     self, ReportOptions, RunOptions, ScenarioResult, SnapshotMode, discover, load_all, render,
-    tasks,
 };
 use std::io::Write;
 use std::path::PathBuf;
@@ -41,7 +40,7 @@ pub struct RunArgs {
 }
 
 extern "C" fn on_signal(_: libc::c_int) {
-    tasks::cancel();
+    lab::cancel::cancel();
 }
 
 /// SIGINT/SIGTERM ask every running scenario to stop (its lab is then removed); a second one
@@ -96,7 +95,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .map(|j| j as usize)
         .unwrap_or_else(|| scenarios.len().min(4))
         .max(1);
-    let kernel = scenario::kernel::KernelVersion::running();
+    let kernel = lab::kernel::KernelVersion::running();
     println!(
         "running {} scenario(s), {} at a time, on kernel {kernel}",
         scenarios.len(),
@@ -124,7 +123,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                         i
                     };
                     let Some(s) = scenarios.get(i) else { break };
-                    if tasks::cancelled() {
+                    if lab::cancel::cancelled() {
                         break;
                     }
                     let r = scenario::run(s, &opts, &printer);
@@ -158,7 +157,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         let json = serde_json::to_string_pretty(&ran)?;
         std::fs::write(p, json + "\n").with_context(|| format!("cannot write {}", p.display()))?;
     }
-    let interrupted = tasks::cancelled();
+    let interrupted = lab::cancel::cancelled();
     let not_run = scenarios.len() - ran.len();
     println!();
     println!(

@@ -4,6 +4,7 @@ mod capture;
 mod capture_cli;
 mod determinism;
 mod run_cli;
+mod runner;
 mod runtime;
 mod support;
 mod trace;

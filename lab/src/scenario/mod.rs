@@ -13,20 +13,16 @@
 //! reference is docs/scenario-format.md; `lab run FILE|DIR…` and the `scenarios` test target
 //! run the files in `scenarios/`.
 
-pub mod conntrack;
-pub mod holder;
-pub mod kernel;
 pub mod model;
 pub mod report;
 pub mod result;
 pub mod run;
 pub mod snapfile;
-pub mod tasks;
 
 pub use model::{Scenario, ScenarioError};
 pub use report::{ReportOptions, render};
 pub use result::{ScenarioResult, Verdict};
-pub use run::{Progress, RunOptions, Silent, run};
+pub use run::{Progress, RunOptions, Silent, run, run_on};
 pub use snapfile::SnapshotMode;
 
 use std::path::PathBuf;

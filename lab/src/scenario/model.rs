@@ -3,7 +3,11 @@
 //! The format reference is docs/scenario-format.md. Every mistake is reported with the file,
 //! the line of the step or expectation, and what is wrong, as one line.
 
-use super::kernel::KernelRange;
+use crate::backend::{
+    BurstSpec, CaptureSpec, ExecSpec, HoldSpec, HoldVerdict, Probe, Program, Proto, StopSignal,
+    TelnetOutcome, TelnetSpec,
+};
+use crate::kernel::KernelRange;
 use crate::resolve::{Plan, resolve};
 use crate::topology::{Origin, Topology, builtin};
 use crate::trace::Ordering;
@@ -54,22 +58,13 @@ pub struct Scenario {
     /// The resolved topology.
     pub plan: Plan,
     /// Capture points, in trace order.
-    pub captures: Vec<CapturePoint>,
+    pub captures: Vec<CaptureSpec>,
     /// How traces are written.
     pub trace: TraceSettings,
     /// Steps, in order.
     pub steps: Vec<Step>,
     /// Expectations, in order.
     pub expects: Vec<Expect>,
-}
-
-/// One capture point: a host and one of its interfaces, or all of them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CapturePoint {
-    /// Node name.
-    pub host: String,
-    /// Full interface name (`h3-eth0`, `lo`), or `None` for every interface.
-    pub interface: Option<String>,
 }
 
 /// Trace settings of a scenario.
@@ -113,154 +108,24 @@ pub struct Step {
     pub kind: StepKind,
 }
 
-/// TCP or UDP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        })
-    }
-}
-
-/// An NFQUEUE verdict the holder gives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HoldVerdict {
-    /// NF_ACCEPT: the packets continue.
-    Accept,
-    /// NF_DROP.
-    Drop,
-}
-
-impl fmt::Display for HoldVerdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            HoldVerdict::Accept => "accept",
-            HoldVerdict::Drop => "drop",
-        })
-    }
-}
-
-/// A signal a `stop` step sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopSignal {
-    /// SIGTERM: the process cleans up.
-    Term,
-    /// SIGINT.
-    Int,
-    /// SIGKILL: nothing is cleaned up (rules stay).
-    Kill,
-}
-
-impl fmt::Display for StopSignal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            StopSignal::Term => "SIGTERM",
-            StopSignal::Int => "SIGINT",
-            StopSignal::Kill => "SIGKILL",
-        })
-    }
-}
-
-/// What a step does.
+/// What a step does. Programs and exchanges are described in the backend's vocabulary
+/// ([`crate::backend`]), so the runner hands them to the network as they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepKind {
-    /// Starts the `lb` binary in a host (`lb ARGS…`).
-    StartLb {
+    /// Starts a program in a host, in the background (`start = "lb" | "command" |
+    /// "tcp-listener" | "udp-listener" | "nfq-holder"`).
+    Start {
         /// Host.
         host: String,
-        /// Process name (log file `<host>-<name>.log`).
+        /// Name of what it starts (log file `<host>-<name>.log`).
         name: String,
-        /// Arguments after `lb`.
-        args: Vec<String>,
+        /// What runs.
+        program: Program,
     },
-    /// Starts any command line in a host, in the background.
-    StartCommand {
-        /// Host.
-        host: String,
-        /// Process name.
-        name: String,
-        /// Program and arguments.
-        argv: Vec<String>,
-    },
-    /// A TCP listener that accepts connections and logs what it receives (like `nc -l`).
-    TcpListener {
-        /// Host.
-        host: String,
-        /// Name.
-        name: String,
-        /// Address to listen on.
-        addr: SocketAddrV4,
-        /// Sent back once per connection after the first data arrives.
-        reply: Option<String>,
-    },
-    /// A UDP socket that counts the datagrams it receives.
-    UdpListener {
-        /// Host.
-        host: String,
-        /// Name.
-        name: String,
-        /// Address to bind.
-        addr: SocketAddrV4,
-    },
-    /// Binds an NFQUEUE, holds `count` packets, waits `delay`, then verdicts them together.
-    NfqHolder {
-        /// Host.
-        host: String,
-        /// Name.
-        name: String,
-        /// Queue number.
-        queue: u16,
-        /// Packets held before a verdict.
-        count: usize,
-        /// Wait after the last held packet arrived, before the verdict.
-        delay: Duration,
-        /// The verdict.
-        verdict: HoldVerdict,
-    },
-    /// Waits until a process printed a line containing `text`.
-    WaitLog {
-        /// Process name.
-        process: String,
-        /// Text the line contains.
-        text: String,
-        /// How long at most.
-        timeout: Duration,
-    },
-    /// Waits until a socket listens (TCP) or is bound (UDP) on `addr` in `host`.
-    WaitListening {
-        /// Host.
-        host: String,
-        /// TCP or UDP.
-        proto: Proto,
-        /// Address (0.0.0.0 matches any address on the port).
-        addr: SocketAddrV4,
-        /// How long at most.
-        timeout: Duration,
-    },
-    /// Waits until NFQUEUE `queue` is bound in `host`.
-    WaitQueue {
-        /// Host.
-        host: String,
-        /// Queue number.
-        queue: u16,
-        /// How long at most.
-        timeout: Duration,
-    },
-    /// Waits until a UDP listener counted `count` datagrams (continues when it times out).
-    WaitDatagrams {
-        /// Listener name.
-        listener: String,
-        /// Datagrams to wait for.
-        count: u64,
+    /// Waits until something holds, `timeout` at most.
+    Wait {
+        /// What is waited for.
+        until: WaitFor,
         /// How long at most.
         timeout: Duration,
     },
@@ -270,18 +135,8 @@ pub enum StepKind {
         host: String,
         /// Name.
         name: String,
-        /// Where to connect.
-        addr: SocketAddrV4,
-        /// Lines to send (each followed by `\n`).
-        send: Vec<String>,
-        /// The tcp-listener serving this connection: the lines are sent once it has accepted the
-        /// connection, and (with `wait_reply`) the client closes once the listener has seen its
-        /// reply acknowledged. Paced like this, every run sends the same packets in the same order.
-        server: Option<String>,
-        /// Read a reply line before closing.
-        wait_reply: bool,
-        /// Connect timeout, and the bound of the whole exchange.
-        timeout: Duration,
+        /// The session.
+        spec: TelnetSpec,
     },
     /// Sends datagrams from one socket (one 5-tuple).
     UdpBurst {
@@ -289,16 +144,8 @@ pub enum StepKind {
         host: String,
         /// Name.
         name: String,
-        /// Destination.
-        to: SocketAddrV4,
-        /// Source port (0: the kernel picks one).
-        source_port: u16,
-        /// How many.
-        count: usize,
-        /// Gap between datagrams (zero: back to back).
-        interval: Duration,
-        /// Payload; `{n}` becomes the datagram's number (1-based).
-        payload: String,
+        /// The datagrams.
+        spec: BurstSpec,
     },
     /// Reads conntrack counters (and entries) inside a host.
     Conntrack {
@@ -329,12 +176,37 @@ pub enum StepKind {
         host: String,
         /// Name (log file).
         name: String,
-        /// Program and arguments.
-        argv: Vec<String>,
-        /// How long at most.
-        timeout: Duration,
+        /// The command and its timeout.
+        spec: ExecSpec,
         /// Exit status the step requires.
         status: i32,
+    },
+}
+
+/// What a `wait` step waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitFor {
+    /// A process printed a line containing `text` (`wait = "log"`).
+    Log {
+        /// Process name.
+        process: String,
+        /// Text the line contains.
+        text: String,
+    },
+    /// A readiness probe in a host holds (`wait = "listening" | "queue"`).
+    Probe {
+        /// Host.
+        host: String,
+        /// The probe.
+        probe: Probe,
+    },
+    /// A UDP listener counted `count` datagrams (`wait = "datagrams"`); the run goes on when
+    /// this times out.
+    Datagrams {
+        /// Listener name.
+        listener: String,
+        /// Datagrams to wait for.
+        count: u64,
     },
 }
 
@@ -342,15 +214,25 @@ impl StepKind {
     /// The step's short kind, as in messages: `start lb`, `telnet`, …
     pub fn kind(&self) -> &'static str {
         match self {
-            StepKind::StartLb { .. } => "start lb",
-            StepKind::StartCommand { .. } => "start command",
-            StepKind::TcpListener { .. } => "start tcp-listener",
-            StepKind::UdpListener { .. } => "start udp-listener",
-            StepKind::NfqHolder { .. } => "start nfq-holder",
-            StepKind::WaitLog { .. } => "wait log",
-            StepKind::WaitListening { .. } => "wait listening",
-            StepKind::WaitQueue { .. } => "wait queue",
-            StepKind::WaitDatagrams { .. } => "wait datagrams",
+            StepKind::Start { program, .. } => match program {
+                Program::Lb { .. } => "start lb",
+                Program::Command { .. } => "start command",
+                Program::TcpListener { .. } => "start tcp-listener",
+                Program::UdpListener { .. } => "start udp-listener",
+                Program::NfqHolder(_) => "start nfq-holder",
+            },
+            StepKind::Wait { until, .. } => match until {
+                WaitFor::Log { .. } => "wait log",
+                WaitFor::Probe {
+                    probe: Probe::Listening { .. },
+                    ..
+                } => "wait listening",
+                WaitFor::Probe {
+                    probe: Probe::QueueBound { .. },
+                    ..
+                } => "wait queue",
+                WaitFor::Datagrams { .. } => "wait datagrams",
+            },
             StepKind::Telnet { .. } => "telnet",
             StepKind::UdpBurst { .. } => "udp-burst",
             StepKind::Conntrack { .. } => "conntrack",
@@ -363,11 +245,7 @@ impl StepKind {
     /// The name this step gives to what it creates, if any.
     pub fn name(&self) -> Option<&str> {
         match self {
-            StepKind::StartLb { name, .. }
-            | StepKind::StartCommand { name, .. }
-            | StepKind::TcpListener { name, .. }
-            | StepKind::UdpListener { name, .. }
-            | StepKind::NfqHolder { name, .. }
+            StepKind::Start { name, .. }
             | StepKind::Telnet { name, .. }
             | StepKind::UdpBurst { name, .. }
             | StepKind::Conntrack { name, .. }
@@ -379,13 +257,11 @@ impl StepKind {
     /// The host the step acts in, if it names one.
     pub fn host(&self) -> Option<&str> {
         match self {
-            StepKind::StartLb { host, .. }
-            | StepKind::StartCommand { host, .. }
-            | StepKind::TcpListener { host, .. }
-            | StepKind::UdpListener { host, .. }
-            | StepKind::NfqHolder { host, .. }
-            | StepKind::WaitListening { host, .. }
-            | StepKind::WaitQueue { host, .. }
+            StepKind::Start { host, .. }
+            | StepKind::Wait {
+                until: WaitFor::Probe { host, .. },
+                ..
+            }
             | StepKind::Telnet { host, .. }
             | StepKind::UdpBurst { host, .. }
             | StepKind::Conntrack { host, .. }
@@ -395,45 +271,73 @@ impl StepKind {
     }
 }
 
-/// The outcome of a telnet step, as telnet reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TelnetOutcome {
-    /// "Connected to …".
-    Connected,
-    /// "Unable to connect to remote host: Connection refused".
-    Refused,
-    /// "Unable to connect to remote host: Connection timed out".
-    Timeout,
-    /// "Unable to connect to remote host: No route to host" (or network unreachable).
-    Unreachable,
-}
-
-impl TelnetOutcome {
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "connected" => Self::Connected,
-            "refused" => Self::Refused,
-            "timeout" => Self::Timeout,
-            "unreachable" => Self::Unreachable,
-            _ => return None,
-        })
-    }
-
-    /// The word used in files and reports.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Connected => "connected",
-            Self::Refused => "refused",
-            Self::Timeout => "timeout",
-            Self::Unreachable => "unreachable",
-        }
-    }
-}
-
-impl fmt::Display for TelnetOutcome {
+/// A step as one line: `telnet from h3 to 10.0.0.50:8080`.
+impl fmt::Display for StepKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        match self {
+            StepKind::Start {
+                host,
+                name,
+                program,
+            } => match program {
+                Program::Lb { args } => write!(f, "start in {host}: lb {}", args.join(" ")),
+                Program::Command { argv } => write!(f, "start in {host}: {}", argv.join(" ")),
+                Program::TcpListener { addr, .. } => {
+                    write!(f, "start tcp-listener `{name}` in {host} on {addr}")
+                }
+                Program::UdpListener { addr } => {
+                    write!(f, "start udp-listener `{name}` in {host} on {addr}")
+                }
+                Program::NfqHolder(h) => write!(
+                    f,
+                    "start nfq-holder in {host}: queue {}, hold {}, {} together after {} ms",
+                    h.queue,
+                    h.count,
+                    h.verdict,
+                    h.delay.as_millis()
+                ),
+            },
+            StepKind::Wait { until, .. } => match until {
+                WaitFor::Log { process, text } => write!(f, "wait for `{text}` in {process}'s log"),
+                WaitFor::Probe {
+                    host,
+                    probe: Probe::Listening { proto, addr },
+                } => write!(f, "wait until {proto} {addr} listens in {host}"),
+                WaitFor::Probe {
+                    host,
+                    probe: Probe::QueueBound { queue },
+                } => write!(f, "wait until queue {queue} is bound in {host}"),
+                WaitFor::Datagrams { listener, count } => {
+                    write!(f, "wait for {count} datagram(s) at `{listener}`")
+                }
+            },
+            StepKind::Telnet { host, spec, .. } => {
+                write!(f, "telnet from {host} to {}", spec.addr)
+            }
+            StepKind::UdpBurst { host, spec, .. } => {
+                let (to, count) = (spec.to, spec.count);
+                if spec.interval.is_zero() {
+                    write!(
+                        f,
+                        "udp-burst from {host} to {to}: {count} datagram(s) back to back"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "udp-burst from {host} to {to}: {count} datagram(s), {} ms apart",
+                        spec.interval.as_millis()
+                    )
+                }
+            }
+            StepKind::Conntrack { host, name, .. } => {
+                write!(f, "conntrack reading `{name}` in {host}")
+            }
+            StepKind::Sleep { duration, .. } => write!(f, "sleep {} ms", duration.as_millis()),
+            StepKind::Stop { process, signal } => write!(f, "stop {process} with {signal}"),
+            StepKind::Exec { host, spec, .. } => {
+                write!(f, "exec in {host}: {}", spec.argv.join(" "))
+            }
+        }
     }
 }
 
@@ -495,6 +399,74 @@ pub enum ExpectKind {
         /// Append the ladder diagram to the snapshot.
         ladder: bool,
     },
+}
+
+/// An expectation as one line: `telnet \`telnet\`: outcome refused`.
+impl fmt::Display for ExpectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = |t: &str| t.as_bytes().escape_ascii().to_string();
+        match self {
+            ExpectKind::Telnet {
+                step,
+                outcome,
+                received,
+            } => {
+                let mut v = Vec::new();
+                if let Some(o) = outcome {
+                    v.push(format!("outcome {o}"));
+                }
+                if let Some(r) = received {
+                    v.push(format!("received \"{}\"", text(r)));
+                }
+                write!(f, "telnet `{step}`: {}", v.join(", "))
+            }
+            ExpectKind::Listener {
+                name,
+                received,
+                bytes,
+                connections,
+                datagrams,
+            } => {
+                let mut v = Vec::new();
+                if let Some(r) = received {
+                    v.push(format!("received \"{}\"", text(r)));
+                }
+                if let Some(b) = bytes {
+                    v.push(format!("{b} bytes"));
+                }
+                if let Some(c) = connections {
+                    v.push(format!("{c} connection(s)"));
+                }
+                if let Some(d) = datagrams {
+                    v.push(format!("{d} datagram(s)"));
+                }
+                write!(f, "listener `{name}`: {}", v.join(", "))
+            }
+            ExpectKind::Conntrack {
+                read,
+                since,
+                delta,
+                entries,
+            } => {
+                let mut v: Vec<String> = delta.iter().map(|(k, d)| format!("{k} {d:+}")).collect();
+                if let Some(e) = entries {
+                    v.push(format!(
+                        "{e} matching entr{}",
+                        if *e == 1 { "y" } else { "ies" }
+                    ));
+                }
+                match since {
+                    Some(s) => write!(f, "conntrack `{s}` → `{read}`: {}", v.join(", ")),
+                    None => write!(f, "conntrack `{read}`: {}", v.join(", ")),
+                }
+            }
+            ExpectKind::Trace { snapshot, ladder } => write!(
+                f,
+                "trace{} matches snapshot `{snapshot}`",
+                if *ladder { " and ladder" } else { "" }
+            ),
+        }
+    }
 }
 
 /// The conntrack counters a scenario can name (columns of /proc/net/stat/nf_conntrack).
@@ -893,7 +865,7 @@ impl Scenario {
                     }
                 }
             };
-            let point = CapturePoint {
+            let point = CaptureSpec {
                 host: host.to_string(),
                 interface,
             };
@@ -1176,10 +1148,10 @@ impl Validator<'_> {
                             Named::Process,
                             index,
                         )?;
-                        StepKind::StartLb {
+                        StepKind::Start {
                             host,
                             name,
-                            args: r.args,
+                            program: Program::Lb { args: r.args },
                         }
                     }
                     "command" => {
@@ -1202,10 +1174,10 @@ impl Validator<'_> {
                             Named::Process,
                             index,
                         )?;
-                        StepKind::StartCommand {
+                        StepKind::Start {
                             host,
                             name,
-                            argv: r.args,
+                            program: Program::Command { argv: r.args },
                         }
                     }
                     "tcp-listener" | "udp-listener" => {
@@ -1235,15 +1207,18 @@ impl Validator<'_> {
                             kind,
                             index,
                         )?;
-                        if tcp {
-                            StepKind::TcpListener {
-                                host,
-                                name,
+                        let program = if tcp {
+                            Program::TcpListener {
                                 addr,
                                 reply: r.reply,
                             }
                         } else {
-                            StepKind::UdpListener { host, name, addr }
+                            Program::UdpListener { addr }
+                        };
+                        StepKind::Start {
+                            host,
+                            name,
+                            program,
                         }
                     }
                     "nfq-holder" => {
@@ -1266,13 +1241,15 @@ impl Validator<'_> {
                             Named::Holder,
                             index,
                         )?;
-                        StepKind::NfqHolder {
+                        StepKind::Start {
                             host,
                             name,
-                            queue: r.queue.unwrap_or(0),
-                            count,
-                            delay: dur(&r.delay, Duration::ZERO)?,
-                            verdict,
+                            program: Program::NfqHolder(HoldSpec {
+                                queue: r.queue.unwrap_or(0),
+                                count,
+                                delay: dur(&r.delay, Duration::ZERO)?,
+                                verdict,
+                            }),
                         }
                     }
                     other => {
@@ -1306,18 +1283,14 @@ impl Validator<'_> {
                     }
                     Ok(())
                 };
-                match r.wait.as_str() {
+                let until = match r.wait.as_str() {
                     "log" => {
                         only(&["process", "line"])?;
                         let (Some(process), Some(text)) = (r.process, r.line) else {
                             return Err(e("`wait = \"log\"` needs `process` and `line`".into()));
                         };
                         self.refer(line, &ctx, &process, &[Named::Process])?;
-                        StepKind::WaitLog {
-                            process,
-                            text,
-                            timeout,
-                        }
+                        WaitFor::Log { process, text }
                     }
                     "listening" => {
                         only(&["host", "tcp", "udp"])?;
@@ -1330,11 +1303,12 @@ impl Validator<'_> {
                             (None, Some(a)) => (Proto::Udp, a),
                             _ => return Err(e("give exactly one of `tcp = \"ADDR:PORT\"` or `udp = \"ADDR:PORT\"`".into())),
                         };
-                        StepKind::WaitListening {
+                        WaitFor::Probe {
                             host,
-                            proto,
-                            addr: socket_addr(a).map_err(&e)?,
-                            timeout,
+                            probe: Probe::Listening {
+                                proto,
+                                addr: socket_addr(a).map_err(&e)?,
+                            },
                         }
                     }
                     "queue" => {
@@ -1342,10 +1316,9 @@ impl Validator<'_> {
                         let (Some(h), Some(queue)) = (&r.host, r.queue) else {
                             return Err(e("`wait = \"queue\"` needs `host` and `queue`".into()));
                         };
-                        StepKind::WaitQueue {
+                        WaitFor::Probe {
                             host: self.host(line, &ctx, h)?,
-                            queue,
-                            timeout,
+                            probe: Probe::QueueBound { queue },
                         }
                     }
                     "datagrams" => {
@@ -1356,18 +1329,15 @@ impl Validator<'_> {
                             ));
                         };
                         self.refer(line, &ctx, &listener, &[Named::UdpListener])?;
-                        StepKind::WaitDatagrams {
-                            listener,
-                            count,
-                            timeout,
-                        }
+                        WaitFor::Datagrams { listener, count }
                     }
                     other => {
                         return Err(e(format!(
                             "unknown `wait = \"{other}\"` (log | listening | queue | datagrams)"
                         )));
                     }
-                }
+                };
+                StepKind::Wait { until, timeout }
             }
             "telnet" => {
                 let r: RawTelnet = convert(t).map_err(&e)?;
@@ -1386,11 +1356,13 @@ impl Validator<'_> {
                 StepKind::Telnet {
                     host,
                     name,
-                    addr,
-                    send: r.send,
-                    server: r.server,
-                    wait_reply: r.wait_reply.unwrap_or(false),
-                    timeout: dur(&r.timeout, Duration::from_secs(2))?,
+                    spec: TelnetSpec {
+                        addr,
+                        send: r.send,
+                        server: r.server,
+                        wait_reply: r.wait_reply.unwrap_or(false),
+                        timeout: dur(&r.timeout, Duration::from_secs(2))?,
+                    },
                 }
             }
             "udp-burst" => {
@@ -1411,11 +1383,13 @@ impl Validator<'_> {
                 StepKind::UdpBurst {
                     host,
                     name,
-                    to,
-                    source_port: r.source_port.unwrap_or(0),
-                    count,
-                    interval: dur(&r.interval, Duration::ZERO)?,
-                    payload: r.payload.unwrap_or_else(|| "datagram {n}\n".into()),
+                    spec: BurstSpec {
+                        to,
+                        source_port: r.source_port.unwrap_or(0),
+                        count,
+                        interval: dur(&r.interval, Duration::ZERO)?,
+                        payload: r.payload.unwrap_or_else(|| "datagram {n}\n".into()),
+                    },
                 }
             }
             "conntrack" => {
@@ -1471,8 +1445,10 @@ impl Validator<'_> {
                 StepKind::Exec {
                     host,
                     name,
-                    argv: r.exec,
-                    timeout: dur(&r.timeout, wait_default)?,
+                    spec: ExecSpec {
+                        argv: r.exec,
+                        timeout: dur(&r.timeout, wait_default)?,
+                    },
                     status: r.status.unwrap_or(0),
                 }
             }
@@ -1699,7 +1675,7 @@ trace = "t"
         assert_eq!(s.steps[1].line, Some(16));
         assert!(matches!(
             &s.steps[1].kind,
-            StepKind::UdpBurst { count: 2, payload, .. } if payload == "datagram {n}\n"
+            StepKind::UdpBurst { spec, .. } if spec.count == 2 && spec.payload == "datagram {n}\n"
         ));
         assert_eq!(s.expects.len(), 3);
         assert!(s.expects[1].kernel.is_some());

@@ -15,13 +15,10 @@
 //! entered a lab namespace with `setns` must read `/proc/thread-self/net/...` instead, which
 //! [`read_counters`] does.
 
-use std::collections::BTreeMap;
+use crate::backend::Counters;
 
 /// Where a thread reads its own namespace's counters.
 pub const STAT_PATH: &str = "/proc/thread-self/net/stat/nf_conntrack";
-
-/// Counter name → value, summed over CPUs.
-pub type Counters = BTreeMap<String, u64>;
 
 /// Why the counters could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -4,8 +4,9 @@
 //! thread of their own; every loop polls with a short timeout so that [`Task::stop`] (and a
 //! cancelled run) ends it promptly. Each task writes a log file like a process would.
 
-use super::model::{Proto, TelnetOutcome};
 use crate::Lab;
+use crate::backend::{ListenerStats, Proto, TelnetOutcome, TelnetResult};
+use crate::cancel::{cancelled, pause};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -19,34 +20,6 @@ use std::time::{Duration, Instant};
 
 /// How often loops look at their stop flag.
 const TICK: Duration = Duration::from_millis(20);
-
-/// Set once by a signal handler (`lab run` on Ctrl-C): every wait and loop gives up.
-static CANCELLED: AtomicBool = AtomicBool::new(false);
-
-/// Asks every running scenario to stop at its next check (async-signal-safe).
-pub fn cancel() {
-    CANCELLED.store(true, Ordering::SeqCst);
-}
-
-/// True once [`cancel`] was called.
-pub fn cancelled() -> bool {
-    CANCELLED.load(Ordering::SeqCst)
-}
-
-/// Waits up to `d`, in small slices, unless the run is cancelled. Returns false if cancelled.
-pub fn pause(d: Duration) -> bool {
-    let end = Instant::now() + d;
-    loop {
-        if cancelled() {
-            return false;
-        }
-        let left = end.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return true;
-        }
-        std::thread::sleep(left.min(TICK));
-    }
-}
 
 /// A line-oriented log file shared with a thread.
 #[derive(Clone)]
@@ -64,21 +37,6 @@ impl Log {
             let _ = writeln!(f, "{text}");
         }
     }
-}
-
-/// Counts of a listener, shared with its thread.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ListenerStats {
-    /// TCP connections accepted.
-    pub connections: u64,
-    /// UDP datagrams received.
-    pub datagrams: u64,
-    /// Payload bytes received.
-    pub bytes: u64,
-    /// TCP: replies (`reply`) the client has acknowledged completely.
-    pub replies_acked: u64,
-    /// What was received (TCP: all connections in order; UDP: every payload).
-    pub received: Vec<u8>,
 }
 
 /// Shared counts of a task and the condition variable that signals their changes.
@@ -359,19 +317,6 @@ fn bind_error(what: &str, addr: SocketAddrV4, host: &str, e: io::Error) -> Strin
         String::new()
     };
     format!("cannot {what} {addr} in {host}: {e}{hint}")
-}
-
-/// What a telnet step saw.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TelnetResult {
-    /// connected / refused / timeout / unreachable.
-    pub outcome: TelnetOutcome,
-    /// What telnet would print.
-    pub message: String,
-    /// Bytes read from the server.
-    pub received: Vec<u8>,
-    /// The server closed its side before the step's time ran out.
-    pub closed_by_peer: bool,
 }
 
 /// How a telnet session goes once connected.

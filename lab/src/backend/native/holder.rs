@@ -4,14 +4,14 @@
 //! scenario (the socket is created inside the host's namespace), so it is ready — bound —
 //! when its step returns, and its log is a file beside the processes' logs.
 
-use super::model::HoldVerdict;
-use super::tasks::{Log, Task, cancelled, pause, poll_readable, update};
+use super::tasks::{Log, Task, poll_readable, update};
 use crate::Lab;
+use crate::backend::{HoldSpec, HoldVerdict};
+use crate::cancel::{cancelled, pause};
 use nfqueue::{Queue, QueueConfig, RecvBatch, Verdict};
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 /// What the holder did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,19 +43,6 @@ pub fn describe(payload: &[u8]) -> String {
         (17, Some((s, d))) => format!("udp {src}:{s} > {dst}:{d}, {} bytes", payload.len()),
         (p, _) => format!("ip-proto-{p} {src} > {dst}, {} bytes", payload.len()),
     }
-}
-
-/// What a holder does: hold `count` packets of `queue`, wait `delay`, give `verdict`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HoldSpec {
-    /// Queue number.
-    pub queue: u16,
-    /// Packets held before a verdict.
-    pub count: usize,
-    /// Wait after the last held packet, before the verdict.
-    pub delay: Duration,
-    /// The verdict.
-    pub verdict: HoldVerdict,
 }
 
 /// Binds the queue in `host` and starts holding.
