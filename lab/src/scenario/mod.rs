@@ -8,12 +8,13 @@
 //! print!("{}", report::render(&result, ReportOptions { ladder: true, trace: false }));
 //! ```
 //!
-//! Pipeline: [`model`] (parse + validate, no syscalls) → [`run`](run::run) (a fresh lab,
+//! Pipeline: [`parse`] (TOML → [`model`], validated, no syscalls) → [`run`](run::run) (a fresh lab,
 //! captures armed, steps, settle, trace, expectations, lab removed) → [`report`]. The format
 //! reference is docs/scenario-format.md; `lab run FILE|DIR…` and the `scenarios` test target
 //! run the files in `scenarios/`.
 
 pub mod model;
+pub mod parse;
 pub mod report;
 pub mod result;
 pub mod run;
