@@ -22,6 +22,8 @@ pub mod resolve;
 pub mod scenario;
 pub mod snapshot;
 pub mod state;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod topology;
 pub mod trace;
 

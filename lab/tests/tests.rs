@@ -6,5 +6,4 @@ mod determinism;
 mod run_cli;
 mod runner;
 mod runtime;
-mod support;
 mod trace;

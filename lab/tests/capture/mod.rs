@@ -8,7 +8,7 @@ use lab::capture::{Capture, CaptureConfig, CapturePoint, PacketType, StopReason}
 use lab::ladder::Ladder;
 use lab::trace::{NameMap, Trace, TraceOptions};
 
-use crate::support::{NsThread, VethPair, privileged, tool};
+use lab::testing::{NsThread, VethPair, privileged, tool};
 
 /// (source port, destination port, payload length) of the UDP frames of `point`.
 fn udp_frames(point: &CapturePoint) -> Vec<(PacketType, u16, u16, usize)> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use lab::topology::builtin;
 use lab::{Lab, LabOptions, resolve};
 
-use crate::support::{privileged, tool};
+use lab::testing::{privileged, tool};
 
 /// Removes the lab on drop, pass or fail.
 struct DownOnDrop(String);

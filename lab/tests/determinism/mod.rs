@@ -24,7 +24,7 @@ use lab::topology::builtin;
 use lab::trace::{NameMap, Trace, TraceBuilder, TraceOptions};
 use lab::{Lab, LabOptions, Plan, Topology, resolve};
 
-use crate::support::{privileged, privileged_with};
+use lab::testing::{privileged, privileged_with};
 
 /// Runs per proof.
 const RUNS: usize = 20;

@@ -2,7 +2,7 @@
 //! (pass/fail per expectation, the snapshot diff, artifacts), a missing `lb`, Ctrl-C, and that
 //! no namespace is left behind.
 
-use crate::support::privileged;
+use lab::testing::privileged;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -1,9 +1,9 @@
 //! Privileged tests of the lab runtime on the real kernel: deploy, reachability, teardown,
 //! parallel labs, SIGKILLed owners, half-way failures and the CLI.
 
-use crate::support::{privileged, privileged_with};
 use lab::check::check_connectivity;
 use lab::state::{NETNS_DIR, StateRecord};
+use lab::testing::{privileged, privileged_with};
 use lab::topology::{Origin, builtin};
 use lab::{Lab, LabError, LabOptions, Plan, Topology, resolve};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -5,10 +5,7 @@ use lab::{Lab, LabOptions, Process, Topology, resolve};
 use std::time::{Duration, Instant};
 
 // The lab's own test helpers (the `LAB_REQUIRE_PRIVILEGED` gate), as nfqueue's tests use them.
-#[path = "../../../lab/tests/support/mod.rs"]
-#[allow(dead_code)]
-mod support;
-pub use support::privileged;
+pub use lab::testing::privileged;
 
 /// The binary under test.
 pub const LB: &str = env!("CARGO_BIN_EXE_lb");

@@ -6,8 +6,8 @@
 //! the veth path keeps order, the listener's next datagram being the marker proves the
 //! dropped ones never arrived.
 
-use crate::support::{privileged, privileged_with};
 use lab::check::check_connectivity;
+use lab::testing::{privileged, privileged_with};
 use lab::topology::builtin;
 use lab::{Lab, LabOptions, resolve};
 use nfqueue::{Error, Queue, QueueConfig, QueueStats, RecvBatch, Verdict};

@@ -1,4 +1,6 @@
-//! Shared helpers: privilege checks and throw-away network namespaces.
+//! Test helpers shared by the workspace's crates (behind the `testing` feature, as s2n-quic-core
+//! exports its own): the privileged-test gate (`LAB_REQUIRE_PRIVILEGED`), tool checks, and
+//! throw-away network namespaces on a thread of their own.
 
 use std::process::Command;
 use std::sync::mpsc;
@@ -61,6 +63,8 @@ pub struct NsThread {
     pub ns_path: String,
 }
 
+// `new` creates a namespace and a thread: a `Default` would hide that.
+#[allow(clippy::new_without_default)]
 impl NsThread {
     /// Starts the thread and its namespace, with `lo` up.
     pub fn new() -> Self {
@@ -145,10 +149,13 @@ const MAC_B: &str = "02:00:00:00:00:02";
 /// new dynamic entries fail and UDP sends vanish as `UdpSndbufErrors`. Permanent entries are
 /// exempt from that cap (and keep ARP out of the captures).
 pub struct VethPair {
+    /// 10.0.0.3 on veth-a.
     pub a: NsThread,
+    /// 10.0.0.2 on veth-b.
     pub b: NsThread,
 }
 
+#[allow(clippy::new_without_default)]
 impl VethPair {
     /// Builds both namespaces and the link, IPv6 off so that only the test's traffic flows.
     pub fn new() -> Self {
