@@ -26,7 +26,7 @@ pub enum DurationError {
     /// The number is not a non-negative decimal.
     #[error("{0:?}: want a duration like 500ms, 2s, 1.5s, 1m or 1h")]
     BadNumber(String),
-    /// Above [`MAX_SECS`] seconds.
+    /// Above 10^9 seconds (about 31 years: a typo, not a timeout).
     #[error("{0:?}: out of range")]
     OutOfRange(String),
 }
