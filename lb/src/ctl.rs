@@ -1,12 +1,13 @@
 //! `lb ctl`: the operator's unix socket on the server and on the agent, both ends.
 //!
-//! One JSON object per line each way: `{"cmd":"drain","name":"h2","deadline":"30s"}` in,
-//! `{"ok":true,…}` or `{"ok":false,"error":"…"}` out. The socket is created mode 0600 (root's
-//! tool); a stale file from a crashed run is replaced, a live one is left alone.
+//! One JSON object per line each way: a [`Request`] in (`{"cmd":"drain","name":"h2"}`, the
+//! typed messages of `lb_core::protocol::ctl`), `{"ok":true,…}` or `{"ok":false,"error":"…"}`
+//! out. The socket is created mode 0600 (root's tool); a stale file from a crashed run is
+//! replaced, a live one is left alone. [`run`] is `lb ctl` itself, the client.
 
 use crate::lines::{LineReader, write_line};
 use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
+use lb_core::protocol::ctl::{Done, Refusal, Request, RequestError, Role, WireRequest};
 use serde_json::{Value, json};
 use std::cell::Cell;
 use std::future::Future;
@@ -23,23 +24,22 @@ const MAX_REQUEST: usize = 4096;
 /// `lb ctl` connections served at once.
 const MAX_CLIENTS: usize = 16;
 
-/// One request.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Request {
-    /// The verb: state, backends, drain, undrain, pause, resume, deregister, register.
-    pub cmd: String,
-    /// The backend (drain, undrain).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// How long a drain keeps tracked flows (`"30s"`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deadline: Option<String>,
+/// A refusal as the JSON answer.
+pub fn error(msg: impl std::fmt::Display) -> Value {
+    json!(Refusal::new(msg))
 }
 
-/// An error answer.
-pub fn error(msg: impl std::fmt::Display) -> Value {
-    json!({"ok": false, "error": msg.to_string()})
+/// A success with a message, as the JSON answer.
+pub fn done(msg: impl std::fmt::Display) -> Value {
+    json!(Done::new(msg))
+}
+
+/// The refusal of a request that a process in `role` does not serve.
+pub fn not_served(req: &Request, role: Role) -> Value {
+    error(RequestError::NotServed {
+        verb: req.verb().to_string(),
+        role,
+    })
 }
 
 /// What answers requests.
@@ -103,8 +103,9 @@ pub fn bind(path: &Path, explicit: bool) -> Result<Option<CtlSocket>> {
     }))
 }
 
-/// Serves `listener` on the current `LocalSet` until the task is dropped.
-pub async fn serve(listener: UnixListener, handler: Handler) {
+/// Serves `listener` on the current `LocalSet` for a process in `role` until the task is
+/// dropped; requests for the other role are refused before `handler` sees them.
+pub async fn serve(listener: UnixListener, role: Role, handler: Handler) {
     let listener = match tokio::net::UnixListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -141,8 +142,14 @@ pub async fn serve(listener: UnixListener, handler: Handler) {
                     }
                     _ => break,
                 };
-                let answer = match serde_json::from_str::<Request>(&line) {
-                    Ok(req) => handler(req).await,
+                let answer = match serde_json::from_str::<WireRequest>(&line) {
+                    Ok(wire) => match wire.for_role(role) {
+                        Ok(req) => match req.refused_by(role) {
+                            None => handler(req).await,
+                            Some(refusal) => json!(refusal),
+                        },
+                        Err(e) => error(e),
+                    },
                     Err(e) => error(format!("bad request: {e}")),
                 };
                 if write_line(&mut w, &answer.to_string(), Duration::from_secs(5))
@@ -179,6 +186,40 @@ pub fn call(path: &Path, req: &Request) -> Result<Value> {
         bail!("{} closed without answering", path.display());
     }
     serde_json::from_str(&answer).with_context(|| format!("answer from {}", path.display()))
+}
+
+/// A request the other end refused (exit code 2, like bad input).
+#[derive(Debug, thiserror::Error)]
+#[error("{verb}: {reason}")]
+pub struct Refused {
+    /// The request's verb.
+    pub verb: &'static str,
+    /// The answer's `error`.
+    pub reason: String,
+}
+
+/// `lb ctl`: sends `req` to the socket at `path` and prints the answer, as JSON if `json`.
+pub fn run(path: &Path, req: &Request, json: bool) -> Result<()> {
+    let answer = call(path, req)?;
+    if answer.get("ok").and_then(Value::as_bool) != Some(true) {
+        let e = answer
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("refused without a reason");
+        if json {
+            println!("{answer}");
+        }
+        bail!(Refused {
+            verb: req.verb(),
+            reason: e.to_string(),
+        });
+    }
+    if json {
+        println!("{answer}");
+    } else {
+        print!("{}", render(req.verb(), &answer));
+    }
+    Ok(())
 }
 
 fn num(v: &Value, k: &str) -> String {

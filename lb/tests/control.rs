@@ -2,9 +2,9 @@
 //! agent`s registering from h2, h4 and h5, TCP clients in h3, `lb ctl` over each process's
 //! socket. Privileged: skipped without root unless LAB_REQUIRE_PRIVILEGED=1.
 
-mod common;
+mod harness;
 
-use common::{LB, privileged, start_lb};
+use harness::{LB, privileged, start_lb};
 use lab::{Lab, Process};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -22,7 +22,7 @@ const BACKENDS: [&str; 3] = ["h2", "h4", "h5"];
 
 /// h1 the balancer, h3 the client, h2/h4/h5 backends; VIP 10.0.0.50.
 fn up() -> Lab {
-    common::up("single,5")
+    harness::up("single,5")
 }
 
 /// A started `lb` and its ctl socket.

@@ -2,12 +2,12 @@
 //! routing rules, tables and sysctls it sets and restores, a crash and a restart, two balancers
 //! in one namespace. Privileged: skipped without root unless LAB_REQUIRE_PRIVILEGED=1.
 
-mod common;
 #[allow(dead_code)]
 mod dataplane;
+mod harness;
 
-use common::{privileged, start_lb as start, up};
 use dataplane::{Echo, PORT, VIP, crash, fixture, queues, sh, stop, tcp_ask, udp_ask, udp_ask_to};
+use harness::{privileged, start_lb as start, up};
 use lab::Lab;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};

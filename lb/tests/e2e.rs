@@ -2,12 +2,12 @@
 //! backends run `lb agent` (encapsulation) or hold the VIP on lo (DSR), a client connects to
 //! VIP:8080. Privileged: skipped without root unless LAB_REQUIRE_PRIVILEGED=1.
 
-mod common;
 #[allow(dead_code)]
 mod dataplane;
+mod harness;
 
-use common::{LB, privileged, start_lb as start, up};
 use dataplane::{Echo, PORT, VIP, crash, fixture, queues, sh, stop, tcp_ask, udp_ask};
+use harness::{LB, privileged, start_lb as start, up};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};

@@ -11,10 +11,10 @@ use anyhow::{Context, Result};
 use std::time::Instant;
 
 /// Monotonic nanoseconds since the process's first call, for the core's clock.
-pub fn now() -> lb::Nanos {
+pub fn now() -> lb_core::Nanos {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     let start = *START.get_or_init(Instant::now);
-    lb::Nanos(start.elapsed().as_nanos() as u64)
+    lb_core::Nanos(start.elapsed().as_nanos() as u64)
 }
 
 /// The file under /proc/sys of a sysctl. The name is dotted (`net.ipv4.ip_forward`) or, as

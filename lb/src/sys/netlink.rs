@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures::TryStreamExt;
-use lb::MacAddr;
+use lb_core::MacAddr;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};

@@ -1,0 +1,5 @@
+//! The two wire protocols of `lb`, as typed messages: [`agent`] (agent ↔ server registration on
+//! TCP :1338) and [`ctl`] (the operator's `lb ctl` unix socket). See docs/protocol.md.
+
+pub mod agent;
+pub mod ctl;

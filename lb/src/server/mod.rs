@@ -1,0 +1,334 @@
+//! `lb server`: the VIP, the intake rules, one data-path thread per queue, and a clean stop.
+//!
+//! Start: the NFQUEUE rules first (stale ones from a crashed run removed), then the VIP as a
+//! /32 on the interface whose subnet holds it, so that no packet to the VIP ever reaches a
+//! kernel that would answer it. Stop (SIGINT/SIGTERM): the VIP first, then the rules.
+//!
+//! Each data-path thread owns a [`State`]: with several queues the kernel's `--queue-balance`
+//! sends every packet of a flow to the same queue, so threads share nothing and agree on new
+//! flows because Maglev over the keyed hash is the same table in each.
+
+pub mod datapath;
+pub mod intake;
+pub mod registrar;
+
+use crate::sys::markroute::MarkRoutes;
+use crate::sys::netlink::{self, IfAddr};
+use crate::sys::rules::{Hook, QueueRules};
+use crate::sys::sock::{PacketSocket, set_rcvbuf};
+use anyhow::{Context, Result, bail};
+use datapath::mailbox::{self};
+use datapath::{Totals, new_path};
+use intake::packet::packet_loop;
+use lb_core::config::{BackendEntry, ControlSection, Intake, ServerSection, VerdictMode};
+use lb_core::forward::ENCAP_PORT;
+use lb_core::protocol::agent::Secret;
+use lb_core::{BackendSpec, Config, ForwardConfig, ForwardMode, Framing, MacAddr, State};
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Everything `lb server` needs, after the file and the flags are merged.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// The virtual IP.
+    pub vip: Ipv4Addr,
+    /// The `[server]` section with flags applied.
+    pub server: ServerSection,
+    /// The `[control]` section with flags applied.
+    pub control: ControlSection,
+    /// The shared secret, loaded from `control.secret_file`.
+    pub secret: Option<Secret>,
+    /// Whether the ctl socket's path was given (then a busy path is an error, not a warning).
+    pub ctl_socket_given: bool,
+}
+
+/// What a stop must undo; dropping it undoes what was done, in reverse order.
+struct Installed {
+    routes: Option<MarkRoutes>,
+    rules: Option<QueueRules>,
+    vip: Option<(u32, Ipv4Addr)>,
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        if let Some((ifindex, vip)) = self.vip.take() {
+            match netlink::del_host_address(ifindex, vip) {
+                Ok(()) => tracing::info!(%vip, "removed the VIP"),
+                Err(e) => tracing::error!("remove VIP {vip}: {e:#}"),
+            }
+        }
+        if let Some(rules) = self.rules.take() {
+            match rules.remove() {
+                Ok(n) => tracing::info!(rules = n, "removed the NFQUEUE rules"),
+                Err(e) => tracing::error!("remove NFQUEUE rules: {e:#}"),
+            }
+        }
+        if let Some(routes) = self.routes.take() {
+            match routes.remove() {
+                Ok(true) => {
+                    tracing::info!("removed the dsr-kernel rules and routes, restored the sysctls")
+                }
+                Ok(false) => tracing::info!(
+                    "removed the dsr-kernel rules and routes; another balancer's rules remain, so the forwarding sysctls stay"
+                ),
+                Err(e) => tracing::error!("remove dsr-kernel rules and routes: {e:#}"),
+            }
+        }
+    }
+}
+
+fn backend_specs(s: &ServerSettings, iface: &IfAddr) -> Result<Vec<BackendSpec>> {
+    s.server
+        .backends
+        .iter()
+        .map(|b: &BackendEntry| {
+            // dsr-kernel routes via the backend, so it must be on the LAN even with a MAC.
+            let needs_lan = match s.server.forward {
+                ForwardMode::Dsr => b.mac.is_none(),
+                ForwardMode::DsrKernel => true,
+                ForwardMode::UdpEncap => false,
+            };
+            if needs_lan && !iface.contains(b.addr) {
+                bail!(
+                    "backend {} ({}): DSR needs backends on the VIP's LAN ({}/{} on {})",
+                    b.name,
+                    b.addr,
+                    iface.addr,
+                    iface.prefix,
+                    iface.ifname
+                );
+            }
+            if s.server.forward == ForwardMode::DsrKernel && b.mac.is_some() {
+                tracing::warn!(
+                    backend = %b.name,
+                    "the MAC given is not used with dsr-kernel: the kernel resolves it"
+                );
+            }
+            let mac = match (s.server.forward, b.mac) {
+                (ForwardMode::Dsr, Some(mac)) => mac,
+                (ForwardMode::Dsr, None) => {
+                    let mac = netlink::resolve_mac(iface.ifindex, b.addr, Duration::from_secs(3))
+                        .with_context(|| format!("backend {}", b.name))?;
+                    tracing::info!(backend = %b.name, addr = %b.addr, %mac, "resolved backend MAC");
+                    mac
+                }
+                // The kernel resolves the MAC itself (the route's gateway is the backend).
+                (ForwardMode::UdpEncap | ForwardMode::DsrKernel, _) => MacAddr::default(),
+            };
+            Ok(BackendSpec::new(b.name.clone(), b.addr, mac).with_weight(b.weight))
+        })
+        .collect()
+}
+
+/// Runs the server until SIGINT/SIGTERM.
+pub fn run(s: ServerSettings) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("install signal handler")?;
+    }
+    let iface = netlink::vip_interface(s.vip, s.server.interface.as_deref())?;
+    let local_mac = netlink::link_mac(iface.ifindex).unwrap_or_default();
+    let specs = backend_specs(&s, &iface)?;
+    if specs.is_empty() {
+        tracing::warn!("no backends: every packet to the VIP is dropped");
+    }
+    let cfg = Config {
+        vips: vec![s.vip],
+        framing: match s.server.intake {
+            // dsr-kernel reads only the headers: the kernel keeps and forwards the packet.
+            Intake::Nfqueue if s.server.forward == ForwardMode::DsrKernel => Framing::Ipv4Head,
+            Intake::Nfqueue => Framing::Ipv4,
+            Intake::Packet => Framing::Ethernet,
+        },
+        hash_mode: s.server.hash,
+        table_size: s.server.table_size,
+        conn_capacity: s.server.conn_capacity,
+        forward: ForwardConfig {
+            mode: s.server.forward,
+            local_ip: iface.addr,
+            local_mac,
+            mtu: s.server.mtu,
+            clamp_mss: s.server.clamp_mss,
+            ..ForwardConfig::default()
+        },
+        ..Config::default()
+    };
+    // Checked before anything is installed; without a connection table, which each data path
+    // allocates for itself.
+    State::new(Config {
+        conn_capacity: 0,
+        ..cfg.clone()
+    })
+    .context("balancer configuration")?;
+
+    let mut installed = Installed {
+        routes: None,
+        rules: None,
+        vip: None,
+    };
+    if s.server.forward == ForwardMode::DsrKernel {
+        // Routes before the queue rules: a packet accepted with a mark must find its route.
+        let addrs: Vec<Ipv4Addr> = specs.iter().map(|b| b.addr).collect();
+        installed.routes = Some(MarkRoutes::install(
+            s.vip,
+            iface.ifindex,
+            &iface.ifname,
+            &addrs,
+        )?);
+    }
+    let mut threads = Vec::new();
+    let mut handles = Vec::new();
+    let intake_desc = match s.server.intake {
+        Intake::Nfqueue => {
+            let rules = QueueRules {
+                vip: s.vip,
+                protocols: s
+                    .server
+                    .protocols
+                    .iter()
+                    .map(|p| p.name().to_string())
+                    .collect(),
+                ports: s.server.ports.clone(),
+                queue: s.server.queue,
+                queues: s.server.queues,
+                bypass: s.server.queue_bypass,
+                hook: match s.server.forward {
+                    ForwardMode::DsrKernel => Hook::Prerouting,
+                    _ => Hook::Input,
+                },
+            };
+            // Bind the queues before the rules exist, so no packet meets an unbound queue.
+            let mut queues = Vec::new();
+            for q in s.server.queue..s.server.queue + s.server.queues {
+                queues.push(intake::nfqueue::bind_queue(q, &s.server)?);
+            }
+            // Recorded first: a failure halfway leaves rules that the stop must remove.
+            installed.rules = Some(rules.clone());
+            rules.install().context("install NFQUEUE rules")?;
+            for queue in queues {
+                let (handle, ctl) = mailbox::channel().context("eventfd")?;
+                handles.push(handle);
+                let path = new_path(&s, &cfg, &specs, &iface, ctl)?;
+                let stop = Arc::clone(&stop);
+                let (batch, mode) = (s.server.batch, s.server.verdict);
+                threads.push(
+                    std::thread::Builder::new()
+                        .name(format!("queue-{}", queue.num()))
+                        .spawn(move || {
+                            intake::nfqueue::nfqueue_loop(queue, path, batch, mode, &stop)
+                        })
+                        .context("spawn data path thread")?,
+                );
+            }
+            let last = s.server.queue + s.server.queues - 1;
+            let verdicts = match s.server.verdict {
+                VerdictMode::Batch => "batch verdicts",
+                VerdictMode::PerPacket => "per-packet verdicts",
+            };
+            match s.server.queues {
+                1 => format!("nfqueue {} ({verdicts})", s.server.queue),
+                _ => format!("nfqueue {}-{last} ({verdicts})", s.server.queue),
+            }
+        }
+        Intake::Packet => {
+            let sock = PacketSocket::intake(iface.ifindex, s.vip)
+                .with_context(|| format!("packet socket on {}", iface.ifname))?;
+            let _ = set_rcvbuf(sock.as_raw_fd(), s.server.rcvbuf);
+            let (handle, ctl) = mailbox::channel().context("eventfd")?;
+            handles.push(handle);
+            let path = new_path(&s, &cfg, &specs, &iface, ctl)?;
+            let stop = Arc::clone(&stop);
+            let batch = s.server.batch;
+            threads.push(
+                std::thread::Builder::new()
+                    .name("packet".into())
+                    .spawn(move || packet_loop(sock, path, batch, &stop))
+                    .context("spawn data path thread")?,
+            );
+            format!(
+                "packet socket on {} (no NFQUEUE rule: the kernel answers the VIP itself)",
+                iface.ifname
+            )
+        }
+    };
+    let control = registrar::ControlSettings {
+        vip: s.vip,
+        listen: s.server.control.map(|e| e.0),
+        timing: s.control.clone(),
+        secret: s.secret.clone(),
+        max_pending: s.server.max_pending,
+        max_agents: s.server.max_agents,
+        check: s.server.check.clone(),
+        drain_timeout: s.server.drain_timeout.0,
+        data_addr: iface.addr,
+        encap_port: ENCAP_PORT,
+        description: intake_desc.clone(),
+    };
+    let registry = registrar::registry(&control, &specs)?;
+    let mut ctl_socket = crate::ctl::bind(&s.server.ctl_socket, s.ctl_socket_given)?;
+    let bound = registrar::bind(&control, ctl_socket.as_mut().and_then(|c| c.take()))?;
+    let control_thread = registrar::spawn(control, registry, handles, bound, Arc::clone(&stop))?;
+    let added = netlink::add_host_address(iface.ifindex, s.vip)?;
+    installed.vip = Some((iface.ifindex, s.vip));
+    if !added {
+        tracing::warn!(vip = %s.vip, "the VIP was already on {}: a stale address, taken over", iface.ifname);
+    }
+    let names: Vec<String> = specs
+        .iter()
+        .map(|b| format!("{} {}", b.name, b.addr))
+        .collect();
+    let mode = s.server.forward.name();
+    let mut extra = String::new();
+    if let Some(c) = s.server.control {
+        extra += &format!(
+            ", registration on {}{}",
+            c.0,
+            if s.secret.is_some() {
+                " (shared secret)"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(c) = &ctl_socket {
+        extra += &format!(", ctl {}", c.path().display());
+    }
+    println!(
+        "ready: vip {} on {}, intake {intake_desc}, forward {mode}, backends [{}]{extra}",
+        s.vip,
+        iface.ifname,
+        names.join(", ")
+    );
+    let _ = std::io::stdout().flush();
+
+    let mut totals = Totals::default();
+    let mut failure = None;
+    for t in threads {
+        match t.join() {
+            Ok(Ok(path)) => totals.add(&path),
+            Ok(Err(e)) => {
+                stop.store(true, Ordering::Relaxed);
+                failure.get_or_insert(e);
+            }
+            Err(_) => {
+                stop.store(true, Ordering::Relaxed);
+                failure.get_or_insert(anyhow::anyhow!("a data path thread panicked"));
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    if control_thread.join().is_err() {
+        tracing::error!("the control thread panicked");
+    }
+    drop(ctl_socket);
+    drop(installed);
+    totals.log();
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

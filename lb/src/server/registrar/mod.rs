@@ -1,0 +1,263 @@
+//! The registrar, the server side of the registration protocol: registrations on TCP :1338 (Caplance's protocol, plus the
+//! optional shared secret), active health checks, drain deadlines, and the `lb ctl` socket.
+//!
+//! It runs on its own thread, in a single-threaded tokio runtime: every task shares one
+//! [`Hub`] through `Rc<RefCell<…>>` and never holds it across an `.await`. The registry
+//! (`lb_core::registry`) decides; the data-path threads learn each change as a message
+//! ([`crate::server::datapath::mailbox`]), and an answer that promises something (`REGISTERED`, `PAUSED`, a
+//! drain) is written only after every thread has applied it.
+//!
+//! Hostile input is bounded: lines are at most `lb_core::protocol::agent::MAX_LINE` bytes, the whole
+//! handshake must fit in `register_timeout` (half-open and slow clients are cut), at most
+//! `max_pending` unregistered connections are served at once (the rest get an error line and
+//! are closed), and registered connections are at most `max_agents`.
+
+use crate::ctl;
+use crate::server::datapath::mailbox::{PathHandle, PathMsg};
+use crate::sys::now;
+use anyhow::{Context, Result};
+use lb_core::config::{CheckSection, ControlSection};
+use lb_core::protocol::agent::Secret;
+use lb_core::protocol::ctl::Role;
+use lb_core::registry::{Registry, Thresholds, Update};
+use lb_core::{BackendSpec, Nanos};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+mod ops;
+mod session;
+
+use ops::{handler, start_checks, tick_loop};
+use session::serve_conn;
+
+/// What the control plane needs.
+pub struct ControlSettings {
+    /// The VIP (refused as a backend address).
+    pub vip: Ipv4Addr,
+    /// Where agents register; none: no registration, only static backends.
+    pub listen: Option<SocketAddrV4>,
+    /// Timing and secret file.
+    pub timing: ControlSection,
+    /// The loaded secret.
+    pub secret: Option<Secret>,
+    /// Unregistered connections served at once.
+    pub max_pending: usize,
+    /// Registered backends at most.
+    pub max_agents: usize,
+    /// Active checks.
+    pub check: CheckSection,
+    /// Default drain deadline.
+    pub drain_timeout: Duration,
+    /// Source address of SANITY datagrams (the data path's).
+    pub data_addr: Ipv4Addr,
+    /// Destination port of SANITY datagrams (1337).
+    pub encap_port: u16,
+    /// One line describing the data path, for `lb ctl state`.
+    pub description: String,
+}
+
+/// Control-plane counters.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+struct Counters {
+    accepted: u64,
+    refused_busy: u64,
+    invalid: u64,
+    handshake_timeouts: u64,
+    auth_failures: u64,
+    registrations: u64,
+    deregistrations: u64,
+    read_timeouts: u64,
+}
+
+struct Conn {
+    kick: Option<oneshot::Sender<String>>,
+}
+
+/// State shared by the control plane's tasks.
+struct Hub {
+    s: ControlSettings,
+    reg: Registry,
+    paths: Vec<PathHandle>,
+    conns: HashMap<u64, Conn>,
+    next_conn: u64,
+    pending: usize,
+    udp: Option<std::net::UdpSocket>,
+    started: Nanos,
+    counters: Counters,
+}
+
+type Shared = Rc<RefCell<Hub>>;
+
+/// The bound sockets, so that binding errors are reported before `ready:`.
+pub struct Bound {
+    tcp: Option<std::net::TcpListener>,
+    udp: Option<std::net::UdpSocket>,
+    ctl: Option<std::os::unix::net::UnixListener>,
+}
+
+/// Binds :1338 (if registration is on) and the SANITY socket; `ctl` is the `lb ctl` listener.
+pub fn bind(s: &ControlSettings, ctl: Option<std::os::unix::net::UnixListener>) -> Result<Bound> {
+    let (tcp, udp) = match s.listen {
+        Some(addr) => {
+            let tcp = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("listen for agents on {addr}"))?;
+            tcp.set_nonblocking(true)?;
+            let udp = std::net::UdpSocket::bind((s.data_addr, 0))
+                .or_else(|_| std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))
+                .context("bind the SANITY socket")?;
+            (Some(tcp), Some(udp))
+        }
+        None => (None, None),
+    };
+    Ok(Bound { tcp, udp, ctl })
+}
+
+/// Starts the control plane's thread; it runs until `stop`.
+pub fn spawn(
+    s: ControlSettings,
+    reg: Registry,
+    paths: Vec<PathHandle>,
+    bound: Bound,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>> {
+    crate::sys::spawn_local_thread("control", move || run(s, reg, paths, bound, stop))
+}
+
+/// The control plane on the current `LocalSet` until `stop` (tests call it directly).
+pub async fn run(
+    s: ControlSettings,
+    reg: Registry,
+    paths: Vec<PathHandle>,
+    bound: Bound,
+    stop: Arc<AtomicBool>,
+) {
+    let hub: Shared = Rc::new(RefCell::new(Hub {
+        s,
+        reg,
+        paths,
+        conns: HashMap::new(),
+        next_conn: 1,
+        pending: 0,
+        udp: bound.udp,
+        started: now(),
+        counters: Counters::default(),
+    }));
+    let mut tasks = Vec::new();
+    if let Some(tcp) = bound.tcp {
+        match tokio::net::TcpListener::from_std(tcp) {
+            Ok(l) => tasks.push(tokio::task::spawn_local(accept_loop(Rc::clone(&hub), l))),
+            Err(e) => tracing::error!("control listener: {e}"),
+        }
+    }
+    if let Some(l) = bound.ctl {
+        tasks.push(tokio::task::spawn_local(ctl::serve(
+            l,
+            Role::Server,
+            handler(&hub),
+        )));
+    }
+    tasks.push(tokio::task::spawn_local(tick_loop(Rc::clone(&hub))));
+    let statics: Vec<(String, u64)> = hub
+        .borrow()
+        .reg
+        .entries()
+        .map(|e| (e.name.clone(), e.epoch))
+        .collect();
+    for (name, epoch) in statics {
+        start_checks(&hub, name, epoch);
+    }
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for t in tasks {
+        t.abort();
+    }
+}
+
+/// Sends `updates` to every data path and waits until each has applied them.
+async fn apply(hub: &Shared, updates: Vec<Update>) {
+    if updates.is_empty() {
+        return;
+    }
+    for u in &updates {
+        tracing::info!("backend change: {}", describe(u));
+    }
+    let waits: Vec<oneshot::Receiver<()>> = hub
+        .borrow()
+        .paths
+        .iter()
+        .filter_map(|p| {
+            let (tx, rx) = oneshot::channel();
+            (p.send(PathMsg::Apply(updates.clone())) && p.send(PathMsg::Sync(tx))).then_some(rx)
+        })
+        .collect();
+    for w in waits {
+        if tokio::time::timeout(Duration::from_secs(2), w)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a data path did not confirm a backend change within 2s");
+        }
+    }
+}
+
+fn describe(u: &Update) -> String {
+    match u {
+        Update::Upsert(s) => format!("{} {} {:?} weight {}", s.name, s.addr, s.state, s.weight),
+        Update::Remove(n) => format!("{n} removed"),
+    }
+}
+
+async fn accept_loop(hub: Shared, listener: tokio::net::TcpListener) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!("accept on the control port: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let id = {
+            let mut h = hub.borrow_mut();
+            h.counters.accepted += 1;
+            if h.pending >= h.s.max_pending {
+                h.counters.refused_busy += 1;
+                drop(h);
+                // Never wait for a refused peer: one try, then close.
+                let _ = stream.try_write(b"INVALID too many connections, try later\n");
+                continue;
+            }
+            h.pending += 1;
+            h.next_conn += 1;
+            h.next_conn
+        };
+        tokio::task::spawn_local(serve_conn(Rc::clone(&hub), stream, peer, id));
+    }
+}
+
+/// The registry for the static backends.
+pub fn registry(s: &ControlSettings, statics: &[BackendSpec]) -> Result<Registry> {
+    let mut reg = Registry::new(
+        s.max_agents,
+        Thresholds {
+            rise: s.check.rise,
+            fall: s.check.fall,
+        },
+    );
+    for spec in statics {
+        reg.add_static(spec, now())
+            .with_context(|| format!("backend {}", spec.name))?;
+    }
+    Ok(reg)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,184 @@
+//! What runs beside the connections: active checks, drain deadlines, and `lb ctl` answers.
+
+use super::{Shared, apply};
+use crate::ctl::{self, Handler};
+use crate::server::datapath::mailbox::{PathMsg, PathReport};
+use crate::sys::now;
+use lb_core::Nanos;
+use lb_core::protocol::ctl::{Request, Role};
+use lb_core::registry::Origin;
+use serde_json::{Value, json};
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+/// Starts the active checks of backend `name` (registration `epoch`); they stop by themselves
+/// when the backend is removed or registered again.
+pub(super) fn start_checks(hub: &Shared, name: String, epoch: u64) {
+    let Some(port) = hub.borrow().s.check.port else {
+        return;
+    };
+    let hub = Rc::clone(hub);
+    tokio::task::spawn_local(async move {
+        let (interval, timeout) = {
+            let h = hub.borrow();
+            (h.s.check.interval.0, h.s.check.timeout.0)
+        };
+        loop {
+            let addr = match hub.borrow().reg.get(&name) {
+                Some(e) if e.epoch == epoch => e.addr,
+                _ => return,
+            };
+            let result = match tokio::time::timeout(timeout, TcpStream::connect((addr, port))).await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("connect {addr}:{port}: {e}")),
+                Err(_) => Err(format!("connect {addr}:{port}: no answer in {timeout:?}")),
+            };
+            let (u, was_up, is_up) = {
+                let mut h = hub.borrow_mut();
+                let was = h.reg.get(&name).is_some_and(|e| e.health.up);
+                let u = h.reg.check_result(&name, epoch, result.clone(), now());
+                (u, was, h.reg.get(&name).is_some_and(|e| e.health.up))
+            };
+            if was_up != is_up {
+                match &result {
+                    Err(e) => tracing::warn!(backend = %name, "health check: down ({e})"),
+                    Ok(()) => tracing::info!(backend = %name, "health check: up"),
+                }
+            }
+            apply(&hub, u).await;
+            tokio::time::sleep(interval).await;
+        }
+    });
+}
+
+pub(super) async fn tick_loop(hub: Shared) {
+    let mut last = now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = now();
+        let u = hub.borrow_mut().reg.tick(last, t);
+        last = t;
+        apply(&hub, u).await;
+    }
+}
+
+async fn reports(hub: &Shared) -> PathReport {
+    let waits: Vec<oneshot::Receiver<PathReport>> = hub
+        .borrow()
+        .paths
+        .iter()
+        .filter_map(|p| {
+            let (tx, rx) = oneshot::channel();
+            p.send(PathMsg::Report(tx)).then_some(rx)
+        })
+        .collect();
+    let mut total = PathReport::default();
+    for w in waits {
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(2), w).await {
+            total.add(&r);
+        }
+    }
+    total
+}
+
+fn secs(n: Nanos) -> f64 {
+    (n.0 / 1_000_000) as f64 / 1000.0
+}
+
+pub(super) fn handler(hub: &Shared) -> Handler {
+    let hub = Rc::clone(hub);
+    Rc::new(move |req: Request| {
+        let hub = Rc::clone(&hub);
+        Box::pin(async move { answer(&hub, req).await })
+    })
+}
+
+async fn answer(hub: &Shared, req: Request) -> Value {
+    let t = now();
+    match req {
+        Request::State => {
+            let r = reports(hub).await;
+            let h = hub.borrow();
+            json!({
+                "ok": true,
+                "role": "server",
+                "vip": h.s.vip.to_string(),
+                "data_path": h.s.description,
+                "control": h.s.listen.map(|a| a.to_string()),
+                "auth": h.s.secret.is_some(),
+                "active_checks": h.s.check.port,
+                "uptime_s": secs(t.since(h.started)),
+                "backends": h.reg.entries().count(),
+                "registered": h.reg.agents(),
+                "pending_connections": h.pending,
+                "tracked_flows": r.tracked,
+                "received": r.received,
+                "sent": r.sent,
+                "send_failed": r.send_failed,
+                "flows_moved": r.flows_moved,
+                "drops": r.drops,
+                "control_counters": h.counters,
+            })
+        }
+        Request::Backends => {
+            let r = reports(hub).await;
+            let h = hub.borrow();
+            let checks = h.s.check.port.is_some();
+            let list: Vec<Value> = h
+                .reg
+                .entries()
+                .map(|e| {
+                    let tr = r.backends.get(&e.name).cloned().unwrap_or_default();
+                    json!({
+                        "name": e.name,
+                        "addr": e.addr.to_string(),
+                        "origin": match e.origin { Origin::Static => "static", Origin::Agent { .. } => "agent" },
+                        "status": e.status(t),
+                        "weight": e.weight,
+                        "health": if !checks { "unchecked" } else if e.health.up { "up" } else { "down" },
+                        "checks": e.health.checks,
+                        "last_check_error": e.health.last_error,
+                        "drain_remaining_s": e.drain.map(|d| secs(d.deadline.since(t))),
+                        "packets": tr.packets,
+                        "bytes": tr.bytes,
+                        "flows": tr.flows,
+                        "tracked": tr.tracked,
+                    })
+                })
+                .collect();
+            json!({"ok": true, "backends": list})
+        }
+        Request::Drain { name, deadline } => {
+            let span = deadline.unwrap_or_else(|| hub.borrow().s.drain_timeout);
+            let r = hub.borrow_mut().reg.drain(&name, t.plus(span.into()), t);
+            match r {
+                Ok(u) => {
+                    apply(hub, u).await;
+                    tracing::info!(backend = %name, "draining for up to {span:?}");
+                    ctl::done(format!(
+                        "{name}: draining, no new flows; tracked flows kept for up to {span:?}"
+                    ))
+                }
+                Err(e) => ctl::error(e),
+            }
+        }
+        Request::Undrain { name } => {
+            let r = hub.borrow_mut().reg.undrain(&name, t);
+            match r {
+                Ok(u) => {
+                    apply(hub, u).await;
+                    tracing::info!(backend = %name, "drain ended");
+                    ctl::done(format!("{name}: takes new flows again"))
+                }
+                Err(e) => ctl::error(e),
+            }
+        }
+        // `ctl::serve` refuses the agent's verbs before they reach this handler.
+        other @ (Request::Pause | Request::Resume | Request::Deregister | Request::Register) => {
+            ctl::not_served(&other, Role::Server)
+        }
+    }
+}
