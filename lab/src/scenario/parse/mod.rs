@@ -13,8 +13,6 @@ mod step;
 mod tests;
 mod validator;
 
-pub use raw::parse_duration;
-
 use crate::backend::CaptureSpec;
 use crate::resolve::resolve;
 use crate::scenario::model::{Scenario, ScenarioError, Step, TraceSettings};

@@ -39,7 +39,8 @@ pub(super) struct RawTrace {
     pub(super) settle_max: Option<RawDuration>,
 }
 
-/// `"2s"`, `"250ms"`, `"1.5s"`, or a number of seconds.
+/// A duration in the workspace's one grammar (`lb_core::duration`: `"250ms"`, `"2s"`, `"1.5s"`,
+/// `"1m"`), or a TOML number of seconds.
 #[derive(Deserialize, Clone)]
 #[serde(untagged)]
 pub(super) enum RawDuration {
@@ -56,35 +57,9 @@ impl RawDuration {
             RawDuration::Float(f) if f.is_finite() && *f >= 0.0 && *f < 1e6 => {
                 Ok(Duration::from_secs_f64(*f))
             }
-            RawDuration::Text(s) => parse_duration(s),
+            RawDuration::Text(s) => lb_core::duration::parse(s).map_err(|e| e.to_string()),
             _ => Err("a duration must not be negative".into()),
         }
-    }
-}
-
-/// Parses `2s`, `250ms`, `1.5s`, `0`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let (num, unit) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix("min") {
-        (n, 60.0)
-    } else if t == "0" {
-        ("0", 1.0)
-    } else {
-        return Err(format!(
-            "`{s}` is not a duration (write it like \"2s\", \"250ms\" or \"1.5s\")"
-        ));
-    };
-    match num.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 && v * unit < 1e6 => {
-            Ok(Duration::from_secs_f64(v * unit))
-        }
-        _ => Err(format!(
-            "`{s}` is not a duration (write it like \"2s\", \"250ms\" or \"1.5s\")"
-        )),
     }
 }
 

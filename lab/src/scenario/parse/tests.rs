@@ -168,11 +168,21 @@ fn inline_topology_keeps_file_lines() {
 }
 
 #[test]
-fn durations() {
-    assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-    assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-    assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-    assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-    assert!(parse_duration("2").is_err());
-    assert!(parse_duration("-1s").is_err());
+fn durations_are_lbs_grammar() {
+    let sleep = |d: &str| {
+        parse(&format!("[[step]]\nsleep = {d}\nwhy = \"t\"\n")).map(|s| match &s.steps[0].kind {
+            StepKind::Sleep { duration, .. } => *duration,
+            k => panic!("{k:?}"),
+        })
+    };
+    assert_eq!(sleep("\"2s\""), Ok(Duration::from_secs(2)));
+    assert_eq!(sleep("\"250ms\""), Ok(Duration::from_millis(250)));
+    assert_eq!(sleep("\"1.5s\""), Ok(Duration::from_millis(1500)));
+    assert_eq!(sleep("\"1m\""), Ok(Duration::from_secs(60)));
+    assert_eq!(sleep("\"2\""), Ok(Duration::from_secs(2)));
+    assert_eq!(sleep("3"), Ok(Duration::from_secs(3)));
+    let e = sleep("\"-1s\"").unwrap_err().to_string();
+    assert!(e.contains("step 1 (sleep)") && e.contains("\"-1s\""), "{e}");
+    let e = sleep("\"2 fortnights\"").unwrap_err().to_string();
+    assert!(e.contains("unknown unit"), "{e}");
 }
