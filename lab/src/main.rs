@@ -1,18 +1,14 @@
 //! `lab`: build network namespace labs from topology files, run things in them, remove them.
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use lab::check::check_connectivity;
-use lab::state::StateRecord;
 use lab::topology::TopologyError;
-use lab::{Lab, LabError, LabOptions, Topology, resolve};
+use lab::{Lab, LabError};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
-mod capture_cmd;
-mod doctor;
-mod list;
-mod run_cmd;
+mod cli;
+
+use cli::{capture, doctor, lifecycle, list, run};
 
 /// A network namespace test lab: hosts, switches and links from a topology file.
 #[derive(Parser)]
@@ -86,9 +82,9 @@ enum Cmd {
     /// Check that this machine can run labs; print the command that fixes each problem.
     Doctor,
     /// Capture a host's packets and print them live with the lab's names (tcpdump-like).
-    Capture(capture_cmd::CaptureArgs),
+    Capture(capture::CaptureArgs),
     /// Run scenario files (each in a fresh lab): steps, ladders, expectations, artifacts.
-    Run(run_cmd::RunArgs),
+    Run(run::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -100,7 +96,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .without_time()
         .init();
-    match run(Cli::parse()) {
+    match dispatch(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("lab: {e:#}");
@@ -130,7 +126,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     1
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Cmd::Up {
             topology,
@@ -138,220 +134,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             name,
             check,
             hold,
-        } => up(topology.or(topo), name, check, hold),
-        Cmd::Down { name, all } => down(name, all),
+        } => lifecycle::up(topology.or(topo), name, check, hold),
+        Cmd::Down { name, all } => lifecycle::down(name, all),
         Cmd::List { json } => list::list(json),
-        Cmd::Exec { lab, host, command } => exec(lab, &host, &command),
+        Cmd::Exec { lab, host, command } => lifecycle::exec(lab, &host, &command),
         Cmd::Check { lab } => {
             let lab = Lab::attach_or_only(lab.as_deref())?;
-            check(&lab)
+            lifecycle::check(&lab)
         }
-        Cmd::Clean { all, artifacts } => clean(all, artifacts),
+        Cmd::Clean { all, artifacts } => lifecycle::clean(all, artifacts),
         Cmd::Doctor => Ok(doctor::doctor()),
-        Cmd::Capture(args) => capture_cmd::run(args),
-        Cmd::Run(args) => run_cmd::run(args),
+        Cmd::Capture(args) => capture::run(args),
+        Cmd::Run(args) => run::run(args),
     }
-}
-
-fn up(spec: Option<String>, name: Option<String>, do_check: bool, hold: bool) -> Result<ExitCode> {
-    let spec = spec.unwrap_or_else(|| "single,3".into());
-    let plan = resolve(&Topology::load(&spec)?)?;
-    let t0 = Instant::now();
-    if hold {
-        block_stop_signals()?;
-    }
-    let lab = Lab::up(
-        plan,
-        &LabOptions {
-            name,
-            persistent: !hold,
-        },
-    )
-    .context("cannot create the lab")?;
-    let took = t0.elapsed();
-    let p = lab.plan();
-    println!(
-        "lab {} is up in {:.0} ms: {} ({} hosts, {} switch(es), {} links)",
-        lab.name(),
-        took.as_secs_f64() * 1e3,
-        p.name,
-        p.hosts.len(),
-        p.switches.len(),
-        p.links.len()
-    );
-    list::print_hosts(lab.record());
-    let code = if do_check {
-        check(&lab)?
-    } else {
-        ExitCode::SUCCESS
-    };
-    if hold {
-        println!("holding the lab; Ctrl-C or SIGTERM removes it");
-        wait_stop_signal();
-        lab.down()?;
-        println!("lab removed");
-    } else {
-        let first = lab
-            .plan()
-            .hosts
-            .first()
-            .map(|h| h.name.clone())
-            .unwrap_or_default();
-        let name = lab.detach();
-        println!("next: lab exec --lab {name} {first} -- ip addr   |   remove: lab down {name}");
-    }
-    Ok(code)
-}
-
-fn check(lab: &Lab) -> Result<ExitCode> {
-    let r = check_connectivity(lab, Duration::from_secs(3))?;
-    if r.missing.is_empty() {
-        if r.all_pairs {
-            println!("check: all {} host pairs reach each other (UDP)", r.pairs);
-        } else {
-            println!(
-                "check: {} host pairs reach each other (UDP; every host to and from the first and to the next: \
-                 all pairs would overflow the kernel's shared neighbour table)",
-                r.pairs
-            );
-        }
-        Ok(ExitCode::SUCCESS)
-    } else {
-        for (a, b) in r.missing.iter().take(10) {
-            println!("check: {a} cannot reach {b}");
-        }
-        if r.missing.len() > 10 {
-            println!("check: ... and {} more", r.missing.len() - 10);
-        }
-        println!(
-            "check: {} of {} host pairs failed",
-            r.missing.len(),
-            r.pairs
-        );
-        Ok(ExitCode::from(1))
-    }
-}
-
-fn block_stop_signals() -> Result<()> {
-    use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).context("blocking SIGINT/SIGTERM")?;
-    Ok(())
-}
-
-fn wait_stop_signal() {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    let _ = set.wait();
-}
-
-fn down(name: Option<String>, all: bool) -> Result<ExitCode> {
-    let names: Vec<String> = if all {
-        StateRecord::all()
-            .into_iter()
-            .filter_map(|r| r.ok())
-            .map(|r| r.name)
-            .collect()
-    } else {
-        name.into_iter().collect()
-    };
-    for n in &names {
-        lab::lab::down(n).with_context(|| format!("cannot remove lab `{n}`"))?;
-        println!("lab {n} removed");
-    }
-    if all && names.is_empty() {
-        println!("no labs");
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn exec(lab: Option<String>, host: &str, command: &[String]) -> Result<ExitCode> {
-    let lab = Lab::attach_or_only(lab.as_deref())?;
-    let mut cmd = lab.command(host, &command[0])?;
-    cmd.args(&command[1..]);
-    // exec replaces this process: stdin, stdout, signals and the exit code are the command's.
-    let err = std::os::unix::process::CommandExt::exec(&mut cmd);
-    if err.kind() == std::io::ErrorKind::NotFound {
-        eprintln!("lab: {host}: {}: command not found", command[0]);
-        return Ok(ExitCode::from(127));
-    }
-    bail!("{host}: cannot run `{}`: {err}", command.join(" "))
-}
-
-fn clean(all: bool, artifacts: bool) -> Result<ExitCode> {
-    let mut removed = 0;
-    let mut live = std::collections::BTreeSet::new();
-    for rec in StateRecord::all() {
-        let rec = match rec {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("lab: skipping: {e}");
-                continue;
-            }
-        };
-        if all || rec.orphaned() {
-            let why = if rec.orphaned() {
-                "owner is gone"
-            } else {
-                "--all"
-            };
-            lab::lab::down(&rec.name)
-                .with_context(|| format!("cannot remove lab `{}`", rec.name))?;
-            println!("lab {} removed ({why})", rec.name);
-            removed += 1;
-        } else {
-            live.insert(rec.artifact_dir.clone());
-        }
-    }
-    if artifacts {
-        let (dirs, bytes) = clean_artifacts(&live)?;
-        if dirs > 0 {
-            println!(
-                "{dirs} artifact director{} of removed labs deleted ({:.1} MiB) from {}",
-                if dirs == 1 { "y" } else { "ies" },
-                bytes as f64 / (1 << 20) as f64,
-                lab::state::artifact_root().display()
-            );
-            removed += dirs;
-        }
-    }
-    if removed == 0 {
-        println!("nothing to clean");
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Deletes every directory under the artifact root except those of `live` labs; returns how
-/// many and their size in bytes.
-fn clean_artifacts(live: &std::collections::BTreeSet<std::path::PathBuf>) -> Result<(usize, u64)> {
-    fn size(p: &std::path::Path) -> u64 {
-        match std::fs::symlink_metadata(p) {
-            Ok(m) if m.is_dir() => std::fs::read_dir(p)
-                .map(|rd| rd.flatten().map(|e| size(&e.path())).sum())
-                .unwrap_or(0),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        }
-    }
-    let root = lab::state::artifact_root();
-    let entries = match std::fs::read_dir(&root) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
-        Err(e) => return Err(e).with_context(|| format!("read {}", root.display())),
-    };
-    let (mut dirs, mut bytes) = (0, 0);
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if !entry.file_type().is_ok_and(|t| t.is_dir()) || live.contains(&path) {
-            continue;
-        }
-        bytes += size(&path);
-        std::fs::remove_dir_all(&path).with_context(|| format!("delete {}", path.display()))?;
-        dirs += 1;
-    }
-    Ok((dirs, bytes))
 }
