@@ -29,7 +29,7 @@ use std::time::Duration;
 
 /// A way to build networks: the native namespaces, Mininet, the simulator.
 pub trait Backend: Sync {
-    /// Its name, as `lab run --backend` and reports show it (`native`).
+    /// Its name: `native` (the simulator and Mininet will be the next ones).
     fn name(&self) -> &'static str;
 
     /// The kernel whose behaviour its networks show (the running one, or a modelled one).
