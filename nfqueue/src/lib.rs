@@ -61,12 +61,14 @@ pub mod batch;
 pub mod error;
 pub mod queue;
 pub mod stats;
+mod verdict;
 pub mod verdicts;
 pub mod wire;
 
 pub use batch::RecvBatch;
 pub use error::{Error, Op};
-pub use queue::{Queue, QueueConfig, RecvCounters, Verdict};
+pub use queue::{Queue, QueueConfig, RecvCounters};
 pub use stats::QueueStats;
+pub use verdict::Verdict;
 pub use verdicts::Verdicts;
 pub use wire::Packet;

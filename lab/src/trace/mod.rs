@@ -16,11 +16,11 @@
 //! as they arrive (`lab capture`), with the same code.
 
 mod decode;
+mod names;
 mod normalize;
+mod options;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::capture::{CapturePoint, Frame, PacketType};
@@ -28,120 +28,9 @@ use decode::{L4, Packet, decode_frame};
 pub(crate) use normalize::PacketKey;
 use normalize::{Normalizer, Rendered};
 
+pub use names::NameMap;
 pub use normalize::EPHEMERAL_PORTS_START;
-
-/// The UDP port of the balancer's encapsulation (Caplance's agent port).
-pub const ENCAP_PORT: u16 = 1337;
-
-/// Topology names for addresses (and MACs), and the ports that stay numeric.
-#[derive(Debug, Clone, Default)]
-pub struct NameMap {
-    addrs: BTreeMap<IpAddr, String>,
-    macs: BTreeMap<[u8; 6], String>,
-    service_ports: BTreeSet<u16>,
-}
-
-impl NameMap {
-    /// An empty map: every address shown as a number.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Names `addr` (e.g. `h3` for 10.0.0.3).
-    pub fn host(mut self, name: &str, addr: impl Into<IpAddr>) -> Self {
-        self.addrs.insert(addr.into(), name.to_string());
-        self
-    }
-
-    /// Names `addr` `vip`.
-    pub fn vip(self, addr: impl Into<IpAddr>) -> Self {
-        self.host("vip", addr)
-    }
-
-    /// The names of a lab's topology: each host for its addresses, then the aliases (`vip`).
-    pub fn of_plan(plan: &crate::Plan) -> Self {
-        plan.names()
-            .into_iter()
-            .fold(Self::new(), |m, (addr, name)| m.host(&name, addr))
-    }
-
-    /// Names a MAC address (ARP replies show it); unnamed MACs show as `macN`.
-    pub fn mac(mut self, name: &str, mac: [u8; 6]) -> Self {
-        self.macs.insert(mac, name.to_string());
-        self
-    }
-
-    /// Keeps `port` numeric even when it lies in the ephemeral range.
-    pub fn service_port(mut self, port: u16) -> Self {
-        self.service_ports.insert(port);
-        self
-    }
-
-    /// The name of `addr`, if it has one.
-    pub fn name(&self, addr: IpAddr) -> Option<&str> {
-        self.addrs.get(&addr).map(String::as_str)
-    }
-
-    fn mac_name(&self, mac: [u8; 6]) -> Option<&str> {
-        self.macs.get(&mac).map(String::as_str)
-    }
-
-    fn is_service_port(&self, port: u16) -> bool {
-        self.service_ports.contains(&port)
-    }
-}
-
-/// The order of lines within a section.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Ordering {
-    /// As captured. The default: in the lab's topologies the races that matter decide the
-    /// outcome, so a different order is a different run and should fail the snapshot.
-    #[default]
-    Captured,
-    /// Each run of consecutive received packets (nothing sent by the capture point between
-    /// them) sorted by its text. Opt-in, for traffic whose arrival order is irrelevant.
-    SortArrivals,
-}
-
-/// What a trace shows.
-#[derive(Debug, Clone)]
-pub struct TraceOptions {
-    /// Show ARP (filtered by default: its timing varies).
-    pub arp: bool,
-    /// Show IPv6, neighbour discovery included (filtered by default).
-    pub ipv6: bool,
-    /// Show IGMP (filtered by default: membership reports go out at random times, up to a
-    /// second apart, whenever a group is joined).
-    pub igmp: bool,
-    /// Show frames of other EtherTypes (LLDP, …).
-    pub other_ethertypes: bool,
-    /// Prefix lines with `In`/`Out` (and the interface for captures on every interface).
-    pub direction: bool,
-    /// Show TCP windows (they vary with kernel and memory: off by default).
-    pub window: bool,
-    /// Show TCP option kinds, without values (`options [mss,sackOK,TS,nop,wscale]`).
-    pub tcp_options: bool,
-    /// UDP destination ports whose payload is a whole IP packet, shown decoded.
-    pub encap_ports: Vec<u16>,
-    /// Line order within a section.
-    pub ordering: Ordering,
-}
-
-impl Default for TraceOptions {
-    fn default() -> Self {
-        Self {
-            arp: false,
-            ipv6: false,
-            igmp: false,
-            other_ethertypes: false,
-            direction: false,
-            window: false,
-            tcp_options: false,
-            encap_ports: vec![ENCAP_PORT],
-            ordering: Ordering::Captured,
-        }
-    }
-}
+pub use options::{ENCAP_PORT, Ordering, TraceOptions};
 
 /// The normalized view of one capture point.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,169 @@
+//! The topology model: hosts, switches, links and aliases as written, with source spans.
+
+use super::Origin;
+use indexmap::IndexMap;
+use serde::Deserialize;
+use std::fmt;
+use toml::Spanned;
+
+/// A topology as written: hosts, switches, links and aliases, with source spans.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// Optional human name of the topology.
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
+    /// Extra names for addresses in traces (e.g. `vip = "10.0.0.50"`).
+    #[serde(default)]
+    pub aliases: IndexMap<Spanned<String>, Spanned<String>>,
+    /// Point-to-point links between nodes.
+    #[serde(default)]
+    pub links: Vec<Spanned<LinkSpec>>,
+    /// Hosts by name (each a network namespace).
+    #[serde(default)]
+    pub hosts: IndexMap<Spanned<String>, HostSpec>,
+    /// Switches by name (each a Linux bridge in its own namespace).
+    #[serde(default)]
+    pub switches: IndexMap<Spanned<String>, SwitchSpec>,
+    /// Where this topology came from (not part of the file).
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+/// One host: its interfaces' addresses, routes, sysctls and firewall.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSpec {
+    /// Addresses per interface short name (`eth0` becomes `h1-eth0`).
+    #[serde(default)]
+    pub interfaces: IndexMap<Spanned<String>, Addresses>,
+    /// Default gateway.
+    #[serde(default)]
+    pub default_route: Option<Spanned<String>>,
+    /// Extra addresses on `lo`, such as a VIP on a DSR backend.
+    #[serde(default)]
+    pub loopback: Vec<Spanned<String>>,
+    /// sysctls set inside the host (`net.ipv4.ip_forward = 1`).
+    #[serde(default)]
+    pub sysctl: IndexMap<Spanned<String>, Spanned<SysctlValue>>,
+    /// iptables rule lines, as written on a command line (`-A INPUT ...`).
+    #[serde(default)]
+    pub iptables: Vec<Spanned<String>>,
+    /// An nft ruleset, loaded with `nft -f`.
+    #[serde(default)]
+    pub nft: Option<Spanned<String>>,
+    /// Keep IPv6 enabled (off by default: its neighbour discovery is noise in traces).
+    #[serde(default)]
+    pub ipv6: bool,
+}
+
+/// One switch. Switches have no settings yet; the table exists to name them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchSpec {}
+
+/// One address or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Addresses {
+    /// `eth0 = "10.0.0.1/24"`
+    One(String),
+    /// `eth0 = ["10.0.0.1/24", "10.0.1.1/24"]`
+    Many(Vec<String>),
+    /// `eth0 = {}` or `eth0 = []`: an interface without addresses.
+    None {},
+}
+
+impl Addresses {
+    /// The addresses as a list.
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Addresses::One(a) => vec![a.clone()],
+            Addresses::Many(v) => v.clone(),
+            Addresses::None {} => vec![],
+        }
+    }
+}
+
+/// A sysctl value: TOML integers, strings and booleans are all accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SysctlValue(pub String);
+
+impl<'de> Deserialize<'de> for SysctlValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = SysctlValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number, string or boolean")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<SysctlValue, E> {
+                Ok(SysctlValue(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<SysctlValue, E> {
+                Ok(SysctlValue(v.to_string()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<SysctlValue, E> {
+                Ok(SysctlValue(u8::from(v).to_string()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<SysctlValue, E> {
+                Ok(SysctlValue(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A link: `["h1:eth0", "s1"]` or `{ endpoints = [...], mtu = 1400 }`.
+#[derive(Debug, Clone, Default)]
+pub struct LinkSpec {
+    /// The two ends, each `node` or `node:iface`.
+    pub endpoints: Vec<Spanned<String>>,
+    /// MTU on both ends.
+    pub mtu: Option<Spanned<i64>>,
+}
+
+impl<'de> Deserialize<'de> for LinkSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = LinkSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(r#"["h1:eth0", "s1"] or { endpoints = ["h1:eth0", "s1"], mtu = 1500 }"#)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<LinkSpec, A::Error> {
+                let mut endpoints = Vec::new();
+                while let Some(e) = seq.next_element()? {
+                    endpoints.push(e);
+                }
+                Ok(LinkSpec {
+                    endpoints,
+                    mtu: None,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<LinkSpec, A::Error> {
+                let mut link = LinkSpec::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "endpoints" => link.endpoints = map.next_value()?,
+                        "mtu" => link.mtu = Some(map.next_value()?),
+                        other => {
+                            return Err(serde::de::Error::unknown_field(
+                                other,
+                                &["endpoints", "mtu"],
+                            ));
+                        }
+                    }
+                }
+                Ok(link)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
