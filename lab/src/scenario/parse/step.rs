@@ -22,6 +22,19 @@ fn duration(d: &Option<RawDuration>, default: Duration) -> Result<Duration, Stri
     d.as_ref().map_or(Ok(default), RawDuration::get)
 }
 
+/// Rejects the first field `given` that the action `key = "value"` does not take.
+fn misplaced(
+    given: &[(&str, bool)],
+    allowed: &[&str],
+    key: &str,
+    value: &str,
+) -> Result<(), String> {
+    match given.iter().find(|(f, set)| *set && !allowed.contains(f)) {
+        Some((field, _)) => Err(format!("`{field}` does not apply to `{key} = \"{value}\"`")),
+        None => Ok(()),
+    }
+}
+
 impl Validator<'_> {
     /// Validates one `[[step]]` table: which action it names, then that action's fields.
     pub(super) fn step(
@@ -77,26 +90,16 @@ impl Validator<'_> {
         let e = |m: String| self.cx.err(line, ctx, m);
         let r: RawStart = convert(t).map_err(&e)?;
         let host = self.host(line, ctx, &r.host)?;
-        let only = |allowed: &[&str]| -> Result<(), ScenarioError> {
-            let given = [
-                ("args", !r.args.is_empty()),
-                ("listen", r.listen.is_some()),
-                ("reply", r.reply.is_some()),
-                ("queue", r.queue.is_some()),
-                ("count", r.count.is_some()),
-                ("delay", r.delay.is_some()),
-                ("verdict", r.verdict.is_some()),
-            ];
-            for (field, set) in given {
-                if set && !allowed.contains(&field) {
-                    return Err(e(format!(
-                        "`{field}` does not apply to `start = \"{}\"`",
-                        r.start
-                    )));
-                }
-            }
-            Ok(())
-        };
+        let given = [
+            ("args", !r.args.is_empty()),
+            ("listen", r.listen.is_some()),
+            ("reply", r.reply.is_some()),
+            ("queue", r.queue.is_some()),
+            ("count", r.count.is_some()),
+            ("delay", r.delay.is_some()),
+            ("verdict", r.verdict.is_some()),
+        ];
+        let only = |allowed: &[&str]| misplaced(&given, allowed, "start", &r.start).map_err(&e);
         Ok(match r.start.as_str() {
             "lb" => {
                 only(&["args"])?;
@@ -227,7 +230,7 @@ impl Validator<'_> {
         let e = |m: String| self.cx.err(line, ctx, m);
         let r: RawWait = convert(t).map_err(&e)?;
         let timeout = duration(&r.timeout, WAIT_DEFAULT).map_err(&e)?;
-        let fields = [
+        let given = [
             ("host", r.host.is_some()),
             ("process", r.process.is_some()),
             ("line", r.line.is_some()),
@@ -237,17 +240,7 @@ impl Validator<'_> {
             ("listener", r.listener.is_some()),
             ("count", r.count.is_some()),
         ];
-        let only = |allowed: &[&str]| -> Result<(), ScenarioError> {
-            for (field, set) in fields {
-                if set && !allowed.contains(&field) {
-                    return Err(e(format!(
-                        "`{field}` does not apply to `wait = \"{}\"`",
-                        r.wait
-                    )));
-                }
-            }
-            Ok(())
-        };
+        let only = |allowed: &[&str]| misplaced(&given, allowed, "wait", &r.wait).map_err(&e);
         let until = match r.wait.as_str() {
             "log" => {
                 only(&["process", "line"])?;
