@@ -1,6 +1,6 @@
 //! What runs beside the connections: active checks, drain deadlines, and `lb ctl` answers.
 
-use super::{Shared, apply};
+use super::hub::{Shared, apply};
 use crate::ctl::{self, Handler};
 use crate::server::datapath::mailbox::{PathMsg, PathReport};
 use crate::sys::now;
