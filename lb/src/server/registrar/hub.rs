@@ -1,11 +1,12 @@
 //! What the registrar's tasks share: its settings, the [`Hub`] (registry, data paths,
-//! connections, counters) behind [`Shared`], and [`apply`], the one way a backend change
+//! connections, `lb ctl`'s control counters) behind [`Shared`], and [`apply`], the one way a backend change
 //! reaches the data paths.
 
 use crate::server::datapath::mailbox::{PathHandle, PathMsg};
 use lb_core::Nanos;
 use lb_core::config::{CheckSection, ControlSection};
 use lb_core::protocol::agent::Secret;
+use lb_core::protocol::ctl::ControlCounters;
 use lb_core::registry::{Registry, Update};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -40,19 +41,6 @@ pub struct ControlSettings {
     pub description: String,
 }
 
-/// Control-plane counters.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub(super) struct Counters {
-    pub(super) accepted: u64,
-    pub(super) refused_busy: u64,
-    pub(super) invalid: u64,
-    pub(super) handshake_timeouts: u64,
-    pub(super) auth_failures: u64,
-    pub(super) registrations: u64,
-    pub(super) deregistrations: u64,
-    pub(super) read_timeouts: u64,
-}
-
 pub(super) struct Conn {
     pub(super) kick: Option<oneshot::Sender<String>>,
 }
@@ -67,7 +55,7 @@ pub(super) struct Hub {
     pub(super) pending: usize,
     pub(super) udp: Option<std::net::UdpSocket>,
     pub(super) started: Nanos,
-    pub(super) counters: Counters,
+    pub(super) counters: ControlCounters,
 }
 
 pub(super) type Shared = Rc<RefCell<Hub>>;

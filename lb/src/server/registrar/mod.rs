@@ -32,7 +32,7 @@ mod ops;
 mod session;
 
 pub use hub::ControlSettings;
-use hub::{Counters, Hub, Shared};
+use hub::{Hub, Shared};
 use ops::{handler, start_checks, tick_loop};
 use session::serve_conn;
 
@@ -88,7 +88,7 @@ pub async fn run(
         pending: 0,
         udp: bound.udp,
         started: now(),
-        counters: Counters::default(),
+        counters: Default::default(),
     }));
     let mut tasks = Vec::new();
     if let Some(tcp) = bound.tcp {
