@@ -11,9 +11,39 @@
 use crate::backend::{BackendSpec, BackendState};
 use crate::time::Nanos;
 use crate::wire::MacAddr;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+
+/// A backend as operators see it (`lb ctl backends`), finer than the data path's
+/// [`BackendState`]: a paused and a draining backend are both `Draining` there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Takes new flows.
+    Active,
+    /// Paused by its agent: no new flows, tracked flows continue.
+    Paused,
+    /// Drained by an operator, deadline not passed: no new flows, tracked flows continue.
+    Draining,
+    /// Drained and the deadline passed: down.
+    Drained,
+    /// Its active checks failed: down.
+    Down,
+}
+
+impl Status {
+    /// The word, as on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Paused => "paused",
+            Status::Draining => "draining",
+            Status::Drained => "drained",
+            Status::Down => "down",
+        }
+    }
+}
 
 /// Where a backend came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -99,18 +129,18 @@ impl Entry {
         }
     }
 
-    /// A short word for operators: active, paused, draining, drained (deadline passed), down.
-    pub fn status(&self, now: Nanos) -> &'static str {
+    /// What operators are told: active, paused, draining, drained (deadline passed), down.
+    pub fn status(&self, now: Nanos) -> Status {
         if !self.health.up {
-            "down"
+            Status::Down
         } else if self.drain.is_some_and(|d| now >= d.deadline) {
-            "drained"
+            Status::Drained
         } else if self.drain.is_some() {
-            "draining"
+            Status::Draining
         } else if self.paused {
-            "paused"
+            Status::Paused
         } else {
-            "active"
+            Status::Active
         }
     }
 
@@ -538,7 +568,7 @@ mod tests {
         assert!(r.check_result("h2", epoch, fail(), s(2)).is_empty());
         let u = r.check_result("h2", epoch, fail(), s(3));
         assert_eq!(state_of(&u, "h2"), Some(BackendState::Down));
-        assert_eq!(r.get("h2").unwrap().status(s(3)), "down");
+        assert_eq!(r.get("h2").unwrap().status(s(3)), Status::Down);
         assert!(r.check_result("h2", epoch, Ok(()), s(4)).is_empty());
         let u = r.check_result("h2", epoch, Ok(()), s(5));
         assert_eq!(state_of(&u, "h2"), Some(BackendState::Active));
@@ -563,7 +593,7 @@ mod tests {
         assert!(r.tick(s(0), s(5)).is_empty());
         let u = r.tick(s(5), s(10));
         assert_eq!(state_of(&u, "s1"), Some(BackendState::Down));
-        assert_eq!(r.get("s1").unwrap().status(s(10)), "drained");
+        assert_eq!(r.get("s1").unwrap().status(s(10)), Status::Drained);
         let u = r.undrain("s1", s(11)).unwrap();
         assert_eq!(state_of(&u, "s1"), Some(BackendState::Active));
         assert!(r.undrain("s1", s(11)).is_err());

@@ -1,14 +1,17 @@
 //! `lb ctl`: the operator's unix socket on the server and on the agent, both ends.
 //!
 //! One JSON object per line each way: a [`Request`] in (`{"cmd":"drain","name":"h2"}`, the
-//! typed messages of `lb_core::protocol::ctl`), `{"ok":true,…}` or `{"ok":false,"error":"…"}`
-//! out. The socket is created mode 0600 (root's tool); a stale file from a crashed run is
+//! typed messages of `lb_core::protocol::ctl`), an [`Answer`] out (`{"ok":true,…}` or
+//! `{"ok":false,"error":"…"}`), which the client reads back as the type its request calls for. The socket is created mode 0600 (root's tool); a stale file from a crashed run is
 //! replaced, a live one is left alone. [`run`] is `lb ctl` itself, the client.
 
 use crate::lines::{LineReader, write_line};
 use anyhow::{Context, Result, bail};
-use lb_core::protocol::ctl::{Done, Refusal, Request, RequestError, Role, WireRequest};
-use serde_json::{Value, json};
+use lb_core::protocol::ctl::{
+    AgentStatus, Answer, Backends, ControlCounters, Done, Refusal, Request, RequestError, Role,
+    ServerState, StateAnswer, WireRequest,
+};
+use serde::Deserialize;
 use std::cell::Cell;
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
@@ -24,18 +27,18 @@ const MAX_REQUEST: usize = 4096;
 /// `lb ctl` connections served at once.
 const MAX_CLIENTS: usize = 16;
 
-/// A refusal as the JSON answer.
-pub fn error(msg: impl std::fmt::Display) -> Value {
-    json!(Refusal::new(msg))
+/// A refusal as the answer.
+pub fn error(msg: impl std::fmt::Display) -> Answer {
+    Refusal::new(msg).into()
 }
 
-/// A success with a message, as the JSON answer.
-pub fn done(msg: impl std::fmt::Display) -> Value {
-    json!(Done::new(msg))
+/// A success with a message, as the answer.
+pub fn done(msg: impl std::fmt::Display) -> Answer {
+    Done::new(msg).into()
 }
 
 /// The refusal of a request that a process in `role` does not serve.
-pub fn not_served(req: &Request, role: Role) -> Value {
+pub fn not_served(req: &Request, role: Role) -> Answer {
     error(RequestError::NotServed {
         verb: req.verb().to_string(),
         role,
@@ -43,7 +46,7 @@ pub fn not_served(req: &Request, role: Role) -> Value {
 }
 
 /// What answers requests.
-pub type Handler = Rc<dyn Fn(Request) -> Pin<Box<dyn Future<Output = Value>>>>;
+pub type Handler = Rc<dyn Fn(Request) -> Pin<Box<dyn Future<Output = Answer>>>>;
 
 /// A bound ctl socket; the file is removed on drop.
 pub struct CtlSocket {
@@ -124,7 +127,8 @@ pub async fn serve(listener: UnixListener, role: Role, handler: Handler) {
             }
         };
         if active.get() >= MAX_CLIENTS {
-            let _ = stream.try_write(b"{\"ok\":false,\"error\":\"too many ctl clients\"}\n");
+            let line = to_line(&error("too many ctl clients")) + "\n";
+            let _ = stream.try_write(line.as_bytes());
             continue;
         }
         active.set(active.get() + 1);
@@ -137,7 +141,7 @@ pub async fn serve(listener: UnixListener, role: Role, handler: Handler) {
                     Ok(Ok(l)) => l,
                     Ok(Err(crate::lines::LineError::TooLong(n))) => {
                         let e = error(format!("request longer than {n} bytes"));
-                        let _ = write_line(&mut w, &e.to_string(), Duration::from_secs(5)).await;
+                        let _ = write_line(&mut w, &to_line(&e), Duration::from_secs(5)).await;
                         break;
                     }
                     _ => break,
@@ -146,13 +150,13 @@ pub async fn serve(listener: UnixListener, role: Role, handler: Handler) {
                     Ok(wire) => match wire.for_role(role) {
                         Ok(req) => match req.refused_by(role) {
                             None => handler(req).await,
-                            Some(refusal) => json!(refusal),
+                            Some(refusal) => refusal.into(),
                         },
                         Err(e) => error(e),
                     },
                     Err(e) => error(format!("bad request: {e}")),
                 };
-                if write_line(&mut w, &answer.to_string(), Duration::from_secs(5))
+                if write_line(&mut w, &to_line(&answer), Duration::from_secs(5))
                     .await
                     .is_err()
                 {
@@ -164,8 +168,17 @@ pub async fn serve(listener: UnixListener, role: Role, handler: Handler) {
     }
 }
 
-/// Sends one request to the socket at `path` and returns the answer.
-pub fn call(path: &Path, req: &Request) -> Result<Value> {
+/// An answer as one line of JSON (without the `\n`).
+fn to_line(a: &Answer) -> String {
+    serde_json::to_string(a).unwrap_or_else(|e| {
+        // Not reachable: every answer is plain data with string keys.
+        serde_json::to_string(&Refusal::new(format!("answer not serializable: {e}")))
+            .unwrap_or_default()
+    })
+}
+
+/// Sends one request to the socket at `path` and returns the answer's line, unparsed.
+pub fn call(path: &Path, req: &Request) -> Result<String> {
     let s = UnixStream::connect(path).with_context(|| {
         format!(
             "cannot reach {} (is lb running there? see --socket)",
@@ -185,7 +198,42 @@ pub fn call(path: &Path, req: &Request) -> Result<Value> {
     if answer.is_empty() {
         bail!("{} closed without answering", path.display());
     }
-    serde_json::from_str(&answer).with_context(|| format!("answer from {}", path.display()))
+    answer.truncate(answer.trim_end().len());
+    Ok(answer)
+}
+
+/// What the client reads from `req`'s answer once it is served.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Served {
+    /// `state`.
+    State(StateAnswer),
+    /// `backends`.
+    Backends(Backends),
+    /// Everything else.
+    Done(Done),
+}
+
+/// What every answer says: served or not.
+#[derive(Deserialize)]
+struct Outcome {
+    ok: bool,
+}
+
+/// Reads `line`, the answer to `req`: the typed answer the request calls for, or the refusal.
+pub fn parse_answer(req: &Request, line: &str) -> Result<Result<Served, Refusal>> {
+    let outcome: Outcome = serde_json::from_str(line).context("not an answer")?;
+    if !outcome.ok {
+        return Ok(Err(serde_json::from_str(line).context("not a refusal")?));
+    }
+    Ok(Ok(match req {
+        Request::State => {
+            Served::State(serde_json::from_str(line).context("not a `state` answer")?)
+        }
+        Request::Backends => {
+            Served::Backends(serde_json::from_str(line).context("not a `backends` answer")?)
+        }
+        _ => Served::Done(serde_json::from_str(line).context("not an answer with a message")?),
+    }))
 }
 
 /// A request the other end refused (exit code 2, like bad input).
@@ -198,172 +246,305 @@ pub struct Refused {
     pub reason: String,
 }
 
-/// `lb ctl`: sends `req` to the socket at `path` and prints the answer, as JSON if `json`.
+/// `lb ctl`: sends `req` to the socket at `path` and prints the answer, as JSON if `json`
+/// (the line as received).
 pub fn run(path: &Path, req: &Request, json: bool) -> Result<()> {
-    let answer = call(path, req)?;
-    if answer.get("ok").and_then(Value::as_bool) != Some(true) {
-        let e = answer
-            .get("error")
-            .and_then(Value::as_str)
-            .unwrap_or("refused without a reason");
-        if json {
-            println!("{answer}");
-        }
-        bail!(Refused {
-            verb: req.verb(),
-            reason: e.to_string(),
-        });
-    }
+    let line = call(path, req)?;
+    let answer =
+        parse_answer(req, &line).with_context(|| format!("answer from {}", path.display()))?;
     if json {
-        println!("{answer}");
-    } else {
-        print!("{}", render(req.verb(), &answer));
+        println!("{line}");
     }
-    Ok(())
+    match answer {
+        Err(refusal) => bail!(Refused {
+            verb: req.verb(),
+            reason: refusal.error,
+        }),
+        Ok(served) => {
+            if !json {
+                print!("{}", render(&served));
+            }
+            Ok(())
+        }
+    }
 }
 
-fn num(v: &Value, k: &str) -> String {
-    match v.get(k) {
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Bool(b)) => b.to_string(),
-        Some(Value::Null) | None => "-".into(),
-        Some(other) => other.to_string(),
+/// Human rendering of a served answer.
+pub fn render(a: &Served) -> String {
+    match a {
+        Served::Done(d) => format!("{}\n", d.message),
+        Served::Backends(b) => render_backends(b),
+        Served::State(StateAnswer::Server(s)) => render_rows(&server_rows(s), 0),
+        Served::State(StateAnswer::Agent(s)) => render_rows(&agent_rows(s), 0),
     }
 }
 
-/// Human rendering of an answer.
-pub fn render(cmd: &str, v: &Value) -> String {
-    let mut out = String::new();
-    if let Some(m) = v.get("message").and_then(Value::as_str) {
-        out.push_str(m);
-        out.push('\n');
-        return out;
+fn render_backends(b: &Backends) -> String {
+    let rows: Vec<Vec<String>> = b
+        .backends
+        .iter()
+        .map(|b| {
+            vec![
+                b.name.clone(),
+                b.addr.to_string(),
+                b.origin.name().into(),
+                b.status.name().into(),
+                b.health.name().into(),
+                b.weight.to_string(),
+                b.packets.to_string(),
+                b.bytes.to_string(),
+                b.flows.to_string(),
+                b.tracked.to_string(),
+            ]
+        })
+        .collect();
+    let head = [
+        "NAME", "ADDR", "ORIGIN", "STATUS", "HEALTH", "WEIGHT", "PACKETS", "BYTES", "FLOWS",
+        "TRACKED",
+    ];
+    let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
     }
-    match cmd {
-        "backends" => {
-            let rows: Vec<Vec<String>> = v
-                .get("backends")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .map(|b| {
-                            vec![
-                                num(b, "name"),
-                                num(b, "addr"),
-                                num(b, "origin"),
-                                num(b, "status"),
-                                num(b, "health"),
-                                num(b, "weight"),
-                                num(b, "packets"),
-                                num(b, "bytes"),
-                                num(b, "flows"),
-                                num(b, "tracked"),
-                            ]
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let head = [
-                "NAME", "ADDR", "ORIGIN", "STATUS", "HEALTH", "WEIGHT", "PACKETS", "BYTES",
-                "FLOWS", "TRACKED",
-            ];
-            let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
-            for r in &rows {
-                for (w, c) in widths.iter_mut().zip(r) {
-                    *w = (*w).max(c.len());
-                }
-            }
-            let line = |cells: Vec<&str>| {
-                let mut l = cells
-                    .iter()
-                    .zip(&widths)
-                    .map(|(c, w)| format!("{c:<w$}"))
-                    .collect::<Vec<_>>()
-                    .join("  ");
-                l.truncate(l.trim_end().len());
-                l + "\n"
-            };
-            out.push_str(&line(head.to_vec()));
-            for r in &rows {
-                out.push_str(&line(r.iter().map(String::as_str).collect()));
-            }
-            if rows.is_empty() {
-                out.push_str("(no backends)\n");
-            }
-        }
-        _ => {
-            if let Value::Object(m) = v {
-                render_object(&mut out, m, 0);
-            }
-        }
+    let line = |cells: Vec<&str>| {
+        let mut l = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        l.truncate(l.trim_end().len());
+        l + "\n"
+    };
+    let mut out = line(head.to_vec());
+    for r in &rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    if rows.is_empty() {
+        out.push_str("(no backends)\n");
     }
     out
 }
 
-/// `key: value` lines with the values aligned, nested objects indented under their key.
-fn render_object(out: &mut String, m: &serde_json::Map<String, Value>, depth: usize) {
-    let keys = m.keys().filter(|k| *k != "ok");
-    let width = keys.clone().map(String::len).max().unwrap_or(0) + 1;
-    let pad = "  ".repeat(depth);
-    for k in keys {
-        match &m[k] {
-            Value::Object(inner) if !inner.is_empty() => {
-                out.push_str(&format!("{pad}{k}:\n"));
-                render_object(out, inner, depth + 1);
-            }
-            Value::Object(_) => out.push_str(&format!("{pad}{:<width$} -\n", format!("{k}:"))),
-            val => out.push_str(&format!(
-                "{pad}{:<width$} {}\n",
-                format!("{k}:"),
-                scalar(val)
-            )),
-        }
-    }
+/// One line of a `state` answer for a person: a value, or a group of lines under its key.
+enum Item {
+    Value(String),
+    Group(Rows),
 }
 
-fn scalar(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        // Durations and rates: three decimals are enough for a person.
-        Value::Number(n) if n.is_f64() => format!("{:.3}", n.as_f64().unwrap_or_default()),
-        other => other.to_string(),
+/// `key: value` lines, in the order shown.
+type Rows = Vec<(String, Item)>;
+
+fn rows<const N: usize>(r: [(&str, Item); N]) -> Rows {
+    r.into_iter().map(|(k, c)| (k.to_string(), c)).collect()
+}
+
+fn num(n: u64) -> Item {
+    Item::Value(n.to_string())
+}
+
+fn flag(b: bool) -> Item {
+    Item::Value(b.to_string())
+}
+
+/// Seconds: three decimals are enough for a person.
+fn secs(s: f64) -> Item {
+    Item::Value(format!("{s:.3}"))
+}
+
+fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Item) -> Item {
+    v.map_or_else(|| Item::Value("-".into()), f)
+}
+
+fn text(s: impl ToString) -> Item {
+    Item::Value(s.to_string())
+}
+
+/// A server's `state`, keys in alphabetical order (as the untyped version printed them).
+fn server_rows(s: &ServerState) -> Rows {
+    let c: &ControlCounters = &s.control_counters;
+    rows([
+        ("active_checks", opt(s.active_checks, |p| num(p.into()))),
+        ("auth", flag(s.auth)),
+        ("backends", num(s.backends)),
+        ("control", opt(s.control, text)),
+        (
+            "control_counters",
+            Item::Group(rows([
+                ("accepted", num(c.accepted)),
+                ("auth_failures", num(c.auth_failures)),
+                ("deregistrations", num(c.deregistrations)),
+                ("handshake_timeouts", num(c.handshake_timeouts)),
+                ("invalid", num(c.invalid)),
+                ("read_timeouts", num(c.read_timeouts)),
+                ("refused_busy", num(c.refused_busy)),
+                ("registrations", num(c.registrations)),
+            ])),
+        ),
+        ("data_path", text(&s.data_path)),
+        (
+            "drops",
+            Item::Group(s.drops.iter().map(|(r, n)| (r.clone(), num(*n))).collect()),
+        ),
+        ("flows_moved", num(s.flows_moved)),
+        ("pending_connections", num(s.pending_connections)),
+        ("received", num(s.received)),
+        ("registered", num(s.registered)),
+        ("role", text(s.role.name())),
+        ("send_failed", num(s.send_failed)),
+        ("sent", num(s.sent)),
+        ("tracked_flows", num(s.tracked_flows)),
+        ("uptime_s", secs(s.uptime_s)),
+        ("vip", text(s.vip)),
+    ])
+}
+
+/// An agent's `state`, keys in alphabetical order (as the untyped version printed them).
+fn agent_rows(s: &AgentStatus) -> Rows {
+    rows([
+        ("auth", flag(s.auth)),
+        ("data_ip", opt(s.data_ip, text)),
+        ("inject_failed", num(s.inject_failed)),
+        ("injected", num(s.injected)),
+        ("last_error", opt(s.last_error.as_deref(), text)),
+        ("name", text(&s.name)),
+        ("pause_requested", flag(s.pause_requested)),
+        ("received", num(s.received)),
+        ("refused", num(s.refused)),
+        ("registered_for_s", opt(s.registered_for_s, secs)),
+        ("registrations", num(s.registrations)),
+        ("role", text(s.role.name())),
+        ("sanity", num(s.sanity)),
+        ("server", opt(s.server, text)),
+        ("state", text(s.state.name())),
+    ])
+}
+
+/// `key: value` lines with the values aligned, groups indented under their key (an empty
+/// group shows as `-`).
+fn render_rows(rows: &Rows, depth: usize) -> String {
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+    let pad = "  ".repeat(depth);
+    let mut out = String::new();
+    for (k, cell) in rows {
+        let key = format!("{k}:");
+        match cell {
+            Item::Group(inner) if !inner.is_empty() => {
+                out.push_str(&format!("{pad}{key}\n"));
+                out.push_str(&render_rows(inner, depth + 1));
+            }
+            Item::Group(_) => out.push_str(&format!("{pad}{key:<width$} -\n")),
+            Item::Value(v) => out.push_str(&format!("{pad}{key:<width$} {v}\n")),
+        }
     }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn served(req: Request, line: &str) -> Served {
+        parse_answer(&req, line).unwrap().unwrap()
+    }
+
     #[test]
     fn renders_a_backend_table() {
-        let v = json!({"ok": true, "backends": [
-            {"name": "h2", "addr": "10.0.0.2", "origin": "agent", "status": "active",
-             "health": "up", "weight": 1, "packets": 10, "bytes": 600, "flows": 2, "tracked": 1}
-        ]});
-        let t = render("backends", &v);
+        let line = r#"{"ok":true,"backends":[{"name":"h2","addr":"10.0.0.2","origin":"agent",
+            "status":"active","weight":1,"health":"up","checks":3,"last_check_error":null,
+            "drain_remaining_s":null,"packets":10,"bytes":600,"flows":2,"tracked":1}]}"#;
+        let t = render(&served(Request::Backends, line));
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].starts_with("NAME  ADDR"), "{t}");
         assert!(lines[1].starts_with("h2    10.0.0.2  agent"), "{t}");
         assert_eq!(
-            render("pause", &json!({"ok": true, "message": "paused"})),
+            render(&served(Request::Backends, r#"{"ok":true,"backends":[]}"#)),
+            "NAME  ADDR  ORIGIN  STATUS  HEALTH  WEIGHT  PACKETS  BYTES  FLOWS  TRACKED\n\
+             (no backends)\n"
+        );
+        assert_eq!(
+            render(&served(Request::Pause, r#"{"ok":true,"message":"paused"}"#)),
             "paused\n"
         );
     }
 
     #[test]
-    fn renders_state_aligned_with_short_numbers() {
-        let v = json!({"ok": true, "name": "h2", "registered_for_s": 1.821847557,
-            "drops": {}, "control_counters": {"accepted": 2, "invalid": 0}});
+    fn renders_agent_state_aligned_with_short_numbers() {
+        let line = r#"{"ok":true,"role":"agent","name":"h2","state":"Active",
+            "server":"10.0.0.1:1338","auth":false,"data_ip":"10.0.0.2",
+            "registered_for_s":1.821847557,"registrations":1,"pause_requested":false,
+            "last_error":null,"received":5,"injected":4,"inject_failed":0,"refused":1,
+            "sanity":1}"#;
         assert_eq!(
-            render("state", &v),
-            "control_counters:\n\
-             \x20 accepted: 2\n\
-             \x20 invalid:  0\n\
-             drops:            -\n\
+            render(&served(Request::State, line)),
+            "auth:             false\n\
+             data_ip:          10.0.0.2\n\
+             inject_failed:    0\n\
+             injected:         4\n\
+             last_error:       -\n\
              name:             h2\n\
-             registered_for_s: 1.822\n"
+             pause_requested:  false\n\
+             received:         5\n\
+             refused:          1\n\
+             registered_for_s: 1.822\n\
+             registrations:    1\n\
+             role:             agent\n\
+             sanity:           1\n\
+             server:           10.0.0.1:1338\n\
+             state:            Active\n"
+        );
+    }
+
+    #[test]
+    fn renders_server_state_with_groups() {
+        let line = r#"{"ok":true,"role":"server","vip":"10.0.0.50","data_path":"nfqueue 0",
+            "control":null,"auth":false,"active_checks":8080,"uptime_s":2.5,"backends":1,
+            "registered":0,"pending_connections":0,"tracked_flows":0,"received":0,"sent":0,
+            "send_failed":0,"flows_moved":0,"drops":{},"control_counters":{"accepted":2,
+            "refused_busy":0,"invalid":0,"handshake_timeouts":0,"auth_failures":0,
+            "registrations":0,"deregistrations":0,"read_timeouts":0}}"#;
+        let t = render(&served(Request::State, line));
+        assert!(
+            t.starts_with(
+                "active_checks:       8080\n\
+                 auth:                false\n\
+                 backends:            1\n\
+                 control:             -\n\
+                 control_counters:\n\
+                 \x20 accepted:           2\n\
+                 \x20 auth_failures:      0\n"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("\ndrops:               -\n"), "{t}");
+        assert!(t.contains("\nuptime_s:            2.500\n"), "{t}");
+        assert!(t.ends_with("vip:                 10.0.0.50\n"), "{t}");
+    }
+
+    #[test]
+    fn a_refusal_is_read_whatever_was_asked() {
+        let line = r#"{"ok":false,"error":"no backend h9"}"#;
+        for req in [Request::State, Request::Backends, Request::Pause] {
+            assert_eq!(
+                parse_answer(&req, line).unwrap(),
+                Err(Refusal::new("no backend h9"))
+            );
+        }
+        assert!(parse_answer(&Request::Backends, r#"{"ok":true,"message":"x"}"#).is_err());
+        assert!(parse_answer(&Request::State, "not json").is_err());
+    }
+
+    #[test]
+    fn answers_are_written_as_one_line() {
+        assert_eq!(
+            to_line(&error("bad request")),
+            r#"{"ok":false,"error":"bad request"}"#
+        );
+        assert_eq!(
+            to_line(&done("paused")),
+            r#"{"ok":true,"message":"paused"}"#
         );
     }
 }

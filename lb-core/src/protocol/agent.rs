@@ -21,6 +21,34 @@ pub const TOKEN_LEN: usize = 16;
 /// Hex characters of a nonce in the authenticated handshake.
 pub const NONCE_LEN: usize = 32;
 
+/// Caplance's agent states, as `lb ctl state` reports them on an agent (`"Active"`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum AgentState {
+    /// Not registered (no server configured, deregistered, or between attempts).
+    Unregistered,
+    /// Connecting, handshake under way.
+    Registering,
+    /// Registered, taking new flows.
+    Active,
+    /// Registered, no new flows (tracked flows continue).
+    Paused,
+    /// Leaving.
+    Deregistering,
+}
+
+impl AgentState {
+    /// The state's name, as on the wire (`"Active"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            AgentState::Unregistered => "Unregistered",
+            AgentState::Registering => "Registering",
+            AgentState::Active => "Active",
+            AgentState::Paused => "Paused",
+            AgentState::Deregistering => "Deregistering",
+        }
+    }
+}
+
 /// A line from an agent to the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentMsg {

@@ -1,6 +1,6 @@
 //! Ethernet II frame view (no VLAN tags: a tagged frame reads as "not IPv4").
 
-use super::{Field, ParseError};
+use super::field::{Field, ParseError};
 use std::fmt;
 
 mod field {

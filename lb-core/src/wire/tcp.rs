@@ -1,6 +1,7 @@
 //! TCP segment view, with in-place MSS clamping.
 
-use super::{Field, ParseError, checksum};
+use super::checksum;
+use super::field::{Field, ParseError};
 use std::net::Ipv4Addr;
 
 mod field {

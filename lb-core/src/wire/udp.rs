@@ -1,6 +1,7 @@
 //! UDP datagram view.
 
-use super::{Field, ParseError, checksum};
+use super::checksum;
+use super::field::{Field, ParseError};
 use std::net::Ipv4Addr;
 
 mod field {

@@ -10,10 +10,8 @@ use crate::ctl::{self, Handler};
 use crate::lines::{LineError, LineReader, write_line};
 use anyhow::Result;
 use lb_core::config::ControlSection;
-use lb_core::protocol::agent::{AgentMsg, MAX_LINE, NONCE_LEN, Secret, ServerMsg};
-use lb_core::protocol::ctl::{Request, Role};
-use serde::Serialize;
-use serde_json::{Value, json};
+use lb_core::protocol::agent::{AgentMsg, AgentState, MAX_LINE, NONCE_LEN, Secret, ServerMsg};
+use lb_core::protocol::ctl::{AgentStatus, Answer, Request, Role};
 use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::rc::Rc;
@@ -23,21 +21,6 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
-
-/// Caplance's agent states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum AgentState {
-    /// Not registered (no server configured, deregistered, or between attempts).
-    Unregistered,
-    /// Connecting, handshake under way.
-    Registering,
-    /// Registered, taking new flows.
-    Active,
-    /// Registered, no new flows (tracked flows continue).
-    Paused,
-    /// Leaving.
-    Deregistering,
-}
 
 /// Data-path counters, written by the data thread once per batch.
 #[derive(Debug, Default)]
@@ -82,7 +65,7 @@ struct Shared {
     last_error: Option<String>,
 }
 
-type Reply = oneshot::Sender<Value>;
+type Reply = oneshot::Sender<Answer>;
 
 enum Cmd {
     Pause,
@@ -151,24 +134,25 @@ fn handler(
                 Request::State => {
                     let sh = shared.borrow();
                     let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
-                    return json!({
-                        "ok": true,
-                        "role": "agent",
-                        "name": s.name,
-                        "state": sh.state,
-                        "server": s.server.map(|a| a.to_string()),
-                        "auth": s.secret.is_some(),
-                        "data_ip": sh.data_ip.map(|a| a.to_string()),
-                        "registered_for_s": sh.registered_at.map(|t| t.elapsed().as_secs_f64()),
-                        "registrations": sh.registrations,
-                        "pause_requested": sh.want_paused,
-                        "last_error": sh.last_error,
-                        "received": n(&stats.received),
-                        "injected": n(&stats.injected),
-                        "inject_failed": n(&stats.failed),
-                        "refused": n(&stats.refused),
-                        "sanity": n(&stats.sanity),
-                    });
+                    return AgentStatus {
+                        ok: true,
+                        role: Role::Agent,
+                        name: s.name.clone(),
+                        state: sh.state,
+                        server: s.server,
+                        auth: s.secret.is_some(),
+                        data_ip: sh.data_ip,
+                        registered_for_s: sh.registered_at.map(|t| t.elapsed().as_secs_f64()),
+                        registrations: sh.registrations,
+                        pause_requested: sh.want_paused,
+                        last_error: sh.last_error.clone(),
+                        received: n(&stats.received),
+                        injected: n(&stats.injected),
+                        inject_failed: n(&stats.failed),
+                        refused: n(&stats.refused),
+                        sanity: n(&stats.sanity),
+                    }
+                    .into();
                 }
                 Request::Pause => Cmd::Pause,
                 Request::Resume => Cmd::Resume,
@@ -194,7 +178,7 @@ fn handler(
     })
 }
 
-fn ok(message: impl Into<String>) -> Value {
+fn ok(message: impl Into<String>) -> Answer {
     ctl::done(message.into())
 }
 

@@ -11,6 +11,7 @@
 pub mod datapath;
 pub mod intake;
 pub mod registrar;
+mod settings;
 
 use crate::sys::markroute::MarkRoutes;
 use crate::sys::netlink::{self, IfAddr};
@@ -20,9 +21,8 @@ use anyhow::{Context, Result, bail};
 use datapath::mailbox::{self};
 use datapath::{Totals, new_path};
 use intake::packet::packet_loop;
-use lb_core::config::{BackendEntry, ControlSection, Intake, ServerSection, VerdictMode};
+use lb_core::config::{BackendEntry, Intake, VerdictMode};
 use lb_core::forward::ENCAP_PORT;
-use lb_core::protocol::agent::Secret;
 use lb_core::{BackendSpec, Config, ForwardConfig, ForwardMode, Framing, MacAddr, State};
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -31,20 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Everything `lb server` needs, after the file and the flags are merged.
-#[derive(Debug, Clone)]
-pub struct ServerSettings {
-    /// The virtual IP.
-    pub vip: Ipv4Addr,
-    /// The `[server]` section with flags applied.
-    pub server: ServerSection,
-    /// The `[control]` section with flags applied.
-    pub control: ControlSection,
-    /// The shared secret, loaded from `control.secret_file`.
-    pub secret: Option<Secret>,
-    /// Whether the ctl socket's path was given (then a busy path is an error, not a warning).
-    pub ctl_socket_given: bool,
-}
+pub use settings::ServerSettings;
 
 /// What a stop must undo; dropping it undoes what was done, in reverse order.
 struct Installed {

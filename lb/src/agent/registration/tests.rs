@@ -3,6 +3,7 @@
 
 use super::*;
 use lb_core::config::Dur;
+use lb_core::protocol::ctl::{Refusal, StateAnswer};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream as StdTcp};
 use std::path::PathBuf;
@@ -128,32 +129,39 @@ impl Peer {
     }
 }
 
-fn ctl_state(f: &Fixture) -> Value {
-    ctl::call(&f.ctl, &Request::State).unwrap()
+/// The answer to `req` on the agent's ctl socket, typed as `lb ctl` reads it.
+fn ctl_answer(path: &std::path::Path, req: &Request) -> Result<ctl::Served, Refusal> {
+    let line = ctl::call(path, req).unwrap();
+    ctl::parse_answer(req, &line).unwrap()
 }
 
-fn eventually_state(f: &Fixture, want: &str) -> Value {
-    for _ in 0..300 {
-        let v = ctl_state(f);
-        if v["state"] == want {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(10));
+fn ctl_state(f: &Fixture) -> AgentStatus {
+    match ctl_answer(&f.ctl, &Request::State) {
+        Ok(ctl::Served::State(StateAnswer::Agent(s))) => s,
+        other => panic!("not an agent's state: {other:?}"),
     }
-    panic!("never {want}: {}", ctl_state(f));
 }
 
-fn ctl_cmd(f: &Fixture, req: Request) -> std::thread::JoinHandle<Value> {
+fn eventually_state(f: &Fixture, want: AgentState) -> AgentStatus {
+    eventually_for(f, want, 300)
+}
+
+/// Sends `req` from another thread; its answer's message, or the refusal.
+fn ctl_cmd(f: &Fixture, req: Request) -> std::thread::JoinHandle<Result<String, String>> {
     let path = f.ctl.clone();
-    std::thread::spawn(move || ctl::call(&path, &req).unwrap())
+    std::thread::spawn(move || match ctl_answer(&path, &req) {
+        Ok(ctl::Served::Done(d)) => Ok(d.message),
+        Ok(other) => panic!("not a message: {other:?}"),
+        Err(r) => Err(r.error),
+    })
 }
 
 #[test]
 fn registers_with_a_caplance_server_pauses_and_comes_back_after_a_restart() {
     let f = start("restart", None);
     let mut p = Peer::register(&f);
-    let v = eventually_state(&f, "Active");
-    assert_eq!(v["registrations"], 1);
+    let v = eventually_state(&f, AgentState::Active);
+    assert_eq!(v.registrations, 1);
     // The beat.
     let mut l = String::new();
     p.r.read_line(&mut l).unwrap();
@@ -163,28 +171,28 @@ fn registers_with_a_caplance_server_pauses_and_comes_back_after_a_restart() {
     let pause = ctl_cmd(&f, Request::Pause);
     assert_eq!(p.line(), "PAUSE");
     p.send("PAUSED h2");
-    assert_eq!(pause.join().unwrap()["ok"], true);
-    eventually_state(&f, "Paused");
+    assert!(pause.join().unwrap().is_ok());
+    eventually_state(&f, AgentState::Paused);
 
     // The server goes away; the agent registers again, and stays paused.
     drop(p);
     let mut p = Peer::register(&f);
     assert_eq!(p.line(), "PAUSE");
     p.send("PAUSED h2");
-    let v = eventually_state(&f, "Paused");
-    assert_eq!(v["registrations"], 2);
+    let v = eventually_state(&f, AgentState::Paused);
+    assert_eq!(v.registrations, 2);
 
     let resume = ctl_cmd(&f, Request::Resume);
     assert_eq!(p.line(), "RESUME");
     p.send("RESUMED h2");
-    assert_eq!(resume.join().unwrap()["ok"], true);
-    eventually_state(&f, "Active");
+    assert!(resume.join().unwrap().is_ok());
+    eventually_state(&f, AgentState::Active);
 
     let dereg = ctl_cmd(&f, Request::Deregister);
     assert_eq!(p.line(), "DEREGISTER");
     p.send("DEREGISTERED h2 client requested deregistration");
-    assert_eq!(dereg.join().unwrap()["ok"], true);
-    eventually_state(&f, "Unregistered");
+    assert!(dereg.join().unwrap().is_ok());
+    eventually_state(&f, AgentState::Unregistered);
     // It stays out.
     f.listener.set_nonblocking(true).unwrap();
     std::thread::sleep(Duration::from_millis(600));
@@ -198,34 +206,34 @@ fn registers_with_a_caplance_server_pauses_and_comes_back_after_a_restart() {
 fn a_server_that_deregisters_or_stalls_is_left_and_registered_with_again() {
     let f = start("stall", None);
     let mut p = Peer::register(&f);
-    eventually_state(&f, "Active");
+    eventually_state(&f, AgentState::Active);
     p.send("DEREGISTERED h2 health check timeout ran out");
-    let v = eventually_state(&f, "Unregistered");
+    let v = eventually_state(&f, AgentState::Unregistered);
     assert!(
-        v["last_error"]
-            .as_str()
+        v.last_error
+            .as_deref()
             .unwrap()
             .contains("health check timeout ran out"),
-        "{v}"
+        "{v:?}"
     );
     let p2 = Peer::register(&f);
-    eventually_state(&f, "Active");
+    eventually_state(&f, AgentState::Active);
     drop(p);
     // A server that stops answering heartbeats (read_timeout 2s) is given up on.
-    let v = eventually_for(&f, "Unregistered", 400);
-    assert!(v["last_error"].as_str().unwrap().contains("silent"), "{v}");
+    let v = eventually_for(&f, AgentState::Unregistered, 400);
+    assert!(v.last_error.as_deref().unwrap().contains("silent"), "{v:?}");
     drop(p2);
 }
 
-fn eventually_for(f: &Fixture, want: &str, tries: usize) -> Value {
+fn eventually_for(f: &Fixture, want: AgentState, tries: usize) -> AgentStatus {
     for _ in 0..tries {
         let v = ctl_state(f);
-        if v["state"] == want {
+        if v.state == want {
             return v;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("never {want}: {}", ctl_state(f));
+    panic!("never {want:?}: {:?}", ctl_state(f));
 }
 
 #[test]
@@ -240,6 +248,10 @@ fn with_a_secret_a_caplance_server_refuses_cleanly() {
     // What Caplance's server answers to a first line that is not REGISTER.
     p.send("INVALID registration failed");
     drop(p);
-    let v = eventually_for(&f, "Unregistered", 300);
-    assert_eq!(v["last_error"], "refused: registration failed", "{v}");
+    let v = eventually_for(&f, AgentState::Unregistered, 300);
+    assert_eq!(
+        v.last_error.as_deref(),
+        Some("refused: registration failed"),
+        "{v:?}"
+    );
 }

@@ -9,7 +9,6 @@
 use crate::sys::wake::Waker;
 use lb_core::registry::Update;
 use lb_core::{Nanos, State};
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -26,7 +25,7 @@ pub enum PathMsg {
 }
 
 /// Traffic of one backend as one thread saw it.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct BackendTraffic {
     /// Packets forwarded.
     pub packets: u64,
@@ -39,7 +38,7 @@ pub struct BackendTraffic {
 }
 
 /// A thread's counters.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct PathReport {
     /// Packets taken from the intake.
     pub received: u64,

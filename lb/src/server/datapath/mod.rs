@@ -2,7 +2,7 @@
 
 pub mod mailbox;
 
-use super::ServerSettings;
+use crate::server::settings::ServerSettings;
 use crate::sys::markroute::backend_mark;
 use crate::sys::netlink::IfAddr;
 use crate::sys::now;

@@ -13,86 +13,28 @@
 //! are closed), and registered connections are at most `max_agents`.
 
 use crate::ctl;
-use crate::server::datapath::mailbox::{PathHandle, PathMsg};
+use crate::server::datapath::mailbox::PathHandle;
 use crate::sys::now;
 use anyhow::{Context, Result};
-use lb_core::config::{CheckSection, ControlSection};
-use lb_core::protocol::agent::Secret;
+use lb_core::BackendSpec;
 use lb_core::protocol::ctl::Role;
-use lb_core::registry::{Registry, Thresholds, Update};
-use lb_core::{BackendSpec, Nanos};
+use lb_core::registry::{Registry, Thresholds};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::oneshot;
 
+mod hub;
 mod ops;
 mod session;
 
+pub use hub::ControlSettings;
+use hub::{Hub, Shared};
 use ops::{handler, start_checks, tick_loop};
 use session::serve_conn;
-
-/// What the control plane needs.
-pub struct ControlSettings {
-    /// The VIP (refused as a backend address).
-    pub vip: Ipv4Addr,
-    /// Where agents register; none: no registration, only static backends.
-    pub listen: Option<SocketAddrV4>,
-    /// Timing and secret file.
-    pub timing: ControlSection,
-    /// The loaded secret.
-    pub secret: Option<Secret>,
-    /// Unregistered connections served at once.
-    pub max_pending: usize,
-    /// Registered backends at most.
-    pub max_agents: usize,
-    /// Active checks.
-    pub check: CheckSection,
-    /// Default drain deadline.
-    pub drain_timeout: Duration,
-    /// Source address of SANITY datagrams (the data path's).
-    pub data_addr: Ipv4Addr,
-    /// Destination port of SANITY datagrams (1337).
-    pub encap_port: u16,
-    /// One line describing the data path, for `lb ctl state`.
-    pub description: String,
-}
-
-/// Control-plane counters.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-struct Counters {
-    accepted: u64,
-    refused_busy: u64,
-    invalid: u64,
-    handshake_timeouts: u64,
-    auth_failures: u64,
-    registrations: u64,
-    deregistrations: u64,
-    read_timeouts: u64,
-}
-
-struct Conn {
-    kick: Option<oneshot::Sender<String>>,
-}
-
-/// State shared by the control plane's tasks.
-struct Hub {
-    s: ControlSettings,
-    reg: Registry,
-    paths: Vec<PathHandle>,
-    conns: HashMap<u64, Conn>,
-    next_conn: u64,
-    pending: usize,
-    udp: Option<std::net::UdpSocket>,
-    started: Nanos,
-    counters: Counters,
-}
-
-type Shared = Rc<RefCell<Hub>>;
 
 /// The bound sockets, so that binding errors are reported before `ready:`.
 pub struct Bound {
@@ -146,7 +88,7 @@ pub async fn run(
         pending: 0,
         udp: bound.udp,
         started: now(),
-        counters: Counters::default(),
+        counters: Default::default(),
     }));
     let mut tasks = Vec::new();
     if let Some(tcp) = bound.tcp {
@@ -177,40 +119,6 @@ pub async fn run(
     }
     for t in tasks {
         t.abort();
-    }
-}
-
-/// Sends `updates` to every data path and waits until each has applied them.
-async fn apply(hub: &Shared, updates: Vec<Update>) {
-    if updates.is_empty() {
-        return;
-    }
-    for u in &updates {
-        tracing::info!("backend change: {}", describe(u));
-    }
-    let waits: Vec<oneshot::Receiver<()>> = hub
-        .borrow()
-        .paths
-        .iter()
-        .filter_map(|p| {
-            let (tx, rx) = oneshot::channel();
-            (p.send(PathMsg::Apply(updates.clone())) && p.send(PathMsg::Sync(tx))).then_some(rx)
-        })
-        .collect();
-    for w in waits {
-        if tokio::time::timeout(Duration::from_secs(2), w)
-            .await
-            .is_err()
-        {
-            tracing::warn!("a data path did not confirm a backend change within 2s");
-        }
-    }
-}
-
-fn describe(u: &Update) -> String {
-    match u {
-        Update::Upsert(s) => format!("{} {} {:?} weight {}", s.name, s.addr, s.state, s.weight),
-        Update::Remove(n) => format!("{n} removed"),
     }
 }
 

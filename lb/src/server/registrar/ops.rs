@@ -1,13 +1,14 @@
 //! What runs beside the connections: active checks, drain deadlines, and `lb ctl` answers.
 
-use super::{Shared, apply};
+use super::hub::{Shared, apply};
 use crate::ctl::{self, Handler};
 use crate::server::datapath::mailbox::{PathMsg, PathReport};
 use crate::sys::now;
 use lb_core::Nanos;
-use lb_core::protocol::ctl::{Request, Role};
+use lb_core::protocol::ctl::{
+    self as proto, Answer, BackendRow, Backends, Request, Role, ServerState,
+};
 use lb_core::registry::Origin;
-use serde_json::{Value, json};
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -96,60 +97,68 @@ pub(super) fn handler(hub: &Shared) -> Handler {
     })
 }
 
-async fn answer(hub: &Shared, req: Request) -> Value {
+async fn answer(hub: &Shared, req: Request) -> Answer {
     let t = now();
     match req {
         Request::State => {
             let r = reports(hub).await;
             let h = hub.borrow();
-            json!({
-                "ok": true,
-                "role": "server",
-                "vip": h.s.vip.to_string(),
-                "data_path": h.s.description,
-                "control": h.s.listen.map(|a| a.to_string()),
-                "auth": h.s.secret.is_some(),
-                "active_checks": h.s.check.port,
-                "uptime_s": secs(t.since(h.started)),
-                "backends": h.reg.entries().count(),
-                "registered": h.reg.agents(),
-                "pending_connections": h.pending,
-                "tracked_flows": r.tracked,
-                "received": r.received,
-                "sent": r.sent,
-                "send_failed": r.send_failed,
-                "flows_moved": r.flows_moved,
-                "drops": r.drops,
-                "control_counters": h.counters,
-            })
+            ServerState {
+                ok: true,
+                role: Role::Server,
+                vip: h.s.vip,
+                data_path: h.s.description.clone(),
+                control: h.s.listen,
+                auth: h.s.secret.is_some(),
+                active_checks: h.s.check.port,
+                uptime_s: secs(t.since(h.started)),
+                backends: h.reg.entries().count() as u64,
+                registered: h.reg.agents() as u64,
+                pending_connections: h.pending as u64,
+                tracked_flows: r.tracked,
+                received: r.received,
+                sent: r.sent,
+                send_failed: r.send_failed,
+                flows_moved: r.flows_moved,
+                drops: r.drops,
+                control_counters: h.counters.clone(),
+            }
+            .into()
         }
         Request::Backends => {
             let r = reports(hub).await;
             let h = hub.borrow();
             let checks = h.s.check.port.is_some();
-            let list: Vec<Value> = h
+            let backends = h
                 .reg
                 .entries()
                 .map(|e| {
                     let tr = r.backends.get(&e.name).cloned().unwrap_or_default();
-                    json!({
-                        "name": e.name,
-                        "addr": e.addr.to_string(),
-                        "origin": match e.origin { Origin::Static => "static", Origin::Agent { .. } => "agent" },
-                        "status": e.status(t),
-                        "weight": e.weight,
-                        "health": if !checks { "unchecked" } else if e.health.up { "up" } else { "down" },
-                        "checks": e.health.checks,
-                        "last_check_error": e.health.last_error,
-                        "drain_remaining_s": e.drain.map(|d| secs(d.deadline.since(t))),
-                        "packets": tr.packets,
-                        "bytes": tr.bytes,
-                        "flows": tr.flows,
-                        "tracked": tr.tracked,
-                    })
+                    BackendRow {
+                        name: e.name.clone(),
+                        addr: e.addr,
+                        origin: match e.origin {
+                            Origin::Static => proto::Origin::Static,
+                            Origin::Agent { .. } => proto::Origin::Agent,
+                        },
+                        status: e.status(t),
+                        weight: e.weight,
+                        health: match (checks, e.health.up) {
+                            (false, _) => proto::Health::Unchecked,
+                            (true, true) => proto::Health::Up,
+                            (true, false) => proto::Health::Down,
+                        },
+                        checks: e.health.checks,
+                        last_check_error: e.health.last_error.clone(),
+                        drain_remaining_s: e.drain.map(|d| secs(d.deadline.since(t))),
+                        packets: tr.packets,
+                        bytes: tr.bytes,
+                        flows: tr.flows,
+                        tracked: tr.tracked,
+                    }
                 })
                 .collect();
-            json!({"ok": true, "backends": list})
+            Backends { ok: true, backends }.into()
         }
         Request::Drain { name, deadline } => {
             let span = deadline.unwrap_or_else(|| hub.borrow().s.drain_timeout);

@@ -1,6 +1,7 @@
 //! One registration session: the handshake on one TCP connection, then a registered agent's lines.
 
-use super::{Conn, Shared, apply, start_checks};
+use super::hub::{Conn, Shared, apply};
+use super::ops::start_checks;
 use crate::lines::{LineError, LineReader, write_line};
 use crate::sys::now;
 use lb_core::protocol::agent::{AgentMsg, MAX_LINE, NONCE_LEN, ServerMsg};

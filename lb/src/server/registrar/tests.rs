@@ -2,12 +2,12 @@
 //! `lb_core::State`; fake agents speak Caplance's lines (and worse) over real TCP and UDP sockets.
 
 use super::*;
-use crate::server::datapath::mailbox::{self, Mailbox};
+use crate::server::datapath::mailbox::{self, Mailbox, PathMsg};
 use lb_core::BackendState;
 use lb_core::config::{CheckSection, ControlSection, Dur};
-use lb_core::protocol::agent::{MAX_LINE, ServerMsg};
+use lb_core::protocol::agent::{MAX_LINE, Secret, ServerMsg};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::net::{TcpStream as StdTcp, UdpSocket};
 use std::sync::Mutex;
 
