@@ -7,10 +7,11 @@
 #   conntrack            conntrack counters in scenarios
 #   iproute2             `ip netns exec` for users; `ip` in a few tests
 #   telnet, netcat       what the seed post types by hand, for interactive labs
+#   python3              ci/check-layout.py (the tree's shape, checked by .ci/run)
 #   mininet, bridge-utils  only for the speed comparison in ci/bench-lab.sh (--with-mininet)
 set -euo pipefail
 
-packages=(iptables nftables tcpdump conntrack iproute2 telnet netcat-openbsd)
+packages=(iptables nftables tcpdump conntrack iproute2 telnet netcat-openbsd python3)
 if [[ "${1:-}" == "--with-mininet" ]]; then
   packages+=(mininet bridge-utils)
 fi
