@@ -2,8 +2,9 @@
 //!
 //! One JSON object per line each way: a [`Request`] in (`{"cmd":"drain","name":"h2"}`, the
 //! typed messages of `lb_core::protocol::ctl`), an [`Answer`] out (`{"ok":true,…}` or
-//! `{"ok":false,"error":"…"}`), which the client reads back as the type its request calls for. The socket is created mode 0600 (root's tool); a stale file from a crashed run is
-//! replaced, a live one is left alone. [`run`] is `lb ctl` itself, the client.
+//! `{"ok":false,"error":"…"}`), which the client reads back as the type its request calls for.
+//! The socket is created mode 0600 (root's tool); a stale file from a crashed run is replaced, a
+//! live one is left alone. [`run`] is `lb ctl` itself, the client.
 
 use crate::lines::{LineReader, write_line};
 use anyhow::{Context, Result, bail};
@@ -15,7 +16,8 @@ use serde::Deserialize;
 use std::cell::Cell;
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -52,6 +54,8 @@ pub type Handler = Rc<dyn Fn(Request) -> Pin<Box<dyn Future<Output = Answer>>>>;
 pub struct CtlSocket {
     listener: Option<UnixListener>,
     path: PathBuf,
+    /// `<path>.lock`, flock()ed while this process owns the path (released when it ends).
+    _lock: std::fs::File,
 }
 
 impl CtlSocket {
@@ -74,24 +78,46 @@ impl Drop for CtlSocket {
 
 /// Binds the ctl socket at `path`. If a live process serves it already, that is an error when
 /// the path was given explicitly and a warning (no ctl socket) when it is the default.
+///
+/// Several processes may start at once with the same default path (agents in the hosts of
+/// parallel labs share the file system), so who owns the path is decided by an exclusive
+/// `flock` on `<path>.lock`, held for the life of the socket and released by the kernel when
+/// the process ends: the holder removes whatever file is in the way (a crashed run's) and binds.
+/// The lock file stays (deleting a lock file others may have open is its own race); it is empty.
 pub fn bind(path: &Path, explicit: bool) -> Result<Option<CtlSocket>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("create the directory of {}", path.display()))?;
     }
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            if explicit {
-                bail!("ctl socket {}: another process serves it", path.display());
-            }
-            tracing::warn!(
-                "ctl socket {} is served by another process: running without one (give --ctl-socket)",
-                path.display()
-            );
-            return Ok(None);
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .with_context(|| format!("open {}", lock_path.display()))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::WouldBlock {
+            return Err(e).with_context(|| format!("lock {}", lock_path.display()));
         }
-        std::fs::remove_file(path)
-            .with_context(|| format!("remove stale ctl socket {}", path.display()))?;
+        if explicit {
+            bail!("ctl socket {}: another process serves it", path.display());
+        }
+        tracing::warn!(
+            "ctl socket {} is served by another process: running without one (give --ctl-socket)",
+            path.display()
+        );
+        return Ok(None);
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::debug!("removed a stale ctl socket {}", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("remove stale ctl socket {}", path.display()));
+        }
     }
     let listener =
         UnixListener::bind(path).with_context(|| format!("bind ctl socket {}", path.display()))?;
@@ -103,6 +129,7 @@ pub fn bind(path: &Path, explicit: bool) -> Result<Option<CtlSocket>> {
     Ok(Some(CtlSocket {
         listener: Some(listener),
         path: path.to_path_buf(),
+        _lock: lock,
     }))
 }
 
@@ -534,6 +561,71 @@ mod tests {
         }
         assert!(parse_answer(&Request::Backends, r#"{"ok":true,"message":"x"}"#).is_err());
         assert!(parse_answer(&Request::State, "not json").is_err());
+    }
+
+    /// Agents in the hosts of parallel labs share /run/lb: two binds of one default path at
+    /// once must give one socket and one warning, never an error (seen as "Address already in
+    /// use" failing a scenario in 1 of 20 runs of ci/scenarios-20x.sh).
+    #[test]
+    fn concurrent_binds_of_the_default_path_give_one_socket_and_no_error() {
+        let dir = std::env::temp_dir().join(format!("lb-ctl-bind-{}", std::process::id()));
+        let path = dir.join("agent.sock");
+        for round in 0..50 {
+            let _ = std::fs::remove_file(&path);
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let binds: Vec<_> = (0..4)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), std::sync::Arc::clone(&barrier));
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        bind(&path, false).map_err(|e| format!("{e:#}"))
+                    })
+                })
+                .collect();
+            let results: Vec<_> = binds.into_iter().map(|t| t.join().unwrap()).collect();
+            let bound = results.iter().filter(|r| matches!(r, Ok(Some(_)))).count();
+            assert!(
+                results.iter().all(|r| r.is_ok()),
+                "round {round}: {:?}",
+                results
+                    .iter()
+                    .filter_map(|r| r.as_ref().err())
+                    .collect::<Vec<_>>()
+            );
+            assert_eq!(
+                bound, 1,
+                "round {round}: exactly one process serves the socket"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_stale_socket_is_replaced_and_a_live_one_kept() {
+        let dir = std::env::temp_dir().join(format!("lb-ctl-stale-{}", std::process::id()));
+        let path = dir.join("server.sock");
+        std::fs::create_dir_all(&dir).unwrap();
+        // A crashed run's file: bound once, nobody listening any more.
+        drop(UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let first = bind(&path, true).unwrap();
+        assert!(first.is_some(), "the stale file is replaced");
+        assert!(
+            bind(&path, false).unwrap().is_none(),
+            "default path: a warning"
+        );
+        let e = bind(&path, true).err().expect("explicit path: an error");
+        assert!(
+            format!("{e:#}").contains("another process serves it"),
+            "{e:#}"
+        );
+        drop(first);
+        assert!(!path.exists(), "the socket is removed when its owner ends");
+        assert!(
+            bind(&path, true).unwrap().is_some(),
+            "and the path is free again"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
