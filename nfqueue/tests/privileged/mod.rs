@@ -37,7 +37,7 @@ fn setup(num: u16) -> Setup {
     )
     .unwrap();
     // Permanent neighbours: the kernel's ARP table is shared by all namespaces and may be full
-    // on a busy machine (see lab/tests/support).
+    // on a busy machine (see lab::testing::VethPair).
     let ((_, m1), (_, m2)) = (link(&lab, "h1"), link(&lab, "h2"));
     run(
         &lab,
