@@ -31,6 +31,36 @@ impl Ipv4Cidr {
         Ipv4Addr::from(u32::from(self.addr) & self.mask())
     }
 
+    /// The broadcast address (host bits set).
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
+    }
+
+    /// Why this cannot be a host's interface address: the subnet's network or broadcast
+    /// address (prefixes up to /30; a /31 has no such addresses, RFC 3021, and a /32 is one host).
+    pub fn host_address_problem(&self) -> Option<String> {
+        if self.prefix > 30 {
+            return None;
+        }
+        let net = Ipv4Cidr {
+            addr: self.network(),
+            prefix: self.prefix,
+        };
+        if self.addr == self.network() {
+            Some(format!(
+                "{} is the network address of {net}: give the host an address inside it",
+                self.addr
+            ))
+        } else if self.addr == self.broadcast() {
+            Some(format!(
+                "{} is the broadcast address of {net}: give the host an address inside it",
+                self.addr
+            ))
+        } else {
+            None
+        }
+    }
+
     /// True when `ip` lies inside this subnet.
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         u32::from(ip) & self.mask() == u32::from(self.addr) & self.mask()
@@ -99,6 +129,20 @@ mod tests {
         assert!(c.contains(Ipv4Addr::new(10, 0, 0, 254)));
         assert!(!c.contains(Ipv4Addr::new(10, 0, 1, 1)));
         assert_eq!(c.to_string(), "10.0.0.7/24");
+        let host = |s: &str| s.parse::<Ipv4Cidr>().unwrap().host_address_problem();
+        assert!(
+            host("10.0.0.0/24")
+                .unwrap()
+                .contains("network address of 10.0.0.0/24")
+        );
+        assert!(
+            host("10.0.0.255/24")
+                .unwrap()
+                .contains("broadcast address of 10.0.0.0/24")
+        );
+        assert_eq!(host("10.0.0.1/24"), None);
+        assert_eq!(host("10.0.0.0/31"), None);
+        assert_eq!(host("10.0.0.7/32"), None);
         let all: Ipv4Cidr = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains(Ipv4Addr::new(8, 8, 8, 8)));
     }

@@ -402,6 +402,16 @@ pub fn resolve(t: &Topology) -> Result<Plan, TopologyError> {
                         },
                     )
                 })?;
+                if let Some(reason) = cidr.host_address_problem() {
+                    return Err(cx.at(
+                        short,
+                        &f,
+                        K::BadCidr {
+                            value: a.clone(),
+                            reason,
+                        },
+                    ));
+                }
                 if let Some(first) = seen_addr.insert(cidr.addr, full.clone()) {
                     return Err(cx.at(
                         short,

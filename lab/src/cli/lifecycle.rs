@@ -41,11 +41,13 @@ pub fn up(
         p.links.len()
     );
     list::print_hosts(lab.record());
-    let code = if do_check {
-        check(&lab)?
+    // A failed check leaves a persistent lab up for inspection, and says so.
+    let checked = if do_check {
+        check(&lab)
     } else {
-        ExitCode::SUCCESS
+        Ok(ExitCode::SUCCESS)
     };
+    let check_failed = !matches!(checked, Ok(ExitCode::SUCCESS));
     if hold {
         println!("holding the lab; Ctrl-C or SIGTERM removes it");
         wait_stop_signal();
@@ -59,9 +61,17 @@ pub fn up(
             .map(|h| h.name.clone())
             .unwrap_or_default();
         let name = lab.detach();
-        println!("next: lab exec --lab {name} {first} -- ip addr   |   remove: lab down {name}");
+        if check_failed {
+            println!(
+                "check failed: lab {name} is left up for inspection; remove it: lab down {name}"
+            );
+        } else {
+            println!(
+                "next: lab exec --lab {name} {first} -- ip addr   |   remove: lab down {name}"
+            );
+        }
     }
-    Ok(code)
+    checked
 }
 
 pub fn check(lab: &Lab) -> Result<ExitCode> {

@@ -504,3 +504,42 @@ sysctl = { "net.ipv4.ip_forward" = 1, "net.ipv4.no_such_knob" = 1 }
     assert_eq!(namespaces_of(&name), Vec::<String>::new());
     assert!(!StateRecord::path_of(&name).exists());
 }
+
+/// `lab up --check` whose check fails leaves the lab up for inspection, says so with the command
+/// that removes it, and exits 1; `lab down` then removes it.
+#[test]
+fn cli_up_with_a_failing_check_says_the_lab_is_left_up() {
+    if !privileged("cli_up_with_a_failing_check_says_the_lab_is_left_up") {
+        return;
+    }
+    // Two hosts on one switch in different subnets, no routes: they cannot reach each other.
+    let dir = std::env::temp_dir().join(format!("lab-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("apart.toml");
+    std::fs::write(
+        &file,
+        "links = [[\"h1:eth0\", \"s1\"], [\"h2:eth0\", \"s1\"]]\n[switches.s1]\n\
+         [hosts.h1]\ninterfaces = { eth0 = \"10.0.0.1/24\" }\n\
+         [hosts.h2]\ninterfaces = { eth0 = \"10.9.0.2/24\" }\n",
+    )
+    .unwrap();
+    let name = format!("chk{}", std::process::id() % 100_000);
+    let out = lab_bin()
+        .args(["up", file.to_str().unwrap(), "--name", &name, "--check"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let left_up = namespaces_of(&name);
+    let down = lab_bin().args(["down", &name]).output().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "check failed: lab {name} is left up for inspection; remove it: lab down {name}"
+        )),
+        "{stdout}"
+    );
+    assert!(!left_up.is_empty(), "the lab was left up");
+    assert!(down.status.success());
+    assert_eq!(namespaces_of(&name), Vec::<String>::new());
+}
