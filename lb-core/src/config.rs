@@ -416,6 +416,25 @@ impl FileConfig {
                     format!("{:?} is used twice", b.name),
                 );
             }
+            if Some(b.addr) == self.vip {
+                return err(
+                    &format!("server.backends[{i}].addr"),
+                    format!(
+                        "{} is the VIP: its packets would loop through the balancer",
+                        b.addr
+                    ),
+                );
+            }
+            if b.addr.is_unspecified()
+                || b.addr.is_broadcast()
+                || b.addr.is_multicast()
+                || b.addr.is_loopback()
+            {
+                return err(
+                    &format!("server.backends[{i}].addr"),
+                    format!("{} cannot be a backend's address", b.addr),
+                );
+            }
             if s.backends[..i].iter().any(|o| o.addr == b.addr) {
                 return err(
                     &format!("server.backends[{i}].addr"),
@@ -595,6 +614,30 @@ data_ip = "10.0.0.2"
         )
         .unwrap_err();
         assert_eq!(e.field, "server.backends[1].name");
+    }
+
+    /// `--backend v=10.0.0.50` made a datagram loop through the balancer 52 times, 28 bytes
+    /// longer each pass (issue 13, case 6): the VIP is refused as a backend, as registration
+    /// already refused it.
+    #[test]
+    fn the_vip_and_unusable_addresses_are_refused_as_backends() {
+        let e =
+            parse("vip = \"10.0.0.50\"\n[[server.backends]]\nname = \"v\"\naddr = \"10.0.0.50\"\n")
+                .unwrap_err();
+        assert_eq!(e.field, "server.backends[0].addr");
+        assert!(e.message.contains("10.0.0.50 is the VIP"), "{e}");
+        for bad in ["0.0.0.0", "255.255.255.255", "224.0.0.1", "127.0.0.1"] {
+            let e = parse(&format!(
+                "vip = \"10.0.0.50\"\n[[server.backends]]\nname = \"b\"\naddr = \"{bad}\"\n"
+            ))
+            .unwrap_err();
+            assert_eq!(e.field, "server.backends[0].addr", "{bad}");
+            assert!(e.message.contains("cannot be a backend's address"), "{e}");
+        }
+        assert!(
+            parse("vip = \"10.0.0.50\"\n[[server.backends]]\nname = \"b\"\naddr = \"10.0.0.2\"\n")
+                .is_ok()
+        );
     }
 
     #[test]

@@ -283,7 +283,68 @@ fn bad_input_prints_one_line_and_exits_2() {
     let (code, err) = run(&["server", "--vip", "10.0.0.50", "--table-size", "100"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("table_size"), "{err}");
+    // The VIP as a static backend looped a datagram through the balancer (issue 13, case 6).
+    let (code, err) = run(&["server", "--vip", "10.0.0.50", "--backend", "v=10.0.0.50"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(
+        err.trim(),
+        "lb: server.backends[0].addr: 10.0.0.50 is the VIP: its packets would loop through the balancer"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Configuration mistakes found at start exit 2 with one line, before any rule, route or VIP
+/// is installed (issue 13, cases 6 and 9): a backend at one of the balancer's own addresses
+/// (every packet would come back to it), an MTU too small for the encapsulation, registration
+/// on an address the host lacks.
+#[test]
+fn start_time_mistakes_exit_2_before_anything_is_installed() {
+    if !privileged("start_time_mistakes_exit_2_before_anything_is_installed") {
+        return;
+    }
+    let lab = up("single,3");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--backend", "me=10.0.0.1"],
+            "backend me (10.0.0.1) is an address of this host (h1-eth0): its packets would come back to the balancer",
+        ),
+        (
+            &["--backend", "h2=10.0.0.2", "--mtu", "10"],
+            "balancer configuration: ",
+        ),
+        (
+            &["--control", "10.9.9.9:1338"],
+            "control: listen for agents on 10.9.9.9:1338: this host has no address 10.9.9.9",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = lab
+            .command("h1", LB)
+            .unwrap()
+            .args(["server", "--vip", "10.0.0.50"])
+            .args(*args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.trim_end().lines().last().unwrap_or_default();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(last.starts_with("lb: lb server: "), "{args:?}: {err}");
+        assert!(last.contains(expected), "{args:?}: {err}");
+        assert_eq!(
+            sh(
+                &lab,
+                "h1",
+                "iptables -S INPUT | grep -c lb:10.0.0.50 || true"
+            )
+            .trim(),
+            "0",
+            "{args:?}"
+        );
+        assert!(
+            !sh(&lab, "h1", "ip -br addr").contains("10.0.0.50"),
+            "{args:?}"
+        );
+    }
 }
 
 #[test]

@@ -13,6 +13,7 @@ pub mod intake;
 pub mod registrar;
 mod settings;
 
+use crate::cli::BadInput;
 use crate::sys::markroute::MarkRoutes;
 use crate::sys::netlink::{self, IfAddr};
 use crate::sys::rules::{Hook, QueueRules};
@@ -68,11 +69,39 @@ impl Drop for Installed {
     }
 }
 
-fn backend_specs(s: &ServerSettings, iface: &IfAddr) -> Result<Vec<BackendSpec>> {
+/// The intake as the `ready:` line and `lb ctl state` show it.
+fn intake_description(s: &ServerSettings, iface: &IfAddr) -> String {
+    match s.server.intake {
+        Intake::Nfqueue => {
+            let last = s.server.queue + s.server.queues - 1;
+            let verdicts = match s.server.verdict {
+                VerdictMode::Batch => "batch verdicts",
+                VerdictMode::PerPacket => "per-packet verdicts",
+            };
+            match s.server.queues {
+                1 => format!("nfqueue {} ({verdicts})", s.server.queue),
+                _ => format!("nfqueue {}-{last} ({verdicts})", s.server.queue),
+            }
+        }
+        Intake::Packet => format!(
+            "packet socket on {} (no NFQUEUE rule: the kernel answers the VIP itself)",
+            iface.ifname
+        ),
+    }
+}
+
+fn backend_specs(s: &ServerSettings, iface: &IfAddr, local: &[IfAddr]) -> Result<Vec<BackendSpec>> {
     s.server
         .backends
         .iter()
         .map(|b: &BackendEntry| {
+            // A packet forwarded to one of our own addresses comes back to us: a loop.
+            if let Some(own) = local.iter().find(|a| a.addr == b.addr) {
+                bail!(BadInput(format!(
+                    "backend {} ({}) is an address of this host ({}): its packets would come back to the balancer",
+                    b.name, b.addr, own.ifname
+                )));
+            }
             // dsr-kernel routes via the backend, so it must be on the LAN even with a MAC.
             let needs_lan = match s.server.forward {
                 ForwardMode::Dsr => b.mac.is_none(),
@@ -80,14 +109,10 @@ fn backend_specs(s: &ServerSettings, iface: &IfAddr) -> Result<Vec<BackendSpec>>
                 ForwardMode::UdpEncap => false,
             };
             if needs_lan && !iface.contains(b.addr) {
-                bail!(
+                bail!(BadInput(format!(
                     "backend {} ({}): DSR needs backends on the VIP's LAN ({}/{} on {})",
-                    b.name,
-                    b.addr,
-                    iface.addr,
-                    iface.prefix,
-                    iface.ifname
-                );
+                    b.name, b.addr, iface.addr, iface.prefix, iface.ifname
+                )));
             }
             if s.server.forward == ForwardMode::DsrKernel && b.mac.is_some() {
                 tracing::warn!(
@@ -119,7 +144,7 @@ pub fn run(s: ServerSettings) -> Result<()> {
     }
     let iface = netlink::vip_interface(s.vip, s.server.interface.as_deref())?;
     let local_mac = netlink::link_mac(iface.ifindex).unwrap_or_default();
-    let specs = backend_specs(&s, &iface)?;
+    let specs = backend_specs(&s, &iface, &netlink::addresses()?)?;
     if specs.is_empty() {
         tracing::warn!("no backends: every packet to the VIP is dropped");
     }
@@ -150,7 +175,27 @@ pub fn run(s: ServerSettings) -> Result<()> {
         conn_capacity: 0,
         ..cfg.clone()
     })
-    .context("balancer configuration")?;
+    .map_err(|e| BadInput(format!("balancer configuration: {e}")))?;
+    // Everything that can refuse the configuration is checked or bound before the first rule,
+    // route or VIP is installed: the intake's description, the registry, the ctl socket and
+    // the registration listener.
+    let intake_desc = intake_description(&s, &iface);
+    let control = registrar::ControlSettings {
+        vip: s.vip,
+        listen: s.server.control.map(|e| e.0),
+        timing: s.control.clone(),
+        secret: s.secret.clone(),
+        max_pending: s.server.max_pending,
+        max_agents: s.server.max_agents,
+        check: s.server.check.clone(),
+        drain_timeout: s.server.drain_timeout.0,
+        data_addr: iface.addr,
+        encap_port: ENCAP_PORT,
+        description: intake_desc.clone(),
+    };
+    let registry = registrar::registry(&control, &specs)?;
+    let mut ctl_socket = crate::ctl::bind(&s.server.ctl_socket, s.ctl_socket_given)?;
+    let bound = registrar::bind(&control, ctl_socket.as_mut().and_then(|c| c.take()))?;
 
     let mut installed = Installed {
         routes: None,
@@ -169,7 +214,7 @@ pub fn run(s: ServerSettings) -> Result<()> {
     }
     let mut threads = Vec::new();
     let mut handles = Vec::new();
-    let intake_desc = match s.server.intake {
+    match s.server.intake {
         Intake::Nfqueue => {
             let rules = QueueRules {
                 vip: s.vip,
@@ -211,15 +256,6 @@ pub fn run(s: ServerSettings) -> Result<()> {
                         .context("spawn data path thread")?,
                 );
             }
-            let last = s.server.queue + s.server.queues - 1;
-            let verdicts = match s.server.verdict {
-                VerdictMode::Batch => "batch verdicts",
-                VerdictMode::PerPacket => "per-packet verdicts",
-            };
-            match s.server.queues {
-                1 => format!("nfqueue {} ({verdicts})", s.server.queue),
-                _ => format!("nfqueue {}-{last} ({verdicts})", s.server.queue),
-            }
         }
         Intake::Packet => {
             let sock = PacketSocket::intake(iface.ifindex, s.vip)
@@ -236,28 +272,8 @@ pub fn run(s: ServerSettings) -> Result<()> {
                     .spawn(move || packet_loop(sock, path, batch, &stop))
                     .context("spawn data path thread")?,
             );
-            format!(
-                "packet socket on {} (no NFQUEUE rule: the kernel answers the VIP itself)",
-                iface.ifname
-            )
         }
-    };
-    let control = registrar::ControlSettings {
-        vip: s.vip,
-        listen: s.server.control.map(|e| e.0),
-        timing: s.control.clone(),
-        secret: s.secret.clone(),
-        max_pending: s.server.max_pending,
-        max_agents: s.server.max_agents,
-        check: s.server.check.clone(),
-        drain_timeout: s.server.drain_timeout.0,
-        data_addr: iface.addr,
-        encap_port: ENCAP_PORT,
-        description: intake_desc.clone(),
-    };
-    let registry = registrar::registry(&control, &specs)?;
-    let mut ctl_socket = crate::ctl::bind(&s.server.ctl_socket, s.ctl_socket_given)?;
-    let bound = registrar::bind(&control, ctl_socket.as_mut().and_then(|c| c.take()))?;
+    }
     let control_thread = registrar::spawn(control, registry, handles, bound, Arc::clone(&stop))?;
     let added = netlink::add_host_address(iface.ifindex, s.vip)?;
     installed.vip = Some((iface.ifindex, s.vip));

@@ -47,8 +47,20 @@ pub struct Bound {
 pub fn bind(s: &ControlSettings, ctl: Option<std::os::unix::net::UnixListener>) -> Result<Bound> {
     let (tcp, udp) = match s.listen {
         Some(addr) => {
-            let tcp = std::net::TcpListener::bind(addr)
-                .with_context(|| format!("listen for agents on {addr}"))?;
+            let tcp = match std::net::TcpListener::bind(addr) {
+                Ok(t) => t,
+                // An address this host lacks is a configuration mistake, not a failure.
+                Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                    return Err(crate::cli::BadInput(format!(
+                        "control: listen for agents on {addr}: this host has no address {}",
+                        addr.ip()
+                    ))
+                    .into());
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("listen for agents on {addr}"));
+                }
+            };
             tcp.set_nonblocking(true)?;
             let udp = std::net::UdpSocket::bind((s.data_addr, 0))
                 .or_else(|_| std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))
