@@ -167,6 +167,17 @@ fn findings() -> Vec<Finding> {
                 ],
                 "modprobe vxlan",
             ),
+            (
+                "nft `queue` statement (CONFIG_NFT_QUEUE)",
+                &[
+                    "nft",
+                    "add table ip labprobe; \
+                     add chain ip labprobe c { type filter hook input priority 0; }; \
+                     add rule ip labprobe c queue num 0 bypass",
+                ],
+                "modprobe nft_queue, or a kernel with CONFIG_NFT_QUEUE; meanwhile queue with \
+                 iptables: `-j NFQUEUE --queue-num N` (what lb and the scenarios use)",
+            ),
         ];
         let all: Vec<&[&str]> = probes.iter().chain(optional).map(|p| p.1).collect();
         match in_scratch_netns(&all) {

@@ -543,3 +543,37 @@ fn cli_up_with_a_failing_check_says_the_lab_is_left_up() {
     assert!(down.status.success());
     assert_eq!(namespaces_of(&name), Vec::<String>::new());
 }
+
+/// `lab doctor` says whether the kernel has nft's `queue` statement (this machine's does not:
+/// CONFIG_NFT_QUEUE is unset), agreeing with the same rule tried in a fresh namespace, and
+/// names the iptables alternative when it is absent (issue 13, case 13).
+#[test]
+fn doctor_reports_the_nft_queue_statement_as_the_kernel_has_it() {
+    if !privileged_with(
+        "doctor_reports_the_nft_queue_statement_as_the_kernel_has_it",
+        "nft",
+    ) {
+        return;
+    }
+    let out = lab_bin().arg("doctor").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("nft `queue` statement"))
+        .unwrap_or_else(|| panic!("no nft queue line in:\n{text}"));
+    let probe = Command::new("unshare")
+        .args([
+            "-n",
+            "nft",
+            "add table ip t; add chain ip t c { type filter hook input priority 0; }; \
+             add rule ip t c queue num 0 bypass",
+        ])
+        .output()
+        .unwrap();
+    if probe.status.success() {
+        assert!(line.trim_start().starts_with("ok"), "{text}");
+    } else {
+        assert!(line.trim_start().starts_with("absent"), "{text}");
+        assert!(text.contains("-j NFQUEUE --queue-num N"), "{text}");
+    }
+}
