@@ -12,6 +12,7 @@ pub mod capture;
 pub mod check;
 pub mod deploy;
 pub mod error;
+pub mod input;
 pub mod kernel;
 pub mod lab;
 pub mod ladder;

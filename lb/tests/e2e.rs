@@ -283,6 +283,27 @@ fn bad_input_prints_one_line_and_exits_2() {
     let (code, err) = run(&["server", "--vip", "10.0.0.50", "--table-size", "100"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("table_size"), "{err}");
+    // Unbounded reads grew `lb server -f /dev/zero` to gigabytes (issue 13, case 7).
+    let (code, err) = run(&["server", "-f", "/dev/zero"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(
+        err.trim(),
+        "lb: /dev/zero: -: cannot read: not a regular file"
+    );
+    let (code, err) = run(&[
+        "server",
+        "--vip",
+        "10.0.0.50",
+        "--control",
+        "10.0.0.1",
+        "--secret-file",
+        "/dev/zero",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("secret_file: cannot read /dev/zero: not a regular file"),
+        "{err}"
+    );
     // The VIP as a static backend looped a datagram through the balancer (issue 13, case 6).
     let (code, err) = run(&["server", "--vip", "10.0.0.50", "--backend", "v=10.0.0.50"]);
     assert_eq!(code, Some(2), "{err}");

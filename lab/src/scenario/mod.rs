@@ -49,6 +49,11 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
             out.extend(files);
         } else if p.is_file() {
             out.push(p.clone());
+        } else if p.exists() {
+            return Err(format!(
+                "{}: not a regular file or a directory",
+                p.display()
+            ));
         } else {
             return Err(format!("{}: no such file or directory", p.display()));
         }

@@ -48,11 +48,11 @@ impl Topology {
     /// Reads and parses a topology file.
     pub fn from_file(path: &Path) -> Result<Topology, TopologyError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| TopologyError {
+        let text = crate::input::read_text(path).map_err(|e| TopologyError {
             origin: shown.clone(),
             line: None,
             field: String::new(),
-            kind: TopologyErrorKind::Read(e.to_string()),
+            kind: TopologyErrorKind::Read(e),
         })?;
         Self::parse(&text.clone(), Origin::File { path: shown, text })
     }

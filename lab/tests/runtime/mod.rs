@@ -434,6 +434,12 @@ fn cli_bad_input_is_one_line_and_exit_2() {
             "lab: cannot remove lab `no-such-lab`: no lab named `no-such-lab`",
         ),
         (&["up", "--name", "Bad_Name"], "lab: "),
+        // Unbounded reads grew `lab up /dev/zero` to gigabytes (issue 13, case 7).
+        (
+            &["up", "/dev/zero"],
+            "lab: /dev/zero: cannot read the file: not a regular file",
+        ),
+        (&["run", "/dev/null"], "lab: /dev/null: not a regular file"),
         (&["frobnicate"], "error: unrecognized subcommand"),
     ];
     for (args, start) in cases {

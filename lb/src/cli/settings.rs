@@ -18,17 +18,42 @@ use lb_core::{ForwardMode, HashMode};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 
+/// The largest configuration or secret file read.
+const MAX_INPUT_BYTES: u64 = 1 << 20;
+
+/// The bytes of a file the operator names: a regular file, at most [`MAX_INPUT_BYTES`] (so
+/// `-f /dev/zero` is an error, not a process growing without bound).
+fn read_input(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    if !std::fs::metadata(path)
+        .map_err(|e| e.to_string())?
+        .is_file()
+    {
+        return Err("not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_INPUT_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    match bytes.len() as u64 > MAX_INPUT_BYTES {
+        true => Err(format!("larger than {} KiB", MAX_INPUT_BYTES >> 10)),
+        false => Ok(bytes),
+    }
+}
+
 /// The configuration file at `path`, or the defaults without one.
 fn load(path: &Option<PathBuf>) -> Result<FileConfig> {
     let Some(path) = path else {
         return Ok(FileConfig::default());
     };
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigFileError {
-        origin: path.clone(),
-        line: None,
-        field: "-".into(),
-        message: format!("cannot read: {e}"),
-    });
+    let text = read_input(path)
+        .and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8 text".into()))
+        .map_err(|e| ConfigFileError {
+            origin: path.clone(),
+            line: None,
+            field: "-".into(),
+            message: format!("cannot read: {e}"),
+        });
     text.and_then(|t| FileConfig::parse(&t, path))
         .map_err(|e| BadInput(e.to_string()).into())
 }
@@ -164,7 +189,7 @@ fn load_secret(c: &ControlSection) -> Result<Option<lb_core::protocol::agent::Se
     let Some(path) = &c.secret_file else {
         return Ok(None);
     };
-    let text = std::fs::read(path).map_err(|e| {
+    let text = read_input(path).map_err(|e| {
         BadInput(format!(
             "control.secret_file: cannot read {}: {e}",
             path.display()

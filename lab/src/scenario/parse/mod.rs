@@ -30,7 +30,7 @@ impl Scenario {
     /// Reads and validates a scenario file.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+        let text = crate::input::read_text(path).map_err(|e| ScenarioError {
             file: shown.clone(),
             line: None,
             context: String::new(),
