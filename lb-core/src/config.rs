@@ -156,7 +156,7 @@ pub struct ServerSection {
     pub backends: Vec<BackendEntry>,
     /// Where agents register (TCP, Caplance's `mngIP:1338`); none: no registration.
     pub control: Option<Endpoint>,
-    /// The `lb ctl` socket.
+    /// The `lb ctl` socket: `@name` (abstract, in the process's network namespace) or a file.
     pub ctl_socket: PathBuf,
     /// Control connections that have not registered yet, at once; more are refused.
     pub max_pending: usize,
@@ -248,7 +248,7 @@ impl Default for ServerSection {
             rcvbuf: 16 << 20,
             backends: Vec::new(),
             control: None,
-            ctl_socket: PathBuf::from("/run/lb/server.sock"),
+            ctl_socket: PathBuf::from("@lb/server"),
             max_pending: 64,
             max_agents: 1024,
             drain_timeout: Dur::secs(300),
@@ -271,7 +271,7 @@ pub struct AgentSection {
     pub server: Option<Endpoint>,
     /// The name to register (default: the host name).
     pub name: Option<String>,
-    /// The `lb ctl` socket.
+    /// The `lb ctl` socket: `@name` (abstract, in the process's network namespace) or a file.
     pub ctl_socket: PathBuf,
     /// Longest wait between two registration attempts (they back off up to this).
     pub retry_max: Dur,
@@ -285,7 +285,7 @@ impl Default for AgentSection {
             batch: 64,
             server: None,
             name: None,
-            ctl_socket: PathBuf::from("/run/lb/agent.sock"),
+            ctl_socket: PathBuf::from("@lb/agent"),
             retry_max: Dur::secs(5),
         }
     }

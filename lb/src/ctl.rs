@@ -53,9 +53,11 @@ pub type Handler = Rc<dyn Fn(Request) -> Pin<Box<dyn Future<Output = Answer>>>>;
 /// A bound ctl socket; the file is removed on drop.
 pub struct CtlSocket {
     listener: Option<UnixListener>,
+    /// As given: `@name` (abstract) or a file path.
     path: PathBuf,
-    /// `<path>.lock`, flock()ed while this process owns the path (released when it ends).
-    _lock: std::fs::File,
+    /// A file path's socket file and `<path>.lock`, flock()ed while this process owns the path
+    /// (the lock is released when the process ends); `None` for an abstract socket.
+    file: Option<std::fs::File>,
 }
 
 impl CtlSocket {
@@ -72,19 +74,85 @@ impl CtlSocket {
 
 impl Drop for CtlSocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The abstract name of `path` when it is written `@name`: such a socket lives in the network
+/// namespace of the process that binds it, has no file, and vanishes with its owner.
+fn abstract_name(path: &Path) -> Option<&[u8]> {
+    path.as_os_str()
+        .as_encoded_bytes()
+        .strip_prefix(b"@")
+        .filter(|n| !n.is_empty())
+}
+
+/// Connects to the ctl socket at `path` (`@name` or a file).
+fn connect(path: &Path) -> std::io::Result<UnixStream> {
+    use std::os::linux::net::SocketAddrExt;
+    match abstract_name(path) {
+        Some(name) => {
+            UnixStream::connect_addr(&std::os::unix::net::SocketAddr::from_abstract_name(name)?)
+        }
+        None => UnixStream::connect(path),
     }
 }
 
 /// Binds the ctl socket at `path`. If a live process serves it already, that is an error when
 /// the path was given explicitly and a warning (no ctl socket) when it is the default.
 ///
-/// Several processes may start at once with the same default path (agents in the hosts of
-/// parallel labs share the file system), so who owns the path is decided by an exclusive
-/// `flock` on `<path>.lock`, held for the life of the socket and released by the kernel when
-/// the process ends: the holder removes whatever file is in the way (a crashed run's) and binds.
-/// The lock file stays (deleting a lock file others may have open is its own race); it is empty.
+/// The defaults are abstract sockets (`@lb/server`, `@lb/agent`): they belong to the network
+/// namespace of the process, so `lb` processes in different namespaces (the hosts of a lab)
+/// never see each other's, and a bind that finds the name taken means a live process holds it.
+/// A file path is shared by every namespace of the machine: who owns it is decided by an
+/// exclusive `flock` on `<path>.lock`, held for the life of the socket and released by the
+/// kernel when the process ends; the holder removes whatever file is in the way (a crashed
+/// run's) and binds. The lock file stays (deleting a lock file others may have open is its own
+/// race); it is empty.
 pub fn bind(path: &Path, explicit: bool) -> Result<Option<CtlSocket>> {
+    let served = || -> Result<Option<CtlSocket>> {
+        if explicit {
+            bail!("ctl socket {}: another process serves it", path.display());
+        }
+        tracing::warn!(
+            "ctl socket {} is served by another process: running without one (give --ctl-socket)",
+            path.display()
+        );
+        Ok(None)
+    };
+    let (listener, file) = match abstract_name(path) {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)
+                .with_context(|| format!("ctl socket name {}", path.display()))?;
+            match UnixListener::bind_addr(&addr) {
+                Ok(l) => (l, None),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return served(),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("bind ctl socket {}", path.display()));
+                }
+            }
+        }
+        None => match bind_file(path)? {
+            Some((l, lock)) => (l, Some(lock)),
+            None => return served(),
+        },
+    };
+    listener
+        .set_nonblocking(true)
+        .context("ctl socket non-blocking")?;
+    Ok(Some(CtlSocket {
+        listener: Some(listener),
+        path: path.to_path_buf(),
+        file,
+    }))
+}
+
+/// A file-path socket, mode 0600, once this process holds `<path>.lock`; `None` if another
+/// live process holds it.
+fn bind_file(path: &Path) -> Result<Option<(UnixListener, std::fs::File)>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("create the directory of {}", path.display()))?;
@@ -103,13 +171,6 @@ pub fn bind(path: &Path, explicit: bool) -> Result<Option<CtlSocket>> {
         if e.kind() != std::io::ErrorKind::WouldBlock {
             return Err(e).with_context(|| format!("lock {}", lock_path.display()));
         }
-        if explicit {
-            bail!("ctl socket {}: another process serves it", path.display());
-        }
-        tracing::warn!(
-            "ctl socket {} is served by another process: running without one (give --ctl-socket)",
-            path.display()
-        );
         return Ok(None);
     }
     match std::fs::remove_file(path) {
@@ -123,14 +184,38 @@ pub fn bind(path: &Path, explicit: bool) -> Result<Option<CtlSocket>> {
         UnixListener::bind(path).with_context(|| format!("bind ctl socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("chmod 600 {}", path.display()))?;
-    listener
-        .set_nonblocking(true)
-        .context("ctl socket non-blocking")?;
-    Ok(Some(CtlSocket {
-        listener: Some(listener),
-        path: path.to_path_buf(),
-        _lock: lock,
-    }))
+    Ok(Some((listener, lock)))
+}
+
+/// The uid of the process at the other end of `stream` (`SO_PEERCRED`).
+fn peer_uid(stream: &impl AsRawFd) -> std::io::Result<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: SO_PEERCRED writes a ucred into the buffer we own, of the length we pass.
+    let r = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    match r {
+        0 => Ok(cred.uid),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// Whether a peer may use the ctl socket: root, or the user `lb` runs as. An abstract socket
+/// has no file mode, so this is what keeps other users of the namespace out.
+fn peer_allowed(uid: u32) -> bool {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    uid == 0 || uid == unsafe { libc::geteuid() }
 }
 
 /// Serves `listener` on the current `LocalSet` for a process in `role` until the task is
@@ -153,6 +238,18 @@ pub async fn serve(listener: UnixListener, role: Role, handler: Handler) {
                 continue;
             }
         };
+        match peer_uid(&stream) {
+            Ok(uid) if peer_allowed(uid) => {}
+            Ok(uid) => {
+                let line = to_line(&error(format!("uid {uid} may not use this socket"))) + "\n";
+                let _ = stream.try_write(line.as_bytes());
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!("ctl socket: peer credentials: {e}");
+                continue;
+            }
+        }
         if active.get() >= MAX_CLIENTS {
             let line = to_line(&error("too many ctl clients")) + "\n";
             let _ = stream.try_write(line.as_bytes());
@@ -206,7 +303,7 @@ fn to_line(a: &Answer) -> String {
 
 /// Sends one request to the socket at `path` and returns the answer's line, unparsed.
 pub fn call(path: &Path, req: &Request) -> Result<String> {
-    let s = UnixStream::connect(path).with_context(|| {
+    let s = connect(path).with_context(|| {
         format!(
             "cannot reach {} (is lb running there? see --socket)",
             path.display()
@@ -216,13 +313,14 @@ pub fn call(path: &Path, req: &Request) -> Result<String> {
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mut line = serde_json::to_string(req)?;
     line.push('\n');
-    (&s).write_all(line.as_bytes())
-        .with_context(|| format!("write to {}", path.display()))?;
+    // A server that refuses the peer answers at once and closes: the request's write may then
+    // fail while the refusal is already waiting to be read.
+    let written = (&s).write_all(line.as_bytes());
     let mut answer = String::new();
-    BufReader::new(&s)
-        .read_line(&mut answer)
-        .with_context(|| format!("read from {}", path.display()))?;
+    let read = BufReader::new(&s).read_line(&mut answer);
     if answer.is_empty() {
+        written.with_context(|| format!("write to {}", path.display()))?;
+        read.with_context(|| format!("read from {}", path.display()))?;
         bail!("{} closed without answering", path.display());
     }
     answer.truncate(answer.trim_end().len());
@@ -598,6 +696,31 @@ mod tests {
             );
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_abstract_socket_has_one_owner_and_no_file() {
+        let name = PathBuf::from(format!("@lb-test/{}", std::process::id()));
+        let first = bind(&name, true).unwrap().expect("the name is free");
+        assert!(!Path::new(&name).exists(), "no file is created");
+        assert!(bind(&name, false).unwrap().is_none(), "default: a warning");
+        let e = bind(&name, true).err().expect("explicit: an error");
+        assert!(
+            format!("{e:#}").contains("another process serves it"),
+            "{e:#}"
+        );
+        assert!(connect(&name).is_ok(), "a client reaches it");
+        drop(first);
+        assert!(connect(&name).is_err(), "gone with its owner");
+        assert!(bind(&name, true).unwrap().is_some(), "and free again");
+    }
+
+    #[test]
+    fn only_root_and_our_own_user_may_use_the_socket() {
+        assert!(peer_allowed(0));
+        // SAFETY: geteuid cannot fail.
+        assert!(peer_allowed(unsafe { libc::geteuid() }));
+        assert!(!peer_allowed(65534) || unsafe { libc::geteuid() } == 65534);
     }
 
     #[test]

@@ -535,3 +535,68 @@ fn connect_from(src: Ipv4Addr) -> std::io::Result<TcpStream> {
     )?;
     Ok(TcpStream::from(fd))
 }
+
+/// `lb ctl` reaches only the `lb` of its own network namespace: the default sockets are
+/// abstract (`@lb/agent`, `@lb/server`). With file paths under /run, shared by every namespace,
+/// `lab exec h3 -- lb ctl pause` paused h2's agent, and two agents started at once collided
+/// (issue 13, cases 5 and 11). Here two agents in two hosts each own their default socket.
+#[test]
+fn ctl_reaches_only_the_lb_of_its_own_namespace() {
+    if !privileged("ctl_reaches_only_the_lb_of_its_own_namespace") {
+        return;
+    }
+    let mut lab = up("single,3");
+    let h2 = start(
+        &mut lab,
+        "h2",
+        "agent2",
+        &["agent", "--vip", "10.0.0.50", "--name", "a2"],
+    );
+    let h3 = start(
+        &mut lab,
+        "h3",
+        "agent3",
+        &["agent", "--vip", "10.0.0.50", "--name", "a3"],
+    );
+    let ctl = |host: &str, args: &[&str]| {
+        let out = lab
+            .command(host, LB)
+            .unwrap()
+            .arg("ctl")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    for (host, name) in [("h2", "agent2"), ("h3", "agent3")] {
+        let log = std::fs::read_to_string(&[&h2, &h3].iter().find(|p| p.name == name).unwrap().log)
+            .unwrap();
+        assert!(log.contains("ctl @lb/agent"), "{host}: {log}");
+        let (code, text) = ctl(host, &["--agent", "--json", "state"]);
+        assert_eq!(code, Some(0), "{host}: {text}");
+        assert!(text.contains("\"role\":\"agent\""), "{host}: {text}");
+        let own = format!("\"name\":\"a{}\"", &host[1..]);
+        assert!(text.contains(&own), "{host}: {text}");
+    }
+    // An abstract socket has no file mode: the peer's credentials keep other users out.
+    let out = lab
+        .command("h2", "setpriv")
+        .unwrap()
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", LB])
+        .args(["ctl", "--agent", "pause"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("uid 65534 may not use this socket"), "{text}");
+    // h1 runs no lb: nothing answers there, whatever runs elsewhere.
+    let (code, text) = ctl("h1", &["--agent", "state"]);
+    assert_ne!(code, Some(0), "{text}");
+    assert!(text.contains("cannot reach @lb/agent"), "{text}");
+    stop(&mut lab, &h2);
+    stop(&mut lab, &h3);
+}

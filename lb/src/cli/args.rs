@@ -83,7 +83,8 @@ pub(crate) struct ControlArgs {
     /// How often an agent sends HEALTH.
     #[arg(long, value_parser = duration::parse)]
     pub(crate) health_interval: Option<Duration>,
-    /// The `lb ctl` socket.
+    /// The `lb ctl` socket: `@NAME` (abstract, scoped to this network namespace; default
+    /// @lb/server or @lb/agent) or a file path.
     #[arg(long)]
     pub(crate) ctl_socket: Option<PathBuf>,
 }
@@ -201,7 +202,8 @@ pub(crate) struct AgentArgs {
 
 #[derive(clap::Args)]
 pub(crate) struct CtlArgs {
-    /// The socket (default: /run/lb/server.sock, or /run/lb/agent.sock for agent commands).
+    /// The socket: `@NAME` (abstract, in this network namespace) or a file (default: @lb/server,
+    /// or @lb/agent for agent commands).
     #[arg(long, short = 's', global = true)]
     pub(crate) socket: Option<PathBuf>,
     /// Talk to the agent's default socket.

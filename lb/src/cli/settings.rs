@@ -302,8 +302,8 @@ pub(crate) fn ctl_settings(a: CtlArgs) -> CtlSettings {
     };
     let socket = a.socket.unwrap_or_else(|| {
         PathBuf::from(match agent {
-            true => "/run/lb/agent.sock",
-            false => "/run/lb/server.sock",
+            true => "@lb/agent",
+            false => "@lb/server",
         })
     });
     CtlSettings {
