@@ -1,5 +1,6 @@
-//! The remove step: stop the lab's recorded processes, delete its namespaces (which takes their
-//! veths and bridges with them) and its state record. Works from any process, from the record
+//! The remove step: stop the lab's recorded processes and any other process still inside its
+//! namespaces, delete the namespaces (which takes their veths and bridges with them) and its
+//! state record. Works from any process, from the record
 //! alone, so it also cleans up after an owner that died by SIGKILL.
 
 use crate::error::LabError;
@@ -28,6 +29,46 @@ pub fn stop_process(id: ProcessId) {
     }
 }
 
+/// The (device, inode) of the namespace at `path` (a bind mount under /run/netns, or
+/// `/proc/PID/ns/net`), which identifies it.
+fn ns_inode(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Processes (other than this one) whose network namespace is one of `inodes`.
+pub fn processes_in(inodes: &[(u64, u64)]) -> Vec<ProcessId> {
+    if inodes.is_empty() {
+        return vec![];
+    }
+    let me = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            ns_inode(std::path::Path::new(&format!("/proc/{pid}/ns/net")))
+                .is_some_and(|i| inodes.contains(&i))
+        })
+        .filter_map(ProcessId::of)
+        .collect()
+}
+
+/// SIGTERM to each process, SIGKILL to those still alive after the grace period.
+fn stop_all(ids: &[ProcessId]) {
+    for id in ids.iter().filter(|id| id.alive()) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(id.pid), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + GRACE;
+    while ids.iter().any(|id| id.alive()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for id in ids.iter().filter(|id| id.alive()) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(id.pid), Signal::SIGKILL);
+    }
+}
+
 /// Removes everything `record` lists. Idempotent: what is already gone is skipped.
 pub fn remove(record: &mut StateRecord) -> Result<(), LabError> {
     record.status = Status::Removing;
@@ -35,6 +76,14 @@ pub fn remove(record: &mut StateRecord) -> Result<(), LabError> {
     for p in record.processes.iter().rev() {
         stop_process(p.id);
     }
+    // What `lab exec` (or anyone) started inside the lab and left running: found by the
+    // namespace it runs in, never by name.
+    let inodes: Vec<(u64, u64)> = record
+        .namespaces
+        .iter()
+        .filter_map(|ns| ns_inode(&ns.path()))
+        .collect();
+    stop_all(&processes_in(&inodes));
     let mut problems = Vec::new();
     for ns in &record.namespaces {
         let path = ns.path();

@@ -583,3 +583,55 @@ fn doctor_reports_the_nft_queue_statement_as_the_kernel_has_it() {
         assert!(text.contains("-j NFQUEUE --queue-num N"), "{text}");
     }
 }
+
+/// `lab down` ends what `lab exec` started and left running in the lab's hosts: found by the
+/// network namespace it runs in, never by name (issue 13, case 10).
+#[test]
+fn down_ends_processes_left_inside_the_labs_namespaces() {
+    if !privileged("down_ends_processes_left_inside_the_labs_namespaces") {
+        return;
+    }
+    let name = format!("exe{}", std::process::id() % 100_000);
+    let out = lab_bin()
+        .args(["up", "--topo", "single,2", "--name", &name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A background process in h2, detached from this test: `lab exec` itself returns at once.
+    let out = lab_bin()
+        .args(["exec", "--lab", &name, "h2", "--", "sh", "-c"])
+        .arg("sleep 300 >/dev/null 2>&1 & echo $!")
+        .output()
+        .unwrap();
+    let pid: i32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a pid");
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.split(") ").nth(1).unwrap_or("").starts_with('Z'))
+    };
+    assert!(alive(pid), "the sleep runs in h2");
+    let down = lab_bin().args(["down", &name]).output().unwrap();
+    let still = alive(pid);
+    if still {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert!(
+        !still,
+        "lab down left pid {pid} running in the deleted namespace"
+    );
+    assert_eq!(namespaces_of(&name), Vec::<String>::new());
+}
