@@ -93,6 +93,7 @@ impl Lab {
             } else {
                 Some(ProcessId::current())
             },
+            creator: Some(ProcessId::current()),
             created_ms: now_ms(),
             status: Status::Creating,
             namespaces,

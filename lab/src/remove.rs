@@ -72,6 +72,7 @@ fn stop_all(ids: &[ProcessId]) {
 /// Removes everything `record` lists. Idempotent: what is already gone is skipped.
 pub fn remove(record: &mut StateRecord) -> Result<(), LabError> {
     record.status = Status::Removing;
+    record.creator = Some(ProcessId::current());
     let _ = record.save();
     for p in record.processes.iter().rev() {
         stop_process(p.id);

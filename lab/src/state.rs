@@ -116,6 +116,10 @@ pub struct StateRecord {
     pub name: String,
     /// Owning process; `None` for a persistent lab from `lab up`.
     pub owner: Option<ProcessId>,
+    /// The process creating or removing the lab, while its status is not `Up` (`None` in
+    /// records written before this field existed).
+    #[serde(default)]
+    pub creator: Option<ProcessId>,
     /// Creation time, ms since the epoch.
     pub created_ms: u64,
     /// Progress.
@@ -154,12 +158,14 @@ impl StateRecord {
         let dir = state_dir();
         std::fs::create_dir_all(&dir).map_err(|e| LabError::io(&dir, e))?;
         let path = self.path();
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(_) => self.save(),
+        // Written whole under a temporary name, then linked into place: the name is claimed
+        // atomically (a link never replaces a file) and a reader never sees a half-written
+        // record, even if this process is killed at any point.
+        let tmp = self.write_tmp()?;
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(LabError::NameTaken(self.name.clone()))
             }
@@ -167,14 +173,21 @@ impl StateRecord {
         }
     }
 
-    /// Atomically replaces the record file.
-    pub fn save(&self) -> Result<(), LabError> {
+    /// The record written to a temporary file beside its place.
+    fn write_tmp(&self) -> Result<PathBuf, LabError> {
         let path = self.path();
         let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
         let json = serde_json::to_vec_pretty(self)
             .map_err(|e| LabError::Corrupt(path.clone(), e.to_string()))?;
         let mut f = std::fs::File::create(&tmp).map_err(|e| LabError::io(&tmp, e))?;
         f.write_all(&json).map_err(|e| LabError::io(&tmp, e))?;
+        Ok(tmp)
+    }
+
+    /// Atomically replaces the record file.
+    pub fn save(&self) -> Result<(), LabError> {
+        let path = self.path();
+        let tmp = self.write_tmp()?;
         std::fs::rename(&tmp, &path).map_err(|e| LabError::io(&path, e))
     }
 
@@ -211,9 +224,38 @@ impl StateRecord {
         all
     }
 
+    /// Removes temporary record files left by processes killed while writing one; returns how
+    /// many.
+    pub fn remove_stale_tmp() -> usize {
+        let Ok(dir) = std::fs::read_dir(state_dir()) else {
+            return 0;
+        };
+        dir.filter_map(|e| e.ok())
+            .filter(|e| {
+                let name = e.file_name();
+                let Some(pid) = name
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".tmp"))
+                    .and_then(|n| n.rsplit('.').next())
+                    .and_then(|p| p.parse::<i32>().ok())
+                else {
+                    return false;
+                };
+                !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            })
+            .filter(|e| std::fs::remove_file(e.path()).is_ok())
+            .count()
+    }
+
     /// True if the owner is gone (never true for persistent labs).
     pub fn orphaned(&self) -> bool {
-        self.owner.is_some_and(|o| !o.alive())
+        self.owner.is_some_and(|o| !o.alive()) || self.half_done()
+    }
+
+    /// True when the process creating or removing the lab died before it finished: the lab is
+    /// half built (or half removed) whatever its owner, persistent included.
+    pub fn half_done(&self) -> bool {
+        self.status != Status::Up && self.creator.is_some_and(|c| !c.alive())
     }
 
     /// Deletes the record file.

@@ -154,7 +154,10 @@ pub fn exec(lab: Option<String>, host: &str, command: &[String]) -> Result<ExitC
 }
 
 pub fn clean(all: bool, artifacts: bool) -> Result<ExitCode> {
-    let mut removed = 0;
+    let mut removed = StateRecord::remove_stale_tmp();
+    if removed > 0 {
+        println!("{removed} half-written state record(s) of killed processes removed");
+    }
     let mut live = std::collections::BTreeSet::new();
     for rec in StateRecord::all() {
         let rec = match rec {
@@ -165,7 +168,9 @@ pub fn clean(all: bool, artifacts: bool) -> Result<ExitCode> {
             }
         };
         if all || rec.orphaned() {
-            let why = if rec.orphaned() {
+            let why = if rec.half_done() {
+                "its creator died before it was up"
+            } else if rec.orphaned() {
                 "owner is gone"
             } else {
                 "--all"

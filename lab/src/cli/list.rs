@@ -18,6 +18,12 @@ pub fn list(json: bool) -> Result<ExitCode> {
         match rec {
             Ok(r) => {
                 let owner = match r.owner {
+                    _ if r.half_done() => format!(
+                        "{} (its {:?} process died: `lab clean` removes it)",
+                        r.owner
+                            .map_or("persistent".into(), |o| format!("pid {}", o.pid)),
+                        r.status
+                    ),
                     None => "persistent (lab up)".to_string(),
                     Some(o) if o.alive() => format!("pid {}", o.pid),
                     Some(o) => format!("pid {} (gone: `lab clean` removes it)", o.pid),

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddrV4, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn plan(spec: &str) -> Plan {
     resolve(&builtin(spec).unwrap()).unwrap()
@@ -634,4 +634,49 @@ fn down_ends_processes_left_inside_the_labs_namespaces() {
         "lab down left pid {pid} running in the deleted namespace"
     );
     assert_eq!(namespaces_of(&name), Vec::<String>::new());
+}
+
+/// A `lab up` killed while it creates the lab leaves a half-built persistent lab: `lab list`
+/// says so and `lab clean` removes it (issue 13, case 4: it said "nothing to clean").
+#[test]
+fn clean_removes_a_lab_whose_creator_died_while_creating() {
+    if !privileged("clean_removes_a_lab_whose_creator_died_while_creating") {
+        return;
+    }
+    let name = format!("half{}", std::process::id() % 100_000);
+    let mut child = lab_bin()
+        .args(["up", "--topo", "single,150", "--name", &name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let record = StateRecord::path_of(&name);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Killed once some of its 151 namespaces exist: a half-built lab.
+    while namespaces_of(&name).len() < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&record).expect("the record was written");
+    assert!(
+        text.contains("\"creating\""),
+        "killed too late to test: {text}"
+    );
+    let list = lab_bin().arg("list").output().unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    let clean = lab_bin().arg("clean").output().unwrap();
+    let clean = String::from_utf8_lossy(&clean.stdout);
+    assert!(
+        list.contains("(its Creating process died: `lab clean` removes it)"),
+        "{list}"
+    );
+    assert!(
+        clean.contains(&format!(
+            "lab {name} removed (its creator died before it was up)"
+        )),
+        "{clean}"
+    );
+    assert_eq!(namespaces_of(&name), Vec::<String>::new());
+    assert!(!record.exists());
 }
