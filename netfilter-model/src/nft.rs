@@ -623,7 +623,9 @@ impl RuleReader<'_> {
                     let r = PortRange::parse(&v, '-')
                         .map_err(|_| self.invalid("queue", &v, "not N or N-M"))?;
                     spec.first = r.lo;
-                    spec.count = r.hi - r.lo + 1;
+                    spec.count = (r.hi - r.lo)
+                        .checked_add(1)
+                        .ok_or_else(|| self.invalid("queue", &v, "at most 65535 queues"))?;
                     spec.balance = r.hi != r.lo;
                 }
                 "bypass" => {

@@ -120,7 +120,7 @@ fn show_action(a: &Action) -> String {
                 true => format!(
                     "-j NFQUEUE --queue-balance {}:{}",
                     q.first,
-                    q.first.saturating_add(q.count - 1)
+                    q.first.saturating_add(q.count.saturating_sub(1))
                 ),
                 false => format!("-j NFQUEUE --queue-num {}", q.first),
             };

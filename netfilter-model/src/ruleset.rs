@@ -115,7 +115,7 @@ impl Ruleset {
                                 "insert position {position} is past the end of `{chain}` ({len} rules)"
                             )));
                         }
-                        position - 1
+                        position.saturating_sub(1)
                     }
                     _ => t.chains[ci].rules.len(),
                 };
@@ -123,7 +123,7 @@ impl Ruleset {
                     .actions
                     .iter()
                     .find_map(|a| match a {
-                        Action::DnatNumgen { modulus, .. } => Some(modulus - 1),
+                        Action::DnatNumgen { modulus, .. } => Some(modulus.saturating_sub(1)),
                         _ => None,
                     })
                     .unwrap_or(0);
