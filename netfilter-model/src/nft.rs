@@ -400,7 +400,6 @@ impl RuleReader<'_> {
 
     fn rule(mut self) -> Result<Rule, RuleError> {
         let mut rule = Rule::default();
-        let mut proto_done = false;
         while let Some(w) = self.peek().map(str::to_string) {
             self.i += 1;
             match w.as_str() {
@@ -423,7 +422,6 @@ impl RuleReader<'_> {
                         "protocol" => {
                             let p = self.proto()?;
                             rule.matches.push(Match::Proto { proto: p, negate });
-                            proto_done |= !negate;
                         }
                         f => return Err(self.unsupported("expression", format!("ip {f}"))),
                     }
@@ -435,7 +433,6 @@ impl RuleReader<'_> {
                             let negate = self.relation();
                             let p = self.proto()?;
                             rule.matches.push(Match::Proto { proto: p, negate });
-                            proto_done |= !negate;
                         }
                         "mark" if self.peek() == Some("set") => {
                             self.i += 1;
@@ -471,12 +468,13 @@ impl RuleReader<'_> {
                         f => return Err(self.unsupported("expression", format!("{w} {f}"))),
                     };
                     let proto = Proto::parse(&w).unwrap_or(Proto::Tcp);
-                    if !proto_done {
-                        rule.matches.push(Match::Proto {
-                            proto,
-                            negate: false,
-                        });
-                        proto_done = true;
+                    // nft's dependency: `udp dport` only ever matches UDP, whatever came before.
+                    let dep = Match::Proto {
+                        proto,
+                        negate: false,
+                    };
+                    if !rule.matches.contains(&dep) {
+                        rule.matches.push(dep);
                     }
                     let negate = self.relation();
                     let mut ranges = Vec::new();

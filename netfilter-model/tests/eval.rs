@@ -466,3 +466,38 @@ fn snat_and_dnat_carry_their_addresses_and_ports() {
         ))
     );
 }
+
+#[test]
+fn nft_port_match_implies_its_protocol() {
+    let text = "table ip t {\n chain c {\n  type filter hook input priority 0; policy accept;\n  meta l4proto udp tcp dport 80 drop\n }\n}\n";
+    let mut h = Ruleset::load([], Some(text)).unwrap();
+    let t = TableId::Nft {
+        family: netfilter_model::NftFamily::Ip,
+        name: "t".into(),
+    };
+    let udp = pkt("1.1.1.1", "2.2.2.2", Proto::Udp, 1, 80);
+    assert_eq!(
+        h.traverse(Hook::Input, &t, &udp, 0).verdict,
+        Verdict::Accept
+    );
+}
+
+#[test]
+fn goto_returns_to_the_caller_of_the_calling_chain() {
+    let mut h = host(&[
+        "-N OUTER",
+        "-N INNER",
+        "-A INNER -j RETURN",
+        "-A OUTER -g INNER",
+        "-A OUTER -j DROP",
+        "-A INPUT -j OUTER",
+        "-A INPUT -j REJECT",
+    ]);
+    // INNER returns past OUTER's DROP (goto pushed no return point) to INPUT's REJECT.
+    let p = pkt("1.1.1.1", "2.2.2.2", Proto::Udp, 1, 2);
+    let d = h.traverse(Hook::Input, &FILTER, &p, 0);
+    assert_eq!(
+        (d.verdict, d.rule.map(|r| r.chain)),
+        (Verdict::Reject(None), Some("INPUT".into()))
+    );
+}
