@@ -689,7 +689,8 @@ fn static_and_registered_backends_serve_together() {
     for h in BACKENDS {
         assert!(by.get(h).copied().unwrap_or(0) > 0, "{h}: {by:?}");
     }
-    // An agent cannot take the static backend's name.
+    // An agent cannot take the static backend's name: refused at its first registration, it
+    // ends with the reason and exit status 2 instead of retrying forever (issue 13, case 12).
     let thief = start(
         &mut s.lab,
         "h3",
@@ -697,14 +698,15 @@ fn static_and_registered_backends_serve_together() {
         &agent_args("h5", &["--listen", "10.0.0.3:1337"]),
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let st = ctl(&thief, &["state"]);
-        if let Some(e) = st["last_error"].as_str() {
-            assert!(e.contains("taken by a static backend"), "{st}");
-            break;
+    let status = loop {
+        if let Some(st) = s.lab.exit_status(&thief.p) {
+            break st;
         }
-        assert!(Instant::now() < deadline, "{st}");
+        assert!(Instant::now() < deadline, "the thief still runs");
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
+    let log = std::fs::read_to_string(&thief.p.log).unwrap_or_default();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains("taken by a static backend"), "{log}");
     assert_eq!(backends(&s.server)["h5"]["addr"], "10.0.0.5");
 }

@@ -175,5 +175,12 @@ pub fn run(s: AgentSettings) -> Result<()> {
     for (why, n) in refused {
         tracing::info!(reason = why, datagrams = n, "not re-injected");
     }
+    if let Some(reason) = stats.fatal.lock().ok().and_then(|mut f| f.take()) {
+        return Err(crate::cli::BadInput(format!(
+            "registration with {}: {reason} (give the agent its own --name, or the right secret)",
+            s.server.map(|a| a.to_string()).unwrap_or_default()
+        ))
+        .into());
+    }
     Ok(())
 }

@@ -35,6 +35,21 @@ pub struct Stats {
     pub refused: AtomicU64,
     /// SANITY datagrams seen.
     pub sanity: AtomicU64,
+    /// Why the agent must end: the server refused its first registration for a reason that
+    /// will not change by retrying (its name is taken, its secret is wrong).
+    pub fatal: std::sync::Mutex<Option<String>>,
+}
+
+/// True for a refusal that retrying cannot fix: the agent's own configuration is wrong.
+fn permanent(reason: &str) -> bool {
+    reason.starts_with("refused: ")
+        && [
+            "is taken by",
+            "authentication",
+            "cannot be a backend's data address",
+        ]
+        .iter()
+        .any(|p| reason.contains(p))
 }
 
 /// What the agent's control plane needs.
@@ -107,10 +122,10 @@ pub async fn run(
         tokio::task::spawn_local(ctl::serve(
             l,
             Role::Agent,
-            handler(Rc::clone(&shared), s.clone(), tx, stats),
+            handler(Rc::clone(&shared), s.clone(), tx, Arc::clone(&stats)),
         ))
     });
-    main_loop(&shared, &s, sanity, rx, &stop).await;
+    main_loop(&shared, &s, sanity, rx, &stop, &stats).await;
     if let Some(t) = ctl_task {
         t.abort();
     }
@@ -195,8 +210,12 @@ async fn main_loop(
     mut sanity: mpsc::Receiver<String>,
     mut cmds: mpsc::Receiver<(Cmd, Reply)>,
     stop: &AtomicBool,
+    stats: &Stats,
 ) {
     let first_wait = Duration::from_millis(200);
+    // A refusal of the first registration ends the agent when retrying cannot help; once
+    // registered, the agent keeps trying (a restarted server may still hold its old session).
+    let mut ever_registered = false;
     let mut wait = first_wait;
     let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
@@ -236,6 +255,7 @@ async fn main_loop(
         let ended = session(shared, s, server, &mut sanity, &mut cmds, stop).await;
         let mut sh = shared.borrow_mut();
         let was_registered = sh.registered_at.is_some();
+        ever_registered |= was_registered;
         sh.state = AgentState::Unregistered;
         sh.registered_at = None;
         match ended {
@@ -243,6 +263,15 @@ async fn main_loop(
             Ended::Deregistered => {
                 sh.want_registered = false;
                 tracing::info!("deregistered");
+            }
+            Ended::Lost(reason) if !ever_registered && permanent(&reason) => {
+                tracing::error!("registration with {server}: {reason}: giving up");
+                sh.last_error = Some(reason.clone());
+                if let Ok(mut f) = stats.fatal.lock() {
+                    *f = Some(reason);
+                }
+                stop.store(true, Ordering::Relaxed);
+                return;
             }
             Ended::Lost(reason) => {
                 if was_registered {

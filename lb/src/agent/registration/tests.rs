@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 struct Fixture {
     listener: TcpListener,
+    stats: Arc<Stats>,
     sanity: mpsc::Sender<String>,
     ctl: PathBuf,
     stop: Arc<AtomicBool>,
@@ -64,18 +65,19 @@ fn start(test: &str, secret: Option<Secret>) -> Fixture {
         retry_max: Duration::from_millis(200),
     };
     let st = Arc::clone(&stop);
+    let stats = Arc::new(Stats::default());
+    let thread_stats = Arc::clone(&stats);
     let thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        tokio::task::LocalSet::new().block_on(
-            &rt,
-            run(settings, listener_ctl, rx, Arc::new(Stats::default()), st),
-        );
+        tokio::task::LocalSet::new()
+            .block_on(&rt, run(settings, listener_ctl, rx, thread_stats, st));
     });
     Fixture {
         listener,
+        stats,
         sanity: tx,
         ctl: ctl_path,
         stop,
@@ -254,4 +256,28 @@ fn with_a_secret_a_caplance_server_refuses_cleanly() {
         Some("refused: registration failed"),
         "{v:?}"
     );
+}
+
+/// A second agent without `--name` looped forever on `refused: name "…" is taken` (issue 13,
+/// case 12): a refusal of the first registration that retrying cannot fix ends the agent, with
+/// the reason, and stops its data path.
+#[test]
+fn a_taken_name_at_the_first_registration_ends_the_agent() {
+    let mut f = start("taken", None);
+    let mut p = Peer::accept(&f);
+    assert!(p.line().starts_with("REGISTER h2 "));
+    p.send("INVALID name \"h2\" is taken by a static backend");
+    let t = f.thread.take().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !t.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(t.is_finished(), "the agent's control plane still retries");
+    t.join().unwrap();
+    assert!(
+        f.stop.load(Ordering::Relaxed),
+        "the data path is told to stop"
+    );
+    let fatal = f.stats.fatal.lock().unwrap().clone().unwrap_or_default();
+    assert!(fatal.contains("is taken by a static backend"), "{fatal}");
 }
