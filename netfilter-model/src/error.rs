@@ -59,6 +59,36 @@ impl RuleError {
     }
 }
 
+/// The text of the rule being read, to build its errors from (both parsers use it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reading<'a>(pub(crate) &'a str);
+
+impl Reading<'_> {
+    /// `unsupported WHAT "WORD" in "RULE"`.
+    pub(crate) fn unsupported(self, what: &'static str, word: impl Into<String>) -> RuleError {
+        RuleError::Unsupported {
+            what,
+            word: word.into(),
+            rule: self.0.to_string(),
+        }
+    }
+
+    /// `bad WHAT "WORD" in "RULE": WHY`.
+    pub(crate) fn invalid(
+        self,
+        what: &'static str,
+        word: &str,
+        why: impl Into<String>,
+    ) -> RuleError {
+        RuleError::Invalid {
+            what,
+            word: word.to_string(),
+            why: why.into(),
+            rule: self.0.to_string(),
+        }
+    }
+}
+
 /// A [`RuleError`] with the host whose rules held the rule.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{host}: {error}")]

@@ -1,6 +1,6 @@
 //! The iptables rule parser: one command line (`[iptables] [-t T] -A|-I|-N|-P …`) to a [`Command`].
 
-use crate::error::RuleError;
+use crate::error::{Reading, RuleError};
 use crate::hook::Table;
 use crate::packet::{CtState, Proto};
 use crate::rule::{
@@ -95,20 +95,11 @@ impl<'a> Parser<'a> {
     }
 
     fn unsupported(&self, what: &'static str, word: impl Into<String>) -> RuleError {
-        RuleError::Unsupported {
-            what,
-            word: word.into(),
-            rule: self.text.to_string(),
-        }
+        Reading(self.text).unsupported(what, word)
     }
 
     fn invalid(&self, what: &'static str, word: &str, why: impl Into<String>) -> RuleError {
-        RuleError::Invalid {
-            what,
-            word: word.to_string(),
-            why: why.into(),
-            rule: self.text.to_string(),
-        }
+        Reading(self.text).invalid(what, word, why)
     }
 
     fn malformed(&self, why: impl Into<String>) -> RuleError {

@@ -1,6 +1,6 @@
 //! The nft ruleset parser: `table FAMILY NAME { chain … { type …; policy …; RULES } }` to [`Command`]s.
 
-use crate::error::RuleError;
+use crate::error::{Reading, RuleError};
 use crate::hook::{Hook, priority};
 use crate::iptables::parse_u32;
 use crate::nft_lex::{Kind, Tok, lex, line_of};
@@ -319,20 +319,11 @@ struct RuleReader<'a> {
 
 impl RuleReader<'_> {
     fn unsupported(&self, what: &'static str, word: impl Into<String>) -> RuleError {
-        RuleError::Unsupported {
-            what,
-            word: word.into(),
-            rule: self.text.to_string(),
-        }
+        Reading(self.text).unsupported(what, word)
     }
 
     fn invalid(&self, what: &'static str, word: &str, why: impl Into<String>) -> RuleError {
-        RuleError::Invalid {
-            what,
-            word: word.into(),
-            why: why.into(),
-            rule: self.text.to_string(),
-        }
+        Reading(self.text).invalid(what, word, why)
     }
 
     fn malformed(&self, why: impl Into<String>) -> RuleError {
