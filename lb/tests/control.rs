@@ -357,6 +357,23 @@ fn three_agents_register_and_share_300_connections() {
     assert!(all_active(&b, &BACKENDS), "{b:#?}");
     assert_eq!(spread(&s.lab, 10).values().sum::<usize>(), 10);
     std::fs::remove_file(&secret).unwrap();
+    let log = std::fs::read_to_string(&s.server.p.log).unwrap_or_default();
+    assert!(!log.contains("unauthenticated"), "{log}");
+}
+
+/// Without a secret anyone who reaches :1338 can register a backend: the server says so loudly
+/// at start (issue 13, case 3, its first part).
+#[test]
+fn registration_without_a_secret_is_announced_as_unauthenticated() {
+    if !privileged("registration_without_a_secret_is_announced_as_unauthenticated") {
+        return;
+    }
+    let s = setup(&[], &[], &["h2"]);
+    let log = std::fs::read_to_string(&s.server.p.log).unwrap_or_default();
+    assert!(
+        log.contains("registration on 10.0.0.1:1338 is unauthenticated: any host that reaches it"),
+        "{log}"
+    );
 }
 
 #[test]

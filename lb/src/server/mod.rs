@@ -274,6 +274,13 @@ pub fn run(s: ServerSettings) -> Result<()> {
             );
         }
     }
+    if let (Some(listen), None) = (s.server.control, &s.secret) {
+        tracing::warn!(
+            "registration on {} is unauthenticated: any host that reaches it can register itself \
+             as a backend and take a share of the clients; give control.secret_file (--secret-file)",
+            listen.0
+        );
+    }
     let control_thread = registrar::spawn(control, registry, handles, bound, Arc::clone(&stop))?;
     let added = netlink::add_host_address(iface.ifindex, s.vip)?;
     installed.vip = Some((iface.ifindex, s.vip));
