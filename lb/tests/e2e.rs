@@ -315,7 +315,8 @@ fn bad_input_prints_one_line_and_exits_2() {
 }
 
 /// Configuration mistakes found at start exit 2 with one line, before any rule, route or VIP
-/// is installed (issue 13, cases 6 and 9): a backend at one of the balancer's own addresses
+/// is installed (issue 13, cases 6 and 9): no interface for the VIP, a backend at one of the
+/// balancer's own addresses
 /// (every packet would come back to it), an MTU too small for the encapsulation, registration
 /// on an address the host lacks.
 #[test]
@@ -325,6 +326,14 @@ fn start_time_mistakes_exit_2_before_anything_is_installed() {
     }
     let lab = up("single,3");
     let cases: &[(&[&str], &str)] = &[
+        (
+            &["--interface", "nosuch"],
+            "interface nosuch: no such interface with an IPv4 subnet",
+        ),
+        (
+            &["--vip", "10.9.9.50"],
+            "no interface has a subnet holding the VIP 10.9.9.50",
+        ),
         (
             &["--backend", "me=10.0.0.1"],
             "backend me (10.0.0.1) is an address of this host (h1-eth0): its packets would come back to the balancer",
@@ -342,7 +351,12 @@ fn start_time_mistakes_exit_2_before_anything_is_installed() {
         let out = lab
             .command("h1", LB)
             .unwrap()
-            .args(["server", "--vip", "10.0.0.50"])
+            .arg("server")
+            .args(if args.contains(&"--vip") {
+                &[][..]
+            } else {
+                &["--vip", "10.0.0.50"][..]
+            })
             .args(*args)
             .output()
             .unwrap();

@@ -142,9 +142,11 @@ pub fn run(s: ServerSettings) -> Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("install signal handler")?;
     }
-    let iface = netlink::vip_interface(s.vip, s.server.interface.as_deref())?;
+    let local = netlink::addresses()?;
+    let iface =
+        netlink::vip_interface(&local, s.vip, s.server.interface.as_deref()).map_err(BadInput)?;
     let local_mac = netlink::link_mac(iface.ifindex).unwrap_or_default();
-    let specs = backend_specs(&s, &iface, &netlink::addresses()?)?;
+    let specs = backend_specs(&s, &iface, &local)?;
     if specs.is_empty() {
         tracing::warn!("no backends: every packet to the VIP is dropped");
     }

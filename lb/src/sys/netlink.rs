@@ -103,34 +103,35 @@ pub fn addresses() -> Result<Vec<IfAddr>> {
     })
 }
 
-/// The interface a VIP belongs on: the one whose subnet (not a /32) holds it. With `name`, that
-/// interface, which must exist and carry an IPv4 address. Like Caplance, none or several
-/// candidates are an error.
-pub fn vip_interface(vip: Ipv4Addr, name: Option<&str>) -> Result<IfAddr> {
-    let all = addresses()?;
+/// The interface a VIP belongs on, among `all` (this host's addresses): the one whose subnet
+/// (not a /32) holds it. With `name`, that interface, which must exist and carry an IPv4
+/// address. Like Caplance, none or several candidates are an error (the configuration's: the
+/// message says what to give).
+pub fn vip_interface(all: &[IfAddr], vip: Ipv4Addr, name: Option<&str>) -> Result<IfAddr, String> {
     if let Some(name) = name {
         return all
-            .into_iter()
+            .iter()
             .find(|a| a.ifname == name && a.prefix < 32)
-            .ok_or_else(|| anyhow!("interface {name}: no such interface with an IPv4 subnet"));
+            .cloned()
+            .ok_or_else(|| format!("interface {name}: no such interface with an IPv4 subnet"));
     }
-    let mut hits: Vec<IfAddr> = all
-        .into_iter()
+    let mut hits: Vec<&IfAddr> = all
+        .iter()
         .filter(|a| a.prefix < 32 && a.ifname != "lo" && a.contains(vip))
         .collect();
     hits.dedup_by(|a, b| a.ifindex == b.ifindex);
-    match hits.len() {
-        1 => Ok(hits.remove(0)),
-        0 => bail!(
+    match hits.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(format!(
             "no interface has a subnet holding the VIP {vip}: give one with --interface, or add an address in the VIP's subnet"
-        ),
-        _ => bail!(
+        )),
+        _ => Err(format!(
             "several interfaces have a subnet holding the VIP {vip} ({}): choose one with --interface",
             hits.iter()
                 .map(|h| h.ifname.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
-        ),
+        )),
     }
 }
 
