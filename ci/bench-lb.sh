@@ -102,7 +102,7 @@ run_mode() {
       lb-dsrk|lb-dsrk-paced|lb-dsrk-at-kernel) start_lb --forward dsr-kernel ;;
       lb-dsr) start_lb --forward dsr ;;
       lb-encap)
-        $lab exec --lab "$name" h2 -- taskset -c "$cpu_rest" "$lb" agent --vip 10.0.0.50 >"$work/agent.log" 2>&1 &
+        $lab exec --lab "$name" h2 -- taskset -c "$cpu_rest" "$lb" agent --vip 10.0.0.50 --balancer 10.0.0.1 >"$work/agent.log" 2>&1 &
         pids+=($!)
         for _ in $(seq 200); do grep -qs '^ready:' "$work/agent.log" && break; sleep 0.05; done
         start_lb --forward encap ;;

@@ -271,6 +271,8 @@ pub struct AgentSection {
     pub server: Option<Endpoint>,
     /// The name to register (default: the host name).
     pub name: Option<String>,
+    /// Balancers whose encapsulated packets are re-injected (besides the one registered with).
+    pub balancers: Vec<Ipv4Addr>,
     /// The `lb ctl` socket: `@name` (abstract, in the process's network namespace) or a file.
     pub ctl_socket: PathBuf,
     /// Longest wait between two registration attempts (they back off up to this).
@@ -285,6 +287,7 @@ impl Default for AgentSection {
             batch: 64,
             server: None,
             name: None,
+            balancers: Vec::new(),
             ctl_socket: PathBuf::from("@lb/agent"),
             retry_max: Dur::secs(5),
         }

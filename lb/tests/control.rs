@@ -696,7 +696,12 @@ fn static_and_registered_backends_serve_together() {
     }
     // h5 is a static backend: an agent that does not register, listed with --backend.
     let mut s = setup(&["--backend", "h5=10.0.0.5"], &[], &["h2", "h4"]);
-    let plain = start(&mut s.lab, "h5", "agent", &["agent", "--vip", "10.0.0.50"]);
+    let plain = start(
+        &mut s.lab,
+        "h5",
+        "agent",
+        &["agent", "--vip", "10.0.0.50", "--balancer", "10.0.0.1"],
+    );
     assert_eq!(ctl(&plain, &["state"])["state"], "Unregistered");
     let b = backends(&s.server);
     assert_eq!(b["h5"]["origin"], "static", "{b:#?}");

@@ -18,7 +18,12 @@ fn encap_nfqueue_tcp_and_udp_reach_the_backend() {
         return;
     }
     let mut lab = up("single,3");
-    let agent = start(&mut lab, "h2", "agent", &["agent", "--vip", "10.0.0.50"]);
+    let agent = start(
+        &mut lab,
+        "h2",
+        "agent",
+        &["agent", "--vip", "10.0.0.50", "--balancer", "10.0.0.1"],
+    );
     let echo = Echo::start(&lab, "h2");
     let server = start(
         &mut lab,
@@ -180,7 +185,12 @@ fn malformed_packets_to_the_vip_are_counted_and_dropped() {
         return;
     }
     let mut lab = up("single,3");
-    let agent = start(&mut lab, "h2", "agent", &["agent", "--vip", "10.0.0.50"]);
+    let agent = start(
+        &mut lab,
+        "h2",
+        "agent",
+        &["agent", "--vip", "10.0.0.50", "--balancer", "10.0.0.1"],
+    );
     let _echo = Echo::start(&lab, "h2");
     let server = start(
         &mut lab,
@@ -304,6 +314,11 @@ fn bad_input_prints_one_line_and_exits_2() {
         err.contains("secret_file: cannot read /dev/zero: not a regular file"),
         "{err}"
     );
+    // An agent accepting encapsulated packets from anyone re-injected forged ones (issue 13,
+    // case 2): it needs to know its balancer.
+    let (code, err) = run(&["agent", "--vip", "10.0.0.50"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.starts_with("lb: agent: give --balancer IP"), "{err}");
     // The VIP as a static backend looped a datagram through the balancer (issue 13, case 6).
     let (code, err) = run(&["server", "--vip", "10.0.0.50", "--backend", "v=10.0.0.50"]);
     assert_eq!(code, Some(2), "{err}");
@@ -389,7 +404,12 @@ fn full_mtu_packet_gets_icmp_fragmentation_needed_and_the_client_lowers_its_path
         return;
     }
     let mut lab = up("single,3");
-    let agent = start(&mut lab, "h2", "agent", &["agent", "--vip", "10.0.0.50"]);
+    let agent = start(
+        &mut lab,
+        "h2",
+        "agent",
+        &["agent", "--vip", "10.0.0.50", "--balancer", "10.0.0.1"],
+    );
     let echo = Echo::start(&lab, "h2");
     let server = start(
         &mut lab,
@@ -564,13 +584,29 @@ fn ctl_reaches_only_the_lb_of_its_own_namespace() {
         &mut lab,
         "h2",
         "agent2",
-        &["agent", "--vip", "10.0.0.50", "--name", "a2"],
+        &[
+            "agent",
+            "--vip",
+            "10.0.0.50",
+            "--name",
+            "a2",
+            "--balancer",
+            "10.0.0.1",
+        ],
     );
     let h3 = start(
         &mut lab,
         "h3",
         "agent3",
-        &["agent", "--vip", "10.0.0.50", "--name", "a3"],
+        &[
+            "agent",
+            "--vip",
+            "10.0.0.50",
+            "--name",
+            "a3",
+            "--balancer",
+            "10.0.0.1",
+        ],
     );
     let ctl = |host: &str, args: &[&str]| {
         let out = lab
@@ -613,4 +649,80 @@ fn ctl_reaches_only_the_lb_of_its_own_namespace() {
     assert!(text.contains("cannot reach @lb/agent"), "{text}");
     stop(&mut lab, &h2);
     stop(&mut lab, &h3);
+}
+
+/// A forged encapsulated packet from a host that is not a balancer is dropped and counted, not
+/// re-injected: before, any host that could reach :1337 got any packet addressed to the VIP
+/// injected into the backend, with any source (issue 13, case 2). The balancer's still is.
+#[test]
+fn the_agent_reinjects_only_what_its_balancer_sends() {
+    if !privileged("the_agent_reinjects_only_what_its_balancer_sends") {
+        return;
+    }
+    let mut lab = up("single,3");
+    let agent = start(
+        &mut lab,
+        "h2",
+        "agent",
+        &["agent", "--vip", "10.0.0.50", "--balancer", "10.0.0.1"],
+    );
+    // An IPv4/UDP packet 10.0.0.9:4000 -> VIP:9999 with 4 bytes of payload, as the payload of a
+    // datagram to h2:1337 (Caplance's encapsulation). UDP checksum 0: none.
+    let mut inner = vec![
+        0x45, 0, 0, 32, 0, 1, 0, 0, 64, 17, 0, 0, 10, 0, 0, 9, 10, 0, 0, 50,
+    ];
+    let sum = {
+        let mut s: u32 = inner
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        !(s as u16)
+    };
+    inner[10..12].copy_from_slice(&sum.to_be_bytes());
+    inner.extend_from_slice(&[0x0f, 0xa0, 0x27, 0x0f, 0, 12, 0, 0, b'f', b'a', b'k', b'e']);
+    let send_from = |host: &str| {
+        let inner = inner.clone();
+        lab.run_in(host, move || {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.send_to(&inner, "10.0.0.2:1337").unwrap();
+        })
+        .unwrap();
+    };
+    let state = || {
+        let out = lab
+            .command("h2", LB)
+            .unwrap()
+            .args(["ctl", "--agent", "--json", "state"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let wait_for = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let st = state();
+            if st.contains(what) {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "waiting for {what}: {st}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    send_from("h3");
+    let st = wait_for("\"received\":1,");
+    assert!(
+        st.contains("\"injected\":0,") && st.contains("\"refused\":1,"),
+        "{st}"
+    );
+    send_from("h1");
+    let st = wait_for("\"received\":2,");
+    assert!(
+        st.contains("\"injected\":1,") && st.contains("\"refused\":1,"),
+        "{st}"
+    );
+    let log = stop(&mut lab, &agent);
+    assert!(log.contains("not from a balancer"), "{log}");
 }

@@ -205,7 +205,7 @@ fn the_runner_asks_the_network_for_exactly_the_scenarios_steps() {
     let expected = [
         "build nfqueue-fixes-reset: h1 h2 h3",
         "arm captures h3:h3-eth0 h1:h1-eth0 h2:any",
-        r#"start agent in h2: Lb { args: ["agent", "--vip", "10.0.0.50"] }"#,
+        r#"start agent in h2: Lb { args: ["agent", "--vip", "10.0.0.50", "--balancer", "10.0.0.1"] }"#,
         r#"start nc in h2: TcpListener { addr: 10.0.0.50:8080, reply: Some("It is!!!!") }"#,
         r#"start balancer in h1: Lb { args: ["server", "--vip", "10.0.0.50", "--intake", "nfqueue", "--forward", "encap", "--backend", "h2=10.0.0.2"] }"#,
         "probe h1: QueueBound { queue: 0 }",

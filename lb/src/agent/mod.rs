@@ -5,7 +5,9 @@
 //!
 //! Beyond Caplance: ARP for the VIP is suppressed (`arp_ignore=1`, `arp_announce=2`, restored at
 //! stop) so the backend never answers the LAN for the VIP, and an inner packet is re-injected
-//! only if it is IPv4 to the VIP: the agent is not an open relay.
+//! only if it came from a balancer (one given with `--balancer`, or the one a registration
+//! confirmed: the source of its SANITY datagram) and is IPv4 to the VIP: the agent is not an
+//! open relay, and a host that can reach :1337 cannot inject forged packets.
 
 pub mod registration;
 
@@ -35,6 +37,8 @@ pub struct AgentSettings {
     pub batch: usize,
     /// The server to register with; none: no registration (a static backend of the server).
     pub server: Option<SocketAddrV4>,
+    /// Balancers whose encapsulated packets are re-injected, besides the one registered with.
+    pub balancers: Vec<Ipv4Addr>,
     /// The name to register.
     pub name: String,
     /// The `lb ctl` socket.
@@ -136,24 +140,35 @@ pub fn run(s: AgentSettings) -> Result<()> {
         let n = slots.recv(fd).context("receive encapsulated packets")?;
         received += n as u64;
         let mut not_injected = 0;
-        for (p, _) in slots.packets() {
+        // The balancers of this batch: configured ones and those a registration confirmed.
+        let mut allowed = s.balancers.clone();
+        if let Ok(learned) = stats.balancers.lock() {
+            allowed.extend(learned.iter().copied());
+        }
+        for (p, from) in slots.datagrams() {
+            let from = from.map(|a| *a.ip()).unwrap_or(Ipv4Addr::UNSPECIFIED);
+            // The server proving the data path during a registration: a token, from anyone
+            // (the registration confirms it; nothing is re-injected).
+            if let Some(token) = lb_core::protocol::agent::parse_sanity(p) {
+                stats.sanity.fetch_add(1, Ordering::Relaxed);
+                let _ = sanity_tx.try_send((token.to_string(), from));
+                continue;
+            }
+            if !allowed.contains(&from) {
+                not_injected += 1;
+                *refused.entry("not from a balancer").or_default() += 1;
+                continue;
+            }
             match check_inner(p, s.vip) {
                 Ok(()) => {
                     let start = out.buf.len();
                     out.buf.extend_from_slice(p);
                     out.commit(start, Some(SocketAddrV4::new(s.vip, 0)));
                 }
-                Err(why) => match lb_core::protocol::agent::parse_sanity(p) {
-                    // The server proving the data path during a registration.
-                    Some(token) => {
-                        stats.sanity.fetch_add(1, Ordering::Relaxed);
-                        let _ = sanity_tx.try_send(token.to_string());
-                    }
-                    None => {
-                        not_injected += 1;
-                        *refused.entry(why.name()).or_default() += 1
-                    }
-                },
+                Err(why) => {
+                    not_injected += 1;
+                    *refused.entry(why.name()).or_default() += 1
+                }
             }
         }
         let f = out.flush(raw.as_raw_fd());

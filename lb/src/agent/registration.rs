@@ -35,10 +35,16 @@ pub struct Stats {
     pub refused: AtomicU64,
     /// SANITY datagrams seen.
     pub sanity: AtomicU64,
+    /// Balancers learned from completed registrations: the source of the SANITY datagram whose
+    /// token the server then confirmed with REGISTERED (the data loop re-injects their packets).
+    pub balancers: std::sync::Mutex<Vec<Ipv4Addr>>,
     /// Why the agent must end: the server refused its first registration for a reason that
     /// will not change by retrying (its name is taken, its secret is wrong).
     pub fatal: std::sync::Mutex<Option<String>>,
 }
+
+/// A SANITY token as the data path received it, with the address it came from.
+pub type Sanity = (String, Ipv4Addr);
 
 /// True for a refusal that retrying cannot fix: the agent's own configuration is wrong.
 fn permanent(reason: &str) -> bool {
@@ -93,7 +99,7 @@ enum Cmd {
 pub fn spawn(
     s: Settings,
     ctl: Option<std::os::unix::net::UnixListener>,
-    sanity: mpsc::Receiver<String>,
+    sanity: mpsc::Receiver<Sanity>,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>> {
@@ -104,7 +110,7 @@ pub fn spawn(
 pub async fn run(
     s: Settings,
     ctl: Option<std::os::unix::net::UnixListener>,
-    sanity: mpsc::Receiver<String>,
+    sanity: mpsc::Receiver<Sanity>,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
 ) {
@@ -207,7 +213,7 @@ enum Ended {
 async fn main_loop(
     shared: &Rc<RefCell<Shared>>,
     s: &Settings,
-    mut sanity: mpsc::Receiver<String>,
+    mut sanity: mpsc::Receiver<Sanity>,
     mut cmds: mpsc::Receiver<(Cmd, Reply)>,
     stop: &AtomicBool,
     stats: &Stats,
@@ -252,7 +258,7 @@ async fn main_loop(
             }
         };
         shared.borrow_mut().state = AgentState::Registering;
-        let ended = session(shared, s, server, &mut sanity, &mut cmds, stop).await;
+        let ended = session(shared, s, server, &mut sanity, &mut cmds, stop, stats).await;
         let mut sh = shared.borrow_mut();
         let was_registered = sh.registered_at.is_some();
         ever_registered |= was_registered;
@@ -319,19 +325,26 @@ async fn session(
     shared: &Rc<RefCell<Shared>>,
     s: &Settings,
     server: SocketAddrV4,
-    sanity: &mut mpsc::Receiver<String>,
+    sanity: &mut mpsc::Receiver<Sanity>,
     cmds: &mut mpsc::Receiver<(Cmd, Reply)>,
     stop: &AtomicBool,
+    stats: &Stats,
 ) -> Ended {
     let t = &s.timing;
     let hs = tokio::time::timeout(t.register_timeout.0, handshake(s, server, sanity)).await;
-    let (mut c, ip) = match hs {
+    let (mut c, ip, balancer) = match hs {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => return Ended::Lost(e),
         Err(_) => {
             return Ended::Lost(format!("not registered within {:?}", t.register_timeout.0));
         }
     };
+    if let Ok(mut b) = stats.balancers.lock()
+        && !b.contains(&balancer)
+    {
+        tracing::info!(%balancer, "encapsulated packets from this balancer are re-injected");
+        b.push(balancer);
+    }
     {
         let mut sh = shared.borrow_mut();
         sh.state = AgentState::Active;
@@ -441,12 +454,13 @@ async fn session(
     }
 }
 
-/// The registration handshake; returns the connection and the data IP announced.
+/// The registration handshake; returns the connection, the data IP announced, and the address
+/// the confirmed SANITY came from (the balancer's data address).
 async fn handshake(
     s: &Settings,
     server: SocketAddrV4,
-    sanity: &mut mpsc::Receiver<String>,
-) -> Result<(Conn, Ipv4Addr), String> {
+    sanity: &mut mpsc::Receiver<Sanity>,
+) -> Result<(Conn, Ipv4Addr, Ipv4Addr), String> {
     let stream = TcpStream::connect(server)
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -498,7 +512,7 @@ async fn handshake(
             Some((mine, theirs))
         }
     };
-    let token = tokio::select! {
+    let (token, from) = tokio::select! {
         t = sanity.recv() => t.ok_or("the data path stopped")?,
         m = c.recv() => return Err(match m? {
             ServerMsg::Invalid { reason } => format!("refused: {reason}"),
@@ -514,7 +528,7 @@ async fn handshake(
                     return Err("the server did not prove the shared secret".into());
                 }
             }
-            Ok((c, ip))
+            Ok((c, ip, from))
         }
         ServerMsg::Invalid { reason } => Err(format!("refused: {reason}")),
         other => Err(format!("want REGISTERED, got {other}")),

@@ -196,6 +196,10 @@ pub(crate) struct AgentArgs {
     /// The name to register (default: the host name).
     #[arg(long)]
     pub(crate) name: Option<String>,
+    /// A balancer whose encapsulated packets are re-injected (repeatable). Without --server,
+    /// at least one is required: packets from any other source are dropped and counted.
+    #[arg(long = "balancer", value_name = "IP")]
+    pub(crate) balancers: Vec<Ipv4Addr>,
     #[command(flatten)]
     pub(crate) ctl: ControlArgs,
 }

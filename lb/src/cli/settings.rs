@@ -225,6 +225,17 @@ pub(crate) fn agent_settings(a: AgentArgs) -> Result<AgentSettings> {
     if a.name.is_some() {
         agent.name = a.name.clone();
     }
+    if !a.balancers.is_empty() {
+        agent.balancers = a.balancers.clone();
+    }
+    if agent.server.is_none() && agent.balancers.is_empty() {
+        bail!(BadInput(
+            "agent: give --balancer IP (the balancer whose encapsulated packets are re-injected) \
+             or --server ADDR (register, and take the registered balancer's): an agent that \
+             accepts packets from anyone re-injects forged ones"
+                .into()
+        ));
+    }
     let ctl_socket_given = a.ctl.ctl_socket.is_some();
     if let Some(p) = a.ctl.ctl_socket.clone() {
         agent.ctl_socket = p;
@@ -258,6 +269,7 @@ pub(crate) fn agent_settings(a: AgentArgs) -> Result<AgentSettings> {
         port,
         batch: merged.agent.batch,
         server: merged.agent.server.map(|e| e.0),
+        balancers: merged.agent.balancers.clone(),
         name,
         ctl_socket: merged.agent.ctl_socket.clone(),
         ctl_socket_given,

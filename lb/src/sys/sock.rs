@@ -87,6 +87,9 @@ pub struct RecvSlots {
     /// Control messages, when the socket delivers PACKET_AUXDATA.
     cmsgs: Option<Vec<u64>>,
     csum_not_ready: Vec<bool>,
+    /// Each packet's sender, for a UDP socket (`None` for other families).
+    names: Vec<libc::sockaddr_storage>,
+    sources: Vec<Option<SocketAddrV4>>,
 }
 
 impl RecvSlots {
@@ -99,7 +102,18 @@ impl RecvSlots {
             filled: 0,
             cmsgs: None,
             csum_not_ready: vec![false; count],
+            // SAFETY: all-zero is a valid sockaddr_storage.
+            names: (0..count).map(|_| unsafe { zeroed() }).collect(),
+            sources: vec![None; count],
         }
+    }
+
+    /// The packets of the last receive with their senders (a UDP socket's; `None` where the
+    /// socket's family is not IPv4).
+    pub fn datagrams(&self) -> impl Iterator<Item = (&[u8], Option<SocketAddrV4>)> + '_ {
+        self.packets()
+            .zip(&self.sources[..self.filled])
+            .map(|((p, _), src)| (p, *src))
     }
 
     /// Like [`RecvSlots::new`], also reading AF_PACKET's auxiliary data (see
@@ -135,15 +149,24 @@ impl RecvSlots {
             .collect();
         // SAFETY: zeroed mmsghdr is a valid "no name, no control" header.
         let mut hdrs: Vec<libc::mmsghdr> = (0..count).map(|_| unsafe { zeroed() }).collect();
-        for (i, (h, iov)) in hdrs.iter_mut().zip(iovs.iter_mut()).enumerate() {
+        let name_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        for (i, ((h, iov), name)) in hdrs
+            .iter_mut()
+            .zip(iovs.iter_mut())
+            .zip(self.names.iter_mut())
+            .enumerate()
+        {
             h.msg_hdr.msg_iov = iov;
             h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_namelen = name_len;
             if let Some(c) = self.cmsgs.as_mut() {
                 h.msg_hdr.msg_control = c[i * CMSG_SPACE / 8..].as_mut_ptr().cast();
                 h.msg_hdr.msg_controllen = CMSG_SPACE as _;
             }
         }
-        // SAFETY: headers point into `self.buf` and `self.cmsgs`, which outlive the call.
+        // SAFETY: headers point into `self.buf`, `self.names` and `self.cmsgs`, which outlive
+        // the call.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
@@ -165,10 +188,24 @@ impl RecvSlots {
         for (i, h) in hdrs.iter().enumerate().take(n) {
             self.lens[i] = h.msg_len as usize;
             self.csum_not_ready[i] = self.cmsgs.is_some() && auxdata_csum_not_ready(&h.msg_hdr);
+            self.sources[i] = ipv4_source(&self.names[i]);
         }
         self.filled = n;
         Ok(n)
     }
+}
+
+/// The IPv4 address and port in a received `msg_name`, if it is one.
+fn ipv4_source(name: &libc::sockaddr_storage) -> Option<SocketAddrV4> {
+    if i32::from(name.ss_family) != libc::AF_INET {
+        return None;
+    }
+    // SAFETY: the family says the storage holds a sockaddr_in, which fits in it.
+    let sin = unsafe { *(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+    Some(SocketAddrV4::new(
+        Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+        u16::from_be(sin.sin_port),
+    ))
 }
 
 /// Reads `tpacket_auxdata.tp_status & TP_STATUS_CSUMNOTREADY` from a received header.
@@ -416,5 +453,37 @@ impl RawIpSocket {
         } else {
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    #[test]
+    fn a_batch_names_each_datagrams_sender() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.2:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        a.send_to(b"from a", to).unwrap();
+        b.send_to(b"from b", to).unwrap();
+        assert!(wait_readable(rx.as_raw_fd(), Duration::from_secs(1)).unwrap());
+        let mut slots = RecvSlots::new(8, 64);
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            slots.recv(rx.as_raw_fd()).unwrap();
+            for (p, src) in slots.datagrams() {
+                got.push((p.to_vec(), src.map(std::net::SocketAddr::V4)));
+            }
+        }
+        assert_eq!(
+            got,
+            vec![
+                (b"from a".to_vec(), Some(a.local_addr().unwrap())),
+                (b"from b".to_vec(), Some(b.local_addr().unwrap())),
+            ]
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 struct Fixture {
     listener: TcpListener,
     stats: Arc<Stats>,
-    sanity: mpsc::Sender<String>,
+    sanity: mpsc::Sender<Sanity>,
     ctl: PathBuf,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -124,7 +124,9 @@ impl Peer {
     fn register(f: &Fixture) -> Peer {
         let mut p = Peer::accept(f);
         assert_eq!(p.line(), "REGISTER h2 127.0.0.1");
-        f.sanity.blocking_send("QWERTYUIOPASDFGH".into()).unwrap();
+        f.sanity
+            .blocking_send(("QWERTYUIOPASDFGH".into(), Ipv4Addr::LOCALHOST))
+            .unwrap();
         assert_eq!(p.line(), "SANE QWERTYUIOPASDFGH");
         p.send("REGISTERED h2 127.0.0.1");
         p
