@@ -32,7 +32,7 @@ pub(super) async fn serve_conn(hub: Shared, stream: TcpStream, peer: SocketAddr,
         (h.s.timing.register_timeout.0, h.s.timing.write_timeout.0)
     };
     let pending = Pending(Rc::clone(&hub));
-    let outcome = tokio::time::timeout(limit, handshake(&hub, &mut rd, &mut w, id)).await;
+    let outcome = tokio::time::timeout(limit, handshake(&hub, &mut rd, &mut w, id, peer)).await;
     drop(pending);
     let (name, kick) = match outcome {
         Ok(Ok(x)) => x,
@@ -76,6 +76,9 @@ fn random<const N: usize>() -> [u8; N] {
     b
 }
 
+/// SANITY datagrams one registration sends at most (one every 500 ms: 2.5 s of resends).
+const MAX_SANITY: u32 = 6;
+
 /// REGISTER (after AUTH/CHALLENGE with a secret) → SANITY over UDP → SANE → REGISTERED.
 /// Returns the name and the receiver another registration uses to replace this one.
 async fn handshake(
@@ -83,6 +86,7 @@ async fn handshake(
     rd: &mut LineReader<OwnedReadHalf>,
     w: &mut OwnedWriteHalf,
     id: u64,
+    peer: SocketAddr,
 ) -> Result<(String, oneshot::Receiver<String>), String> {
     let (secret, wt) = {
         let h = hub.borrow();
@@ -136,17 +140,29 @@ async fn handshake(
         if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip == h.s.vip {
             return Err(format!("{ip} cannot be a backend's data address"));
         }
+        // Unauthenticated, a REGISTER could name any address: the server would then send it
+        // SANITY datagrams (a reflection) and, if a host there answered, traffic.
+        if nonces.is_none() && peer.ip() != std::net::IpAddr::V4(ip) {
+            return Err(format!(
+                "{ip} is not the address this connection comes from ({}): without a shared secret an agent registers only its own address",
+                peer.ip()
+            ));
+        }
         h.reg.may_register(&name, ip).map_err(|e| e.to_string())?;
     }
     let token = lb_core::protocol::agent::token_from(random());
     let datagram = lb_core::protocol::agent::sanity_datagram(&token);
     let dest = SocketAddrV4::new(ip, hub.borrow().s.encap_port);
-    // SANITY over the data path; a lost datagram is sent again until SANE or the deadline.
+    // SANITY over the data path; a lost datagram is sent again every 500 ms, at most
+    // MAX_SANITY times per registration (a bound on what one REGISTER makes the server send),
+    // then the agent has until the deadline to answer.
     let mut every = tokio::time::interval(Duration::from_millis(500));
+    let mut sent = 0;
     let answer = loop {
         tokio::select! {
             m = read_msg(rd) => break m?,
-            _ = every.tick() => {
+            _ = every.tick(), if sent < MAX_SANITY => {
+                sent += 1;
                 if let Some(u) = &hub.borrow().udp
                     && let Err(e) = u.send_to(&datagram, dest)
                 {

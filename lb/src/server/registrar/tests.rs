@@ -126,6 +126,36 @@ fn start(f: impl FnOnce(&mut ControlSettings), statics: &[BackendSpec]) -> Harne
     }
 }
 
+/// A TCP connection to `to` from `ip` (bound before connecting), as an agent on that host makes.
+fn connect_from(ip: Ipv4Addr, to: SocketAddrV4) -> StdTcp {
+    use std::os::fd::FromRawFd;
+    let sin = |a: SocketAddrV4| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let (local, remote) = (sin(SocketAddrV4::new(ip, 0)), sin(to));
+    // SAFETY: a new socket we own; bind and connect read the sockaddr_in values above.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let s = StdTcp::from_raw_fd(fd);
+        assert_eq!(
+            libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len),
+            0
+        );
+        assert_eq!(
+            libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len),
+            0
+        );
+        s
+    }
+}
+
 /// A fake agent: its control connection and its data socket on 127.0.0.`n`.
 struct Agent {
     r: BufReader<StdTcp>,
@@ -139,7 +169,7 @@ impl Agent {
         let ip = Ipv4Addr::new(127, 0, 0, n);
         let udp = UdpSocket::bind((ip, h.port)).unwrap();
         udp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        let w = StdTcp::connect(h.addr).unwrap();
+        let w = connect_from(ip, h.addr);
         w.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         Agent {
             r: BufReader::new(w.try_clone().unwrap()),
@@ -481,4 +511,51 @@ fn the_same_agent_coming_back_replaces_its_old_connection() {
     assert!(old.closed());
     // A new registration starts active.
     still_serving(&h, &mut new, "h2");
+}
+
+/// One 23-byte REGISTER naming another host's address made the server send that host 21 SANITY
+/// datagrams (a reflection) and could make it a backend (issue 13, case 3): without a secret an
+/// agent registers only the address its connection comes from, and nothing is sent elsewhere.
+#[test]
+fn without_a_secret_an_agent_registers_only_its_own_address() {
+    let h = start(|_| {}, &[]);
+    let victim = UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 9), h.port)).unwrap();
+    victim
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut a = Agent::connect(&h, 1);
+    a.send("REGISTER h9 127.0.0.9");
+    assert_eq!(
+        a.line(),
+        "INVALID 127.0.0.9 is not the address this connection comes from (127.0.0.1): \
+         without a shared secret an agent registers only its own address"
+    );
+    assert!(a.closed());
+    assert!(
+        victim.recv(&mut [0u8; 64]).is_err(),
+        "a SANITY reached 127.0.0.9"
+    );
+    assert_eq!(backend_state(&h, "h9"), None);
+    // Its own address still registers.
+    let mut b = Agent::register(&h, 2, "h2");
+    still_serving(&h, &mut b, "h2");
+}
+
+/// One REGISTER made the server send 21 SANITY datagrams, one every 500 ms until the deadline
+/// (issue 13, case 3): a registration sends at most 6.
+#[test]
+fn one_registration_sends_at_most_six_sanity_datagrams() {
+    let h = start(|s| s.timing.register_timeout = Dur::secs(4), &[]);
+    let mut a = Agent::connect(&h, 1);
+    a.udp
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    a.send("REGISTER h2 127.0.0.1");
+    // Never answer SANE: count what arrives until the server stops sending.
+    let mut n = 0;
+    while a.udp.recv(&mut [0u8; 64]).is_ok() {
+        n += 1;
+    }
+    assert_eq!(n, 6, "SANITY datagrams for one REGISTER");
+    assert_eq!(a.line(), "INVALID registration not completed within 4s");
 }
