@@ -505,6 +505,7 @@ fn server_rows(s: &ServerState) -> Rows {
                 ("invalid", num(c.invalid)),
                 ("read_timeouts", num(c.read_timeouts)),
                 ("refused_busy", num(c.refused_busy)),
+                ("evicted", num(c.evicted)),
                 ("registrations", num(c.registrations)),
             ])),
         ),

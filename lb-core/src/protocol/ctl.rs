@@ -295,8 +295,11 @@ pub struct ServerState {
 pub struct ControlCounters {
     /// Connections accepted on the control port.
     pub accepted: u64,
-    /// Connections closed at once: too many handshakes under way.
+    /// Connections closed at once: too many handshakes under way from their address.
     pub refused_busy: u64,
+    /// Handshakes under way closed to make room for a new connection (the oldest go first).
+    #[serde(default)]
+    pub evicted: u64,
     /// Lines that are not the protocol.
     pub invalid: u64,
     /// Handshakes cut for taking longer than `register_timeout`.

@@ -45,6 +45,12 @@ pub(super) struct Conn {
     pub(super) kick: Option<oneshot::Sender<String>>,
 }
 
+/// A connection in its handshake: where it comes from, and how to end it early.
+pub(super) struct PendingConn {
+    pub(super) source: std::net::IpAddr,
+    pub(super) abort: tokio::task::AbortHandle,
+}
+
 /// State shared by the control plane's tasks.
 pub(super) struct Hub {
     pub(super) s: ControlSettings,
@@ -52,7 +58,8 @@ pub(super) struct Hub {
     pub(super) paths: Vec<PathHandle>,
     pub(super) conns: HashMap<u64, Conn>,
     pub(super) next_conn: u64,
-    pub(super) pending: usize,
+    /// Connections still in their handshake, by id (oldest first), with their source.
+    pub(super) pending: std::collections::BTreeMap<u64, PendingConn>,
     pub(super) udp: Option<std::net::UdpSocket>,
     pub(super) started: Nanos,
     pub(super) counters: ControlCounters,

@@ -9,8 +9,10 @@
 //!
 //! Hostile input is bounded: lines are at most `lb_core::protocol::agent::MAX_LINE` bytes, the whole
 //! handshake must fit in `register_timeout` (half-open and slow clients are cut), at most
-//! `max_pending` unregistered connections are served at once (the rest get an error line and
-//! are closed), and registered connections are at most `max_agents`.
+//! `max_pending` unregistered connections are served at once and at most 4 from one address
+//! (the oldest handshake is closed to make room for a new connection, so idle connections
+//! cannot keep a re-registering agent out), and registered connections are at most
+//! `max_agents`.
 
 use crate::ctl;
 use crate::server::datapath::mailbox::PathHandle;
@@ -97,7 +99,7 @@ pub async fn run(
         paths,
         conns: HashMap::new(),
         next_conn: 1,
-        pending: 0,
+        pending: Default::default(),
         udp: bound.udp,
         started: now(),
         counters: Default::default(),
@@ -148,20 +150,47 @@ async fn accept_loop(hub: Shared, listener: tokio::net::TcpListener) {
         let id = {
             let mut h = hub.borrow_mut();
             h.counters.accepted += 1;
-            if h.pending >= h.s.max_pending {
+            // One address may hold only a few handshakes: a flood from one host cannot take
+            // every slot.
+            let from_peer = h.pending.values().filter(|p| p.source == peer.ip()).count();
+            if from_peer >= MAX_PENDING_PER_SOURCE {
                 h.counters.refused_busy += 1;
                 drop(h);
                 // Never wait for a refused peer: one try, then close.
-                let _ = stream.try_write(b"INVALID too many connections, try later\n");
+                let line = format!(
+                    "INVALID too many connections from {}, try later\n",
+                    peer.ip()
+                );
+                let _ = stream.try_write(line.as_bytes());
                 continue;
             }
-            h.pending += 1;
+            // All slots taken (by many addresses): the oldest handshake goes, not the new
+            // one. A real agent completes its handshake in milliseconds; idle connections
+            // grow old, so a re-registering agent always gets in.
+            if h.pending.len() >= h.s.max_pending
+                && let Some((&old, _)) = h.pending.iter().next()
+                && let Some(p) = h.pending.remove(&old)
+            {
+                p.abort.abort();
+                h.counters.evicted += 1;
+            }
             h.next_conn += 1;
             h.next_conn
         };
-        tokio::task::spawn_local(serve_conn(Rc::clone(&hub), stream, peer, id));
+        let task = tokio::task::spawn_local(serve_conn(Rc::clone(&hub), stream, peer, id));
+        // Recorded before the task first runs (one thread: it cannot run before the next await).
+        hub.borrow_mut().pending.insert(
+            id,
+            hub::PendingConn {
+                source: peer.ip(),
+                abort: task.abort_handle(),
+            },
+        );
     }
 }
+
+/// Handshakes one address may have under way at once.
+const MAX_PENDING_PER_SOURCE: usize = 4;
 
 /// The registry for the static backends.
 pub fn registry(s: &ControlSettings, statics: &[BackendSpec]) -> Result<Registry> {

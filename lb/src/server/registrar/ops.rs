@@ -114,7 +114,7 @@ async fn answer(hub: &Shared, req: Request) -> Answer {
                 uptime_s: secs(t.since(h.started)),
                 backends: h.reg.entries().count() as u64,
                 registered: h.reg.agents() as u64,
-                pending_connections: h.pending as u64,
+                pending_connections: h.pending.len() as u64,
                 tracked_flows: r.tracked,
                 received: r.received,
                 sent: r.sent,

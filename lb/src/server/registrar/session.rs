@@ -14,12 +14,12 @@ use tokio::sync::oneshot;
 
 /// Invalid lines a registered agent may send before it is dropped.
 const MAX_STRIKES: u32 = 8;
-/// Decrements the pending count when the handshake ends, however it ends.
-struct Pending(Shared);
+/// Forgets the pending connection when the handshake ends, however it ends.
+struct Pending(Shared, u64);
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        self.0.borrow_mut().pending -= 1;
+        self.0.borrow_mut().pending.remove(&self.1);
     }
 }
 
@@ -31,7 +31,7 @@ pub(super) async fn serve_conn(hub: Shared, stream: TcpStream, peer: SocketAddr,
         let h = hub.borrow();
         (h.s.timing.register_timeout.0, h.s.timing.write_timeout.0)
     };
-    let pending = Pending(Rc::clone(&hub));
+    let pending = Pending(Rc::clone(&hub), id);
     let outcome = tokio::time::timeout(limit, handshake(&hub, &mut rd, &mut w, id, peer)).await;
     drop(pending);
     let (name, kick) = match outcome {

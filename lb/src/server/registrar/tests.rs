@@ -382,8 +382,8 @@ fn slow_clients_are_cut_at_the_registration_deadline() {
 }
 
 #[test]
-fn a_connection_flood_is_refused_beyond_max_pending() {
-    let h = start(|s| s.max_pending = 4, &[]);
+fn a_connection_flood_from_one_address_is_refused_beyond_four() {
+    let h = start(|s| s.max_pending = 8, &[]);
     let mut ok = Agent::register(&h, 1, "h2");
     let flood: Vec<StdTcp> = (0..64).map(|_| StdTcp::connect(h.addr).unwrap()).collect();
     let mut refused = 0;
@@ -392,12 +392,15 @@ fn a_connection_flood_is_refused_beyond_max_pending() {
             .unwrap();
         let mut l = String::new();
         if BufReader::new(c).read_line(&mut l).is_ok()
-            && l == "INVALID too many connections, try later\n"
+            && l == "INVALID too many connections from 127.0.0.1, try later\n"
         {
             refused += 1;
         }
     }
-    assert_eq!(refused, 60, "all but max_pending are refused at once");
+    assert_eq!(
+        refused, 60,
+        "all but 4 from one address are refused at once"
+    );
     still_serving(&h, &mut ok, "h2");
     drop(flood);
     // Once the flood is gone, registrations work again.
@@ -558,4 +561,30 @@ fn one_registration_sends_at_most_six_sanity_datagrams() {
     }
     assert_eq!(n, 6, "SANITY datagrams for one REGISTER");
     assert_eq!(a.line(), "INVALID registration not completed within 4s");
+}
+
+/// 80 idle connections from many addresses, reopened as the server closed them, kept every
+/// pending slot full and a re-registering agent out for as long as they went on (issue 13,
+/// case 1). Now the oldest handshake makes room: the agent registers while the flood holds.
+#[test]
+fn idle_connections_from_many_addresses_cannot_keep_an_agent_out() {
+    let h = start(|s| s.max_pending = 8, &[]);
+    // 3 idle connections from each of 27 addresses, more than the 8 slots.
+    let flood: Vec<StdTcp> = (10..37u8)
+        .flat_map(|n| (0..3).map(move |_| n))
+        .map(|n| connect_from(Ipv4Addr::new(127, 0, 1, n), h.addr))
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut a = Agent::register(&h, 2, "h2");
+    still_serving(&h, &mut a, "h2");
+    // The oldest idle connections were closed to make room: all but the 8 youngest at most.
+    let closed = flood
+        .iter()
+        .filter(|c| {
+            c.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            matches!((&**c).read(&mut [0u8; 64]), Ok(0))
+        })
+        .count();
+    assert!(closed >= 81 - 8, "{closed} of 81 idle connections closed");
 }
