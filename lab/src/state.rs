@@ -224,8 +224,9 @@ impl StateRecord {
         all
     }
 
-    /// Removes temporary record files left by processes killed while writing one; returns how
-    /// many.
+    /// Removes temporary record files left by processes killed while writing one, and empty
+    /// records (an older `lab` created the file before writing it; nothing is created for a
+    /// lab before its record is written); returns how many.
     pub fn remove_stale_tmp() -> usize {
         let Ok(dir) = std::fs::read_dir(state_dir()) else {
             return 0;
@@ -233,6 +234,11 @@ impl StateRecord {
         dir.filter_map(|e| e.ok())
             .filter(|e| {
                 let name = e.file_name();
+                if name.to_str().is_some_and(|n| n.ends_with(".json"))
+                    && e.metadata().is_ok_and(|m| m.is_file() && m.len() == 0)
+                {
+                    return true;
+                }
                 let Some(pid) = name
                     .to_str()
                     .and_then(|n| n.strip_suffix(".tmp"))
