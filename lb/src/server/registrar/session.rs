@@ -185,6 +185,10 @@ async fn handshake(
         {
             let _ = kick.send("replaced by a new registration".into());
         }
+        // From here the registry holds this backend: the connection is no longer a pending
+        // handshake that a new connection may evict (an eviction now would leave the backend
+        // registered with no session to time it out).
+        h.pending.remove(&id);
         let u = h
             .reg
             .register(&name, ip, id, now())
