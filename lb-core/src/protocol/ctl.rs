@@ -661,7 +661,7 @@ mod tests {
                 "registered": 1, "pending_connections": 0, "tracked_flows": 3, "received": 40,
                 "sent": 38, "send_failed": 0, "flows_moved": 1, "drops": {"not_vip": 2},
                 "control_counters": {
-                    "accepted": 1, "refused_busy": 0, "invalid": 0, "handshake_timeouts": 0,
+                    "accepted": 1, "refused_busy": 0, "evicted": 0, "invalid": 0, "handshake_timeouts": 0,
                     "auth_failures": 0, "registrations": 1, "deregistrations": 0,
                     "read_timeouts": 0
                 }
