@@ -1,0 +1,27 @@
+//! [`Event`]: what the world's queue holds.
+
+use std::net::Ipv4Addr;
+
+use crate::link::Attach;
+
+/// Something that happens at an instant of virtual time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The oldest frame in flight towards a link end arrives there. Frames wait in a FIFO
+    /// per link end, so the seeded tie-break can interleave links but never reorder one.
+    Arrive {
+        /// Where it arrives.
+        at: Attach,
+    },
+    /// A neighbour entry's retransmission timer expires.
+    NeighTimer {
+        /// The host's index.
+        host: usize,
+        /// The interface's index.
+        iface: usize,
+        /// The address being resolved.
+        ip: Ipv4Addr,
+        /// The entry's generation when the timer was armed.
+        generation: u64,
+    },
+}

@@ -1,0 +1,135 @@
+//! [`Host`]: one simulated network namespace's state (interfaces, addresses, routes, ARP cache).
+
+use std::net::Ipv4Addr;
+
+use crate::addr::{Ipv4Net, MacAddr};
+use crate::ipv4::{Route, RouteTable};
+use crate::neigh::NeighTable;
+use crate::spec::HostSpec;
+
+/// An Ethernet interface as the stack sees it.
+#[derive(Debug, Clone)]
+pub struct Iface {
+    /// Its name.
+    pub name: String,
+    /// Its MAC address.
+    pub mac: MacAddr,
+    /// Its address and prefix, if any.
+    pub addr: Option<Ipv4Net>,
+    /// The effective `arp_ignore` (0 or 1).
+    pub arp_ignore: u8,
+    /// The effective `arp_announce` (0 or 2).
+    pub arp_announce: u8,
+}
+
+/// A host's network state.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Its name.
+    pub name: String,
+    /// Its Ethernet interfaces, by index.
+    pub ifaces: Vec<Iface>,
+    /// Addresses on `lo` besides 127.0.0.0/8.
+    pub loopback: Vec<Ipv4Addr>,
+    /// The main routing table (connected routes first, then static ones).
+    pub routes: RouteTable,
+    /// The ARP cache.
+    pub neigh: NeighTable,
+    /// `net.ipv4.ip_forward`.
+    pub ip_forward: bool,
+}
+
+impl Host {
+    /// The host a validated spec describes (connected routes derived from the addresses).
+    pub fn from_spec(spec: &HostSpec) -> Host {
+        let ifaces: Vec<Iface> = spec
+            .interfaces
+            .iter()
+            .map(|i| Iface {
+                name: i.name.clone(),
+                mac: i.mac,
+                addr: i.addr,
+                arp_ignore: spec.sysctls.arp_ignore.effective(&i.name),
+                arp_announce: spec.sysctls.arp_announce.effective(&i.name),
+            })
+            .collect();
+        let mut routes = RouteTable::default();
+        for (index, i) in ifaces.iter().enumerate() {
+            if let Some(net) = i.addr {
+                routes.add(Route {
+                    dest: net.network(),
+                    iface: index,
+                    via: None,
+                    src: net.addr(),
+                });
+            }
+        }
+        for r in &spec.routes {
+            // validate() guaranteed a connected route to the gateway.
+            if let Some(gw) = routes.lookup(r.via).copied() {
+                routes.add(Route {
+                    dest: r.dest,
+                    iface: gw.iface,
+                    via: Some(r.via),
+                    src: gw.src,
+                });
+            }
+        }
+        Host {
+            name: spec.name.clone(),
+            ifaces,
+            loopback: spec.loopback.clone(),
+            routes,
+            neigh: NeighTable::default(),
+            ip_forward: spec.sysctls.ip_forward,
+        }
+    }
+
+    /// Whether `ip` is one of the host's addresses (any interface, `lo`, 127.0.0.0/8): the
+    /// local table's `RTN_LOCAL`.
+    pub fn is_local(&self, ip: Ipv4Addr) -> bool {
+        ip.is_loopback()
+            || self.loopback.contains(&ip)
+            || self
+                .ifaces
+                .iter()
+                .any(|i| i.addr.map(|n| n.addr()) == Some(ip))
+    }
+
+    /// Whether `ip` is a broadcast address of one of the host's subnets, or 255.255.255.255.
+    pub fn is_broadcast(&self, ip: Ipv4Addr) -> bool {
+        ip.is_broadcast()
+            || self
+                .ifaces
+                .iter()
+                .filter_map(|i| i.addr)
+                .any(|n| n.prefix_len() < 31 && n.broadcast() == ip)
+    }
+
+    /// The index of the interface named `name`.
+    pub fn iface_index(&self, name: &str) -> Option<usize> {
+        self.ifaces.iter().position(|i| i.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::NetSpec;
+
+    #[test]
+    fn connected_and_static_routes() {
+        let mut spec = NetSpec::single(1).expect("single");
+        spec.add_default_route("h1", Ipv4Addr::new(10, 0, 0, 254))
+            .expect("route");
+        spec.add_loopback("h1", Ipv4Addr::new(192, 0, 2, 1))
+            .expect("lo");
+        let h = Host::from_spec(&spec.hosts()[0]);
+        let r = h.routes.lookup(Ipv4Addr::new(8, 8, 8, 8)).expect("default");
+        assert_eq!(r.via, Some(Ipv4Addr::new(10, 0, 0, 254)));
+        assert_eq!(r.src, Ipv4Addr::new(10, 0, 0, 1));
+        assert!(h.is_local(Ipv4Addr::new(192, 0, 2, 1)) && h.is_local(Ipv4Addr::LOCALHOST));
+        assert!(h.is_broadcast(Ipv4Addr::new(10, 0, 0, 255)));
+        assert!(!h.is_local(Ipv4Addr::new(10, 0, 0, 2)));
+    }
+}

@@ -1,0 +1,249 @@
+//! The IPv4 stack of the simulated hosts: ARP, IPv4 input, forwarding and output, UDP
+//! delivery and ICMP errors, as an `impl World` beside the world's plumbing.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use etherparse::icmpv4::{DestUnreachableHeader, TimeExceededCode};
+use etherparse::{ArpOperation, EtherType, Icmpv4Type, IpNumber};
+
+use crate::addr::MacAddr;
+use crate::event::Event;
+use crate::frame::{self, Ipv4View};
+use crate::link::Attach;
+use crate::neigh::{Enqueued, Pending, RETRANS_TIME, TimerOutcome};
+use crate::udp::Datagram;
+use crate::world::World;
+
+impl World {
+    /// A frame arrived at interface `iface` of host `host`.
+    pub(crate) fn host_input(&mut self, host: usize, iface: usize, frame: &[u8]) {
+        let Some(eth) = frame::parse_eth(frame) else {
+            return;
+        };
+        let mine = self.hosts[host].ifaces[iface].mac;
+        if eth.dst != mine && eth.dst != MacAddr::BROADCAST {
+            // PACKET_OTHERHOST: a flooded frame for someone else.
+            return;
+        }
+        match eth.ether_type {
+            EtherType::ARP => {
+                if let Some(arp) = frame::parse_arp(eth.payload) {
+                    self.arp_input(host, iface, &arp);
+                }
+            }
+            EtherType::IPV4 if eth.dst == mine => self.ip_input(host, iface, eth.payload),
+            _ => {}
+        }
+    }
+
+    /// `arp_process`: answer requests for our addresses (as `arp_ignore` allows) and learn
+    /// the sender: create an entry when the request was for us, else only update one.
+    fn arp_input(&mut self, host: usize, iface: usize, arp: &etherparse::ArpEthIpv4Packet) {
+        let h = &self.hosts[host];
+        let i = &h.ifaces[iface];
+        let (sip, tip) = (arp.sender_ipv4_addr(), arp.target_ipv4_addr());
+        let sha = MacAddr(arp.sender_mac);
+        if i.addr.is_none() || sip.is_unspecified() || sip.is_multicast() || sha.is_multicast() {
+            // No IPv4 on the interface; duplicate address probes are not modelled.
+            return;
+        }
+        let for_us = arp.operation == ArpOperation::REQUEST
+            && match i.arp_ignore {
+                0 => h.is_local(tip) && !tip.is_loopback(),
+                _ => i.addr.map(|n| n.addr()) == Some(tip),
+            };
+        let mac = i.mac;
+        let waiting = self.hosts[host].neigh.confirm(iface, sip, sha, for_us);
+        if for_us {
+            let reply = frame::arp(ArpOperation::REPLY, (mac, tip), (sha, sip));
+            let frame = frame::eth(sha, mac, EtherType::ARP, &reply);
+            self.transmit(Attach::Host { host, iface }, frame);
+        }
+        for p in waiting {
+            let frame = frame::eth(sha, mac, EtherType::IPV4, &p.packet);
+            self.transmit(Attach::Host { host, iface }, frame);
+        }
+    }
+
+    /// `ip_rcv` and `ip_route_input`: deliver locally, forward, or drop.
+    fn ip_input(&mut self, host: usize, iface: usize, bytes: &[u8]) {
+        let Some(ip) = frame::parse_ipv4(bytes) else {
+            return;
+        };
+        if ip.header.more_fragments || ip.header.fragment_offset.value() != 0 {
+            return; // fragments are not modelled
+        }
+        let dst = Ipv4Addr::from(ip.header.destination);
+        let h = &self.hosts[host];
+        if h.is_local(dst) {
+            self.local_deliver(host, &ip);
+        } else if h.is_broadcast(dst) || dst.is_multicast() {
+            // broadcast and multicast delivery are not modelled
+        } else if h.ip_forward {
+            self.forward(host, iface, &ip);
+        }
+        // Forwarding disabled: ip_error drops without an ICMP error.
+    }
+
+    /// Local delivery: UDP to a bound socket, or ICMP port unreachable.
+    fn local_deliver(&mut self, host: usize, ip: &Ipv4View<'_>) {
+        let src = Ipv4Addr::from(ip.header.source);
+        let dst = Ipv4Addr::from(ip.header.destination);
+        if ip.header.protocol != IpNumber::UDP {
+            // TCP, ICMP input (echo, errors) and other protocols are not modelled yet.
+            return;
+        }
+        let Some((udp, data)) = frame::parse_udp(&ip.header, ip.payload) else {
+            return; // bad length or checksum: dropped, as udp_rcv does
+        };
+        match self.sockets.lookup(host, dst, udp.destination_port) {
+            Some(sock) => {
+                let d = Datagram {
+                    from: SocketAddrV4::new(src, udp.source_port),
+                    to: SocketAddrV4::new(dst, udp.destination_port),
+                    payload: data.to_vec(),
+                    time: self.now,
+                };
+                self.sockets.deliver(sock, d);
+            }
+            None => {
+                let kind = Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port);
+                self.icmp_error(host, kind, ip, Some(dst));
+            }
+        }
+    }
+
+    /// `ip_forward`: route, check the TTL, decrement it (checksum updated) and send. No
+    /// redirects, no rp_filter, no fragmentation.
+    fn forward(&mut self, host: usize, _in_iface: usize, ip: &Ipv4View<'_>) {
+        let dst = Ipv4Addr::from(ip.header.destination);
+        let src = Ipv4Addr::from(ip.header.source);
+        if self.hosts[host].routes.lookup(dst).is_none() {
+            let kind = Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Network);
+            self.icmp_error(host, kind, ip, None);
+            return;
+        }
+        if ip.header.time_to_live <= 1 {
+            let kind = Icmpv4Type::TimeExceeded(TimeExceededCode::TtlExceededInTransit);
+            self.icmp_error(host, kind, ip, None);
+            return;
+        }
+        if let Some(packet) = frame::decrement_ttl(ip.packet) {
+            self.ip_output(host, dst, src, packet);
+        }
+    }
+
+    /// `icmp_send`: an error about `ip` back to its source. The source address is the
+    /// original destination when it was local (`local_src`), else the address of the route
+    /// back. Never about an ICMP error, a broadcast or an unspecified source; rate limits are
+    /// not modelled.
+    fn icmp_error(
+        &mut self,
+        host: usize,
+        kind: Icmpv4Type,
+        ip: &Ipv4View<'_>,
+        local_src: Option<Ipv4Addr>,
+    ) {
+        let to = Ipv4Addr::from(ip.header.source);
+        let h = &self.hosts[host];
+        if to.is_unspecified() || to.is_multicast() || h.is_broadcast(to) {
+            return;
+        }
+        if ip.header.protocol == IpNumber::ICMP && frame::is_icmp_error(ip.payload) {
+            return;
+        }
+        let Some(route) = h.routes.lookup(to) else {
+            return;
+        };
+        let src = local_src.unwrap_or(route.src);
+        let id = self.rng.next_u64() as u16;
+        if let Some(packet) = frame::icmp_error(kind, src, ip, id) {
+            self.ip_output(host, to, src, packet);
+        }
+    }
+
+    /// Routes `packet` (from `src`, to `dst`) out of `host` and resolves its next hop; drops
+    /// it when no route covers `dst`.
+    pub(crate) fn ip_output(&mut self, host: usize, dst: Ipv4Addr, src: Ipv4Addr, packet: Vec<u8>) {
+        let Some(route) = self.hosts[host].routes.lookup(dst).copied() else {
+            return;
+        };
+        let next_hop = route.next_hop(dst);
+        let iface = route.iface;
+        let h = &mut self.hosts[host];
+        let mac = h.ifaces[iface].mac;
+        if let Some(dmac) = h.neigh.lookup(iface, next_hop) {
+            let frame = frame::eth(dmac, mac, EtherType::IPV4, &packet);
+            self.transmit(Attach::Host { host, iface }, frame);
+            return;
+        }
+        let pending = Pending {
+            packet,
+            source: src,
+        };
+        match h.neigh.enqueue(iface, next_hop, pending) {
+            Enqueued::NewEntry { generation } => {
+                self.arp_solicit(host, iface, next_hop, Some(src));
+                self.schedule(
+                    RETRANS_TIME,
+                    Event::NeighTimer {
+                        host,
+                        iface,
+                        ip: next_hop,
+                        generation,
+                    },
+                );
+            }
+            Enqueued::Waiting => {}
+            Enqueued::DroppedOldest => {
+                tracing::debug!(host = %self.hosts[host].name, %next_hop, "unres_qlen: oldest dropped");
+            }
+        }
+    }
+
+    /// `arp_solicit`: a broadcast request for `target`. Its sender address is the waiting
+    /// packet's source when `arp_announce` is 0 and that source is local, else the
+    /// interface's address (the best local address for a target on that subnet).
+    fn arp_solicit(&mut self, host: usize, iface: usize, target: Ipv4Addr, hint: Option<Ipv4Addr>) {
+        let h = &self.hosts[host];
+        let i = &h.ifaces[iface];
+        let own = i.addr.map(|n| n.addr());
+        let sender = match hint {
+            Some(s) if i.arp_announce == 0 && h.is_local(s) => Some(s),
+            _ => own,
+        };
+        let Some(sender) = sender else {
+            return;
+        };
+        let mac = i.mac;
+        let req = frame::arp(
+            ArpOperation::REQUEST,
+            (mac, sender),
+            (MacAddr::ZERO, target),
+        );
+        let frame = frame::eth(MacAddr::BROADCAST, mac, EtherType::ARP, &req);
+        self.transmit(Attach::Host { host, iface }, frame);
+    }
+
+    /// A neighbour retransmission timer expired: ask again, or give up and drop.
+    pub(crate) fn neigh_timer(&mut self, host: usize, iface: usize, ip: Ipv4Addr, generation: u64) {
+        match self.hosts[host].neigh.timer(iface, ip, generation) {
+            TimerOutcome::Retransmit { source } => {
+                self.arp_solicit(host, iface, ip, source);
+                self.schedule(
+                    RETRANS_TIME,
+                    Event::NeighTimer {
+                        host,
+                        iface,
+                        ip,
+                        generation,
+                    },
+                );
+            }
+            TimerOutcome::Failed { dropped } => {
+                tracing::debug!(host = %self.hosts[host].name, %ip, dropped, "neighbour failed");
+            }
+            TimerOutcome::Stale => {}
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! [`World`]: the simulated network built from a spec, its clock and queue, and the driver's calls.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+use crate::addr::MacAddr;
+use crate::bridge::{Bridge, DEFAULT_AGEING};
+use crate::error::SimError;
+use crate::event::Event;
+use crate::frame::{self, MTU, parse_eth};
+use crate::host::Host;
+use crate::link::{Attach, Link};
+use crate::queue::EventQueue;
+use crate::rng::SimRng;
+use crate::spec::{Endpoint, NetSpec};
+use crate::tap::{Captured, Direction, Tap, TapId, TapPoint};
+use crate::time::SimTime;
+use crate::udp::{Datagram, SocketId, SocketTable};
+
+/// The kernel's default ephemeral port range (`ip_local_port_range`).
+const EPHEMERAL: std::ops::RangeInclusive<u16> = 32768..=60999;
+
+/// Settings of a world: the seed and the network's fixed delays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimConfig {
+    /// The seed of every random choice (tie-breaks, ephemeral ports, ICMP IP IDs).
+    pub seed: u64,
+    /// The time a frame takes from one end of a link to the other (default 0).
+    pub link_latency: Duration,
+    /// The bridges' FDB ageing time (default 300 s).
+    pub bridge_ageing: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> SimConfig {
+        SimConfig {
+            seed: 0,
+            link_latency: Duration::ZERO,
+            bridge_ageing: DEFAULT_AGEING,
+        }
+    }
+}
+
+impl SimConfig {
+    /// The default settings with `seed`.
+    pub fn with_seed(seed: u64) -> SimConfig {
+        SimConfig {
+            seed,
+            ..SimConfig::default()
+        }
+    }
+}
+
+/// A simulated network: hosts, bridges, links, sockets and taps in virtual time.
+#[derive(Debug)]
+pub struct World {
+    pub(crate) now: SimTime,
+    pub(crate) queue: EventQueue<Event>,
+    pub(crate) rng: SimRng,
+    pub(crate) hosts: Vec<Host>,
+    pub(crate) bridges: Vec<Bridge>,
+    links: Vec<Link>,
+    wiring: BTreeMap<Attach, usize>,
+    in_flight: BTreeMap<Attach, VecDeque<Vec<u8>>>,
+    pub(crate) sockets: SocketTable,
+    taps: Vec<Tap>,
+    config: SimConfig,
+}
+
+impl World {
+    /// Builds the network `spec` describes, at time zero with nothing queued.
+    pub fn new(spec: &NetSpec, config: SimConfig) -> Result<World, SimError> {
+        spec.validate()?;
+        let hosts: Vec<Host> = spec.hosts().iter().map(Host::from_spec).collect();
+        let bridges: Vec<Bridge> = spec
+            .bridges()
+            .iter()
+            .map(|b| Bridge::new(&b.name, b.ports.clone(), config.bridge_ageing))
+            .collect();
+        let mut world = World {
+            now: SimTime::ZERO,
+            queue: EventQueue::new(0),
+            rng: SimRng::new(0),
+            hosts,
+            bridges,
+            links: Vec::new(),
+            wiring: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            sockets: SocketTable::default(),
+            taps: Vec::new(),
+            config,
+        };
+        let mut root = SimRng::new(world.config.seed);
+        world.queue = EventQueue::new(root.next_u64());
+        world.rng = root.split();
+        for l in spec.links() {
+            let link = Link {
+                a: world.attach(&l.a)?,
+                b: world.attach(&l.b)?,
+            };
+            world.wiring.insert(link.a, world.links.len());
+            world.wiring.insert(link.b, world.links.len());
+            world.links.push(link);
+        }
+        Ok(world)
+    }
+
+    /// Where an endpoint of the (validated) spec is in this world.
+    fn attach(&self, end: &Endpoint) -> Result<Attach, SimError> {
+        match end {
+            Endpoint::Host { host, interface } => {
+                let h = self.host_index(host)?;
+                let iface = self.hosts[h].iface_index(interface).ok_or_else(|| {
+                    SimError::UnknownInterface {
+                        host: host.clone(),
+                        interface: interface.clone(),
+                    }
+                })?;
+                Ok(Attach::Host { host: h, iface })
+            }
+            Endpoint::Bridge { bridge, port } => {
+                let unknown = || {
+                    SimError::Spec(crate::spec::SpecError::UnknownBridge {
+                        bridge: bridge.clone(),
+                    })
+                };
+                let b = self
+                    .bridges
+                    .iter()
+                    .position(|b| b.name() == bridge)
+                    .ok_or_else(unknown)?;
+                let port = self.bridges[b]
+                    .ports()
+                    .iter()
+                    .position(|p| p == port)
+                    .ok_or_else(unknown)?;
+                Ok(Attach::Bridge { bridge: b, port })
+            }
+        }
+    }
+
+    fn host_index(&self, host: &str) -> Result<usize, SimError> {
+        self.hosts
+            .iter()
+            .position(|h| h.name == host)
+            .ok_or_else(|| SimError::UnknownHost {
+                host: host.to_string(),
+            })
+    }
+
+    /// The current virtual time.
+    pub fn now(&self) -> SimTime {
+        self.now
+    }
+
+    /// The settings the world was built with.
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    /// The number of events waiting.
+    pub fn pending(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Processes the next event (advancing the clock to it); `false` if none was waiting.
+    pub fn step(&mut self) -> bool {
+        let Some((at, event)) = self.queue.pop() else {
+            return false;
+        };
+        self.now = self.now.max(at);
+        self.dispatch(event);
+        true
+    }
+
+    /// Processes every event due at or before `t`, then sets the clock to `t` (if later).
+    pub fn run_until(&mut self, t: SimTime) {
+        while self.queue.peek_time().is_some_and(|at| at <= t) {
+            self.step();
+        }
+        self.now = self.now.max(t);
+    }
+
+    /// [`World::run_until`] `d` from now.
+    pub fn run_for(&mut self, d: Duration) {
+        self.run_until(self.now.saturating_add(d));
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        match event {
+            Event::Arrive { at } => {
+                if let Some(frame) = self.in_flight.get_mut(&at).and_then(VecDeque::pop_front) {
+                    self.arrive(at, frame);
+                }
+            }
+            Event::NeighTimer {
+                host,
+                iface,
+                ip,
+                generation,
+            } => self.neigh_timer(host, iface, ip, generation),
+        }
+    }
+
+    fn arrive(&mut self, at: Attach, frame: Vec<u8>) {
+        match at {
+            Attach::Host { host, iface } => {
+                self.record(host, iface, Direction::Incoming, &frame);
+                self.host_input(host, iface, &frame);
+            }
+            Attach::Bridge { bridge, port } => {
+                let Some(eth) = parse_eth(&frame) else {
+                    return;
+                };
+                let (src, dst) = (eth.src, eth.dst);
+                let now = self.now;
+                let Some(br) = self.bridges.get_mut(bridge) else {
+                    return;
+                };
+                for out in br.forward(port, src, dst, now) {
+                    self.transmit(Attach::Bridge { bridge, port: out }, frame.clone());
+                }
+            }
+        }
+    }
+
+    /// Puts `frame` on the link at `from`; it arrives at the other end after the latency.
+    /// A host interface's taps record it as outgoing first.
+    pub(crate) fn transmit(&mut self, from: Attach, frame: Vec<u8>) {
+        if let Attach::Host { host, iface } = from {
+            self.record(host, iface, Direction::Outgoing, &frame);
+        }
+        let Some(peer) = self
+            .wiring
+            .get(&from)
+            .and_then(|l| self.links[*l].peer(from))
+        else {
+            return;
+        };
+        let at = self.now.saturating_add(self.config.link_latency);
+        self.in_flight.entry(peer).or_default().push_back(frame);
+        self.queue.push(at, Event::Arrive { at: peer });
+    }
+
+    /// Schedules `event` `after` from now.
+    pub(crate) fn schedule(&mut self, after: Duration, event: Event) {
+        let at = self.now.saturating_add(after);
+        self.queue.push(at, event);
+    }
+
+    fn record(&mut self, host: usize, iface: usize, direction: Direction, frame: &[u8]) {
+        let now = self.now;
+        let Some(name) = self
+            .hosts
+            .get(host)
+            .and_then(|h| h.ifaces.get(iface))
+            .map(|i| i.name.clone())
+        else {
+            return;
+        };
+        for tap in self.taps.iter_mut().filter(|t| t.sees(host, iface)) {
+            tap.frames.push(Captured {
+                time: now,
+                interface: name.clone(),
+                direction,
+                frame: frame.to_vec(),
+            });
+        }
+    }
+
+    /// Starts recording frames at `point` of `host` from now on.
+    pub fn tap(&mut self, host: &str, point: TapPoint) -> Result<TapId, SimError> {
+        let h = self.host_index(host)?;
+        let iface = match point {
+            TapPoint::Any => None,
+            TapPoint::Interface(name) => Some(self.hosts[h].iface_index(&name).ok_or(
+                SimError::UnknownInterface {
+                    host: host.to_string(),
+                    interface: name,
+                },
+            )?),
+        };
+        self.taps.push(Tap {
+            host: h,
+            iface,
+            frames: Vec::new(),
+        });
+        Ok(TapId(self.taps.len() - 1))
+    }
+
+    /// The frames `tap` recorded, in the order they crossed.
+    pub fn captured(&self, tap: TapId) -> Result<&[Captured], SimError> {
+        self.taps
+            .get(tap.0)
+            .map(|t| t.frames.as_slice())
+            .ok_or(SimError::UnknownTap { tap: tap.0 })
+    }
+
+    /// The MAC `host`'s ARP cache holds for `ip` (on any interface).
+    pub fn arp_entry(&self, host: &str, ip: Ipv4Addr) -> Result<Option<MacAddr>, SimError> {
+        let h = &self.hosts[self.host_index(host)?];
+        Ok((0..h.ifaces.len()).find_map(|i| h.neigh.lookup(i, ip)))
+    }
+
+    /// Opens a UDP socket on `host` bound to `local` (port 0 picks a free ephemeral port with
+    /// the seeded generator; address 0.0.0.0 receives on every local address).
+    pub fn udp_bind(&mut self, host: &str, local: SocketAddrV4) -> Result<SocketId, SimError> {
+        let h = self.host_index(host)?;
+        if !local.ip().is_unspecified() && !self.hosts[h].is_local(*local.ip()) {
+            return Err(SimError::AddressNotAvailable {
+                host: host.to_string(),
+                addr: local,
+            });
+        }
+        let local = if local.port() == 0 {
+            let span = u64::from(EPHEMERAL.end() - EPHEMERAL.start()) + 1;
+            let start = self.rng.below(span);
+            let free = (0..span)
+                .filter_map(|k| u16::try_from((start + k) % span).ok())
+                .map(|off| SocketAddrV4::new(*local.ip(), EPHEMERAL.start() + off))
+                .find(|a| !self.sockets.conflicts(h, *a));
+            free.ok_or(SimError::NoFreePort {
+                host: host.to_string(),
+            })?
+        } else if self.sockets.conflicts(h, local) {
+            return Err(SimError::AddressInUse {
+                host: host.to_string(),
+                addr: local,
+            });
+        } else {
+            local
+        };
+        Ok(self.sockets.insert(h, local))
+    }
+
+    /// The address and port `socket` is bound to.
+    pub fn udp_local_addr(&self, socket: SocketId) -> Result<SocketAddrV4, SimError> {
+        self.sockets
+            .get(socket)
+            .map(|s| s.local)
+            .ok_or(SimError::UnknownSocket { socket: socket.0 })
+    }
+
+    /// Closes `socket`; datagrams still queued on it are dropped.
+    pub fn udp_close(&mut self, socket: SocketId) -> Result<(), SimError> {
+        if self.sockets.close(socket) {
+            Ok(())
+        } else {
+            Err(SimError::UnknownSocket { socket: socket.0 })
+        }
+    }
+
+    /// Takes the oldest datagram queued on `socket`.
+    pub fn udp_recv(&mut self, socket: SocketId) -> Result<Option<Datagram>, SimError> {
+        if self.sockets.get(socket).is_none() {
+            return Err(SimError::UnknownSocket { socket: socket.0 });
+        }
+        Ok(self.sockets.recv(socket))
+    }
+
+    /// Sends `payload` from `socket` to `dst` now: routed, resolved and put on the wire as the
+    /// kernel would, the frames arriving as the world runs.
+    pub fn udp_send_to(
+        &mut self,
+        socket: SocketId,
+        dst: SocketAddrV4,
+        payload: &[u8],
+    ) -> Result<(), SimError> {
+        let s = self
+            .sockets
+            .get(socket)
+            .ok_or(SimError::UnknownSocket { socket: socket.0 })?;
+        let (h, local) = (s.host, s.local);
+        let host = &self.hosts[h];
+        let not_modelled = |what| SimError::NotModelled {
+            host: host.name.clone(),
+            dst,
+            what,
+        };
+        if host.is_local(*dst.ip()) {
+            return Err(not_modelled(
+                "delivery to a local address (the loopback path)",
+            ));
+        }
+        if host.is_broadcast(*dst.ip()) || dst.ip().is_multicast() {
+            return Err(not_modelled("broadcast and multicast"));
+        }
+        if 20 + 8 + payload.len() > MTU {
+            return Err(not_modelled(
+                "fragmentation (the datagram exceeds the 1500-byte MTU)",
+            ));
+        }
+        let route = host.routes.lookup(*dst.ip()).ok_or(SimError::NoRoute {
+            host: host.name.clone(),
+            dst: *dst.ip(),
+        })?;
+        let src = if local.ip().is_unspecified() {
+            route.src
+        } else {
+            *local.ip()
+        };
+        let packet = frame::udp_packet((src, local.port()), (*dst.ip(), dst.port()), payload)
+            .ok_or_else(|| not_modelled("a payload that does not fit one IPv4 packet"))?;
+        self.ip_output(h, *dst.ip(), src, packet);
+        Ok(())
+    }
+}

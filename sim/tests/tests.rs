@@ -1,0 +1,10 @@
+//! `sim` integration tests, one binary: a LAN behind a bridge, a router, determinism.
+
+#[path = "suite/determinism.rs"]
+mod determinism;
+#[path = "suite/lan.rs"]
+mod lan;
+#[path = "suite/router.rs"]
+mod router;
+#[path = "suite/support.rs"]
+mod support;
