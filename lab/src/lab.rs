@@ -207,10 +207,11 @@ impl Lab {
         })
     }
 
-    /// A command that runs inside `node` (foreground; the caller waits for it).
+    /// A command that runs inside `node` (foreground; the caller waits for it), with the host
+    /// name `node` (a UTS namespace of its own: `hostname` says `h2`).
     pub fn command(&self, node: &str, program: impl AsRef<OsStr>) -> Result<Command, LabError> {
         let path = self.netns_path(node)?;
-        netns::command_in(&path, program).map_err(|e| LabError::io(&path, e))
+        netns::host_command_in(&path, node, program).map_err(|e| LabError::io(&path, e))
     }
 
     /// Starts a background process in `host`, stdout and stderr to `<artifacts>/<host>-<name>.log`.

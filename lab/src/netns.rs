@@ -33,13 +33,42 @@ fn setns(f: &File) -> io::Result<()> {
 
 /// A [`Command`] whose child runs inside the namespace at `netns` (setns between fork and exec).
 pub fn command_in(netns: &Path, program: impl AsRef<OsStr>) -> io::Result<Command> {
+    spawn_in(netns, None, program)
+}
+
+/// Like [`command_in`], and the child also gets a UTS namespace of its own whose host name is
+/// `hostname`, so `hostname`, `uname -n` and `lb agent`'s default name say which lab host a
+/// process runs in, as they would on a machine of its own.
+pub fn host_command_in(
+    netns: &Path,
+    hostname: &str,
+    program: impl AsRef<OsStr>,
+) -> io::Result<Command> {
+    spawn_in(netns, Some(hostname), program)
+}
+
+fn spawn_in(
+    netns: &Path,
+    hostname: Option<&str>,
+    program: impl AsRef<OsStr>,
+) -> io::Result<Command> {
     let ns = File::open(netns)?;
+    // Copied before the fork: the child may not allocate.
+    let name: Option<Vec<u8>> = hostname.map(|h| h.as_bytes().to_vec());
     let mut cmd = Command::new(program);
-    // SAFETY: the closure only makes the async-signal-safe setns syscall.
+    // SAFETY: the closure only makes the async-signal-safe setns, unshare and sethostname
+    // syscalls on memory allocated before the fork.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            if let Some(name) = &name {
+                if libc::unshare(libc::CLONE_NEWUTS) != 0
+                    || libc::sethostname(name.as_ptr().cast(), name.len()) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
             }
             Ok(())
         });

@@ -243,15 +243,16 @@ struct Setup {
     echos: BTreeMap<&'static str, Echo>,
 }
 
-fn agent_args<'a>(name: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+/// An agent's arguments. No `--name`: each lab host has a host name of its own (`h2`), which is
+/// the agent's default name. Before that, every lab host had the machine's, so the second agent
+/// was refused "name is taken" (issue 13, case 12).
+fn agent_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut a = vec![
         "agent",
         "--vip",
         "10.0.0.50",
         "--server",
         "10.0.0.1",
-        "--name",
-        name,
         "--health-interval",
         "250ms",
         "--read-timeout",
@@ -283,7 +284,7 @@ fn setup(server_extra: &[&str], agent_extra: &[&str], agents: &[&'static str]) -
     }
     let mut started = BTreeMap::new();
     for &h in agents {
-        started.insert(h, start(&mut lab, h, "agent", &agent_args(h, agent_extra)));
+        started.insert(h, start(&mut lab, h, "agent", &agent_args(agent_extra)));
     }
     wait_backends(&server, "every agent registered and active", |b| {
         all_active(b, agents)
@@ -513,7 +514,7 @@ fn adding_a_backend_breaks_no_long_lived_connection_and_drain_keeps_them() {
             (c, who)
         })
         .collect();
-    let h5 = start(&mut s.lab, "h5", "agent", &agent_args("h5", &[]));
+    let h5 = start(&mut s.lab, "h5", "agent", &agent_args(&[]));
     s.agents.insert("h5", h5);
     wait_backends(&s.server, "h5 joined", |b| all_active(b, &BACKENDS));
     // Maglev moves about a third of the hash space to h5; the connection table keeps every
@@ -718,7 +719,7 @@ fn static_and_registered_backends_serve_together() {
         &mut s.lab,
         "h3",
         "thief",
-        &agent_args("h5", &["--listen", "10.0.0.3:1337"]),
+        &agent_args(&["--name", "h5", "--listen", "10.0.0.3:1337"]),
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {

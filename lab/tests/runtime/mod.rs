@@ -382,6 +382,28 @@ fn background_processes_log_and_stop_at_teardown() {
     assert!(!p.id.alive(), "process survived teardown");
 }
 
+/// Each process started in a lab host sees the host's name as its host name, as on a machine of
+/// its own; the machine's own host name is untouched (issue 13, case 12).
+#[test]
+fn lab_hosts_have_their_own_host_name() {
+    if !privileged("lab_hosts_have_their_own_host_name") {
+        return;
+    }
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let lab = up("single,3");
+    for host in ["h1", "h3", "s1"] {
+        let out = lab_bin()
+            .args(["exec", "--lab", lab.name(), host, "--", "hostname"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{host}\n"));
+    }
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        machine
+    );
+}
+
 #[test]
 fn cli_exec_passes_stdio_and_exit_code() {
     if !privileged("cli_exec_passes_stdio_and_exit_code") {
