@@ -6,4 +6,5 @@ mod determinism;
 mod run_cli;
 mod runner;
 mod runtime;
+mod sim;
 mod trace;

@@ -14,6 +14,7 @@
 
 pub mod native;
 pub mod program;
+pub mod sim;
 
 pub use program::{
     BurstSpec, CaptureSpec, ConntrackReading, Counters, ExecResult, ExecSpec, HoldSpec,

@@ -37,6 +37,16 @@ pub struct RunArgs {
     /// The `lb` binary (default: LB_BIN, else next to this `lab` executable).
     #[arg(long, value_name = "PATH")]
     lb: Option<PathBuf>,
+    /// Run in the simulator: no root, no namespaces, virtual time, deterministic by seed.
+    #[arg(long)]
+    sim: bool,
+    /// The kernel whose behaviour the simulator shows (`3.6`, `4.18`, `6.12`; default: the
+    /// running kernel's). Needs --sim.
+    #[arg(long, value_name = "VERSION", requires = "sim")]
+    kernel: Option<String>,
+    /// The simulator's seed (default 1). Needs --sim.
+    #[arg(long, value_name = "N", requires = "sim")]
+    seed: Option<u64>,
 }
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -80,7 +90,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         Ok(s) => s,
         Err(e) => return Ok(bad_input(&e.to_string())),
     };
-    if !lab::lab::is_root() {
+    let sim = if args.sim {
+        match lab::backend::sim::Sim::new(args.kernel.as_deref(), args.seed.unwrap_or(1)) {
+            Ok(s) => Some(s),
+            Err(e) => return Ok(bad_input(&e)),
+        }
+    } else {
+        None
+    };
+    if sim.is_none() && !lab::lab::is_root() {
         return Ok(bad_input(
             "this needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run it with sudo",
         ));
@@ -95,11 +113,22 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .map(|j| j as usize)
         .unwrap_or_else(|| scenarios.len().min(4))
         .max(1);
-    let kernel = lab::kernel::KernelVersion::running();
+    let native = lab::backend::native::Native {
+        lb_bin: args.lb.clone(),
+    };
+    let backend: &dyn lab::backend::Backend = match &sim {
+        Some(s) => s,
+        None => &native,
+    };
+    let kernel = backend.kernel();
     println!(
-        "running {} scenario(s), {} at a time, on kernel {kernel}",
+        "running {} scenario(s), {} at a time, on kernel {kernel}{}",
         scenarios.len(),
-        jobs.min(scenarios.len())
+        jobs.min(scenarios.len()),
+        match &sim {
+            Some(s) => format!(", seed {}", s.seed),
+            None => String::new(),
+        }
     );
     let opts = RunOptions {
         snapshots: if args.accept {
@@ -126,7 +155,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                     if lab::cancel::cancelled() {
                         break;
                     }
-                    let r = scenario::run(s, &opts, &printer);
+                    let r = scenario::run_on(backend, s, &opts, &printer);
                     printer.line(
                         &s.name,
                         if r.passed() {

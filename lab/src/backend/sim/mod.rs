@@ -1,0 +1,402 @@
+//! The `sim` backend: a scenario's network built in the simulator (the `sim` crate) from the
+//! same resolved [`Plan`], in virtual time, deterministic by seed, without root. Programs are
+//! driven from here in virtual time: the UDP listener and burst through the simulator's
+//! sockets. What the simulator does not model yet is refused with one line naming the host, the
+//! program or the step (`docs/sim.md` lists it), never skipped.
+
+mod spec;
+
+pub use spec::net_spec;
+
+use super::{
+    Backend, BurstSpec, CaptureSpec, ConntrackReading, ExecResult, ExecSpec, ListenerStats,
+    Network, Probe, Program, Proto, Started, StopSignal, TelnetResult, TelnetSpec,
+};
+use crate::cancel::cancelled;
+use crate::capture::{CapturePoint, CaptureStats, Frame, PacketType};
+use crate::kernel::KernelVersion;
+use crate::resolve::Plan;
+use sim::{Direction, MacAddr, SimConfig, SimTime, SocketId, TapId, TapPoint, World};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Networks simulated in one process: virtual time, one seed, a chosen kernel's behaviour.
+#[derive(Debug, Clone)]
+pub struct Sim {
+    /// The kernel whose behaviour the simulator shows (scenario `kernel = "…"` ranges are
+    /// evaluated against it).
+    pub kernel: KernelVersion,
+    /// The seed of every random choice (ties between simultaneous events, ports, ISNs).
+    pub seed: u64,
+}
+
+impl Sim {
+    /// A simulator for kernel `kernel` (`3.6`, `6.12`; default: the running kernel's
+    /// `major.minor`) with `seed`.
+    pub fn new(kernel: Option<&str>, seed: u64) -> Result<Sim, String> {
+        let version = match kernel {
+            Some(k) => KernelVersion::parse(k)
+                .filter(|v| v.number.0 > 0)
+                .ok_or_else(|| {
+                    format!("--kernel {k:?}: a kernel version is written like 3.6 or 6.12")
+                })?,
+            None => KernelVersion::running(),
+        };
+        let short = format!("{}.{}", version.number.0, version.number.1);
+        Ok(Sim {
+            kernel: KernelVersion {
+                number: version.number,
+                release: format!("{short} (simulated)"),
+            },
+            seed,
+        })
+    }
+}
+
+impl Backend for Sim {
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+
+    fn kernel(&self) -> KernelVersion {
+        self.kernel.clone()
+    }
+
+    fn build(&self, plan: &Plan, hint: &str) -> Result<Box<dyn Network>, String> {
+        let spec = net_spec(plan)?;
+        let macs: HashMap<(String, String), MacAddr> = spec
+            .hosts()
+            .iter()
+            .flat_map(|h| {
+                h.interfaces
+                    .iter()
+                    .map(move |i| ((h.name.clone(), i.name.clone()), i.mac))
+            })
+            .collect();
+        let world =
+            World::new(&spec, SimConfig::with_seed(self.seed)).map_err(|e| e.to_string())?;
+        let name = network_name(hint);
+        let artifact_dir = artifact_root().join(&name);
+        std::fs::create_dir_all(&artifact_dir)
+            .map_err(|e| format!("cannot create {}: {e}", artifact_dir.display()))?;
+        Ok(Box::new(SimNetwork {
+            world,
+            name,
+            artifact_dir,
+            macs,
+            listeners: HashMap::new(),
+            taps: Vec::new(),
+            armed_at: SimTime::ZERO,
+        }))
+    }
+}
+
+/// Where the simulator's artifacts go: `LAB_ARTIFACTS`, else `/var/tmp/lab` for root and
+/// `$XDG_RUNTIME_DIR/lab` (or `/tmp/lab-UID`) for anyone else: no root needed.
+fn artifact_root() -> PathBuf {
+    if std::env::var_os("LAB_ARTIFACTS").is_some() || crate::lab::is_root() {
+        return crate::state::artifact_root();
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) => PathBuf::from(d).join("lab"),
+        // SAFETY: getuid cannot fail.
+        None => PathBuf::from(format!("/tmp/lab-{}", unsafe { libc::getuid() })),
+    }
+}
+
+/// `sim-<scenario>-<pid>-<n>`: unique among the networks of this machine.
+fn network_name(hint: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let stem: String = hint
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(24)
+        .collect();
+    format!(
+        "sim-{stem}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A UDP listener: its socket, its counts and its log.
+struct Listener {
+    socket: SocketId,
+    stats: ListenerStats,
+    log: PathBuf,
+    text: String,
+}
+
+/// A simulated network and what a scenario started in it.
+pub struct SimNetwork {
+    world: World,
+    name: String,
+    artifact_dir: PathBuf,
+    macs: HashMap<(String, String), MacAddr>,
+    listeners: HashMap<String, Listener>,
+    taps: Vec<(CaptureSpec, TapId)>,
+    armed_at: SimTime,
+}
+
+fn duration(t: SimTime) -> Duration {
+    Duration::from_nanos(t.as_nanos())
+}
+
+impl SimNetwork {
+    /// Moves what arrived on the listeners' sockets into their counts and logs.
+    fn drain(&mut self) {
+        for l in self.listeners.values_mut() {
+            while let Ok(Some(d)) = self.world.udp_recv(l.socket) {
+                let _ = writeln!(
+                    l.text,
+                    "{:>12.6} datagram from {}, {} bytes: {}",
+                    duration(d.time).as_secs_f64(),
+                    d.from,
+                    d.payload.len(),
+                    d.payload.escape_ascii()
+                );
+                l.stats.datagrams += 1;
+                l.stats.bytes += d.payload.len() as u64;
+                l.stats.received.extend_from_slice(&d.payload);
+            }
+        }
+    }
+
+    fn packet_type(&self, host: &str, c: &sim::Captured) -> PacketType {
+        if c.direction == Direction::Outgoing {
+            return PacketType::Outgoing;
+        }
+        let dst = c
+            .frame
+            .get(..6)
+            .map(|b| MacAddr([b[0], b[1], b[2], b[3], b[4], b[5]]));
+        match dst {
+            Some(MacAddr::BROADCAST) => PacketType::Broadcast,
+            Some(m) if m.is_multicast() => PacketType::Multicast,
+            Some(m) if self.macs.get(&(host.to_string(), c.interface.clone())) == Some(&m) => {
+                PacketType::Host
+            }
+            Some(_) => PacketType::OtherHost,
+            None => PacketType::Unknown,
+        }
+    }
+
+    fn not_simulated(&self, host: &str, what: &str) -> String {
+        format!("{host}: {what} cannot be simulated yet (see docs/sim.md)")
+    }
+}
+
+impl Network for SimNetwork {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn artifact_dir(&self) -> &Path {
+        &self.artifact_dir
+    }
+
+    fn now(&self) -> Duration {
+        duration(self.world.now())
+    }
+
+    fn sleep(&mut self, d: Duration) -> bool {
+        self.world.run_for(d);
+        self.drain();
+        !cancelled()
+    }
+
+    fn arm_captures(&mut self, points: &[CaptureSpec]) -> Result<(), String> {
+        for c in points {
+            let point = match &c.interface {
+                Some(i) => TapPoint::Interface(i.clone()),
+                None => TapPoint::Any,
+            };
+            let tap = self
+                .world
+                .tap(&c.host, point)
+                .map_err(|e| format!("cannot capture on {}: {e}", c.host))?;
+            self.taps.push((c.clone(), tap));
+        }
+        self.armed_at = self.world.now();
+        Ok(())
+    }
+
+    fn captures_quiet(&self) -> Duration {
+        let last = self
+            .taps
+            .iter()
+            .filter_map(|(_, t)| self.world.captured(*t).ok()?.last().map(|c| c.time))
+            .max()
+            .unwrap_or(self.armed_at)
+            .max(self.armed_at);
+        self.world.now().saturating_duration_since(last)
+    }
+
+    fn collect_captures(&mut self) -> Result<Vec<CapturePoint>, String> {
+        let mut points = Vec::new();
+        for (spec, tap) in std::mem::take(&mut self.taps) {
+            let captured = self.world.captured(tap).map_err(|e| e.to_string())?;
+            let frames: Vec<Frame> = captured
+                .iter()
+                .map(|c| {
+                    Frame::ethernet(
+                        duration(c.time),
+                        self.packet_type(&spec.host, c),
+                        &c.interface,
+                        c.frame.clone(),
+                    )
+                })
+                .collect();
+            let n = frames.len() as u64;
+            points.push(CapturePoint {
+                host: spec.host.clone(),
+                interface: spec.interface.clone(),
+                frames,
+                stats: CaptureStats {
+                    kernel_packets: n,
+                    captured: n,
+                    ..CaptureStats::default()
+                },
+            });
+        }
+        Ok(points)
+    }
+
+    fn start(&mut self, host: &str, name: &str, program: &Program) -> Result<Started, String> {
+        match program {
+            Program::UdpListener { addr } => {
+                let socket = self
+                    .world
+                    .udp_bind(host, *addr)
+                    .map_err(|e| format!("cannot bind {addr} in {host}: {e}"))?;
+                let log = self.artifact_dir.join(format!("{host}-{name}.log"));
+                self.listeners.insert(
+                    name.to_string(),
+                    Listener {
+                        socket,
+                        stats: ListenerStats::default(),
+                        log: log.clone(),
+                        text: format!("listening on udp {addr}\n"),
+                    },
+                );
+                Ok(Started {
+                    detail: format!("bound to {addr}"),
+                    log: Some(log),
+                })
+            }
+            Program::TcpListener { .. } => Err(self.not_simulated(host, "a TCP listener")),
+            Program::NfqHolder(_) => Err(self.not_simulated(host, "an NFQUEUE holder")),
+            Program::Lb { args } => {
+                Err(self.not_simulated(host, &format!("`lb {}`", args.join(" "))))
+            }
+            Program::Command { argv } => Err(format!(
+                "{host}: `{}` is an arbitrary command: the simulator runs no processes",
+                argv.join(" ")
+            )),
+        }
+    }
+
+    fn probe(&mut self, host: &str, probe: &Probe) -> Result<bool, String> {
+        match probe {
+            Probe::Listening {
+                proto: Proto::Udp,
+                addr,
+            } => Ok(self.listeners.values().any(|l| {
+                self.world.udp_local_addr(l.socket).is_ok_and(|a| {
+                    a.port() == addr.port()
+                        && (a.ip() == addr.ip()
+                            || a.ip().is_unspecified()
+                            || addr.ip().is_unspecified())
+                })
+            })),
+            Probe::Listening {
+                proto: Proto::Tcp, ..
+            } => Err(self.not_simulated(host, "TCP")),
+            Probe::QueueBound { .. } => Err(self.not_simulated(host, "NFQUEUE")),
+        }
+    }
+
+    fn output(&self, name: &str) -> Result<String, String> {
+        Err(format!(
+            "no process named `{name}` was started (the simulator runs no processes)"
+        ))
+    }
+
+    fn exit_status(&mut self, _name: &str) -> Option<String> {
+        None
+    }
+
+    fn signal(&mut self, name: &str, _signal: StopSignal) -> Result<(), String> {
+        Err(format!(
+            "no process named `{name}` was started (the simulator runs no processes)"
+        ))
+    }
+
+    fn listener(&self, name: &str) -> Result<ListenerStats, String> {
+        self.listeners
+            .get(name)
+            .map(|l| l.stats.clone())
+            .ok_or_else(|| format!("no listener named `{name}` was started"))
+    }
+
+    fn telnet(&mut self, host: &str, _spec: &TelnetSpec) -> Result<TelnetResult, String> {
+        Err(self.not_simulated(host, "telnet (TCP)"))
+    }
+
+    fn udp_burst(&mut self, host: &str, spec: &BurstSpec) -> Result<usize, String> {
+        let socket = self
+            .world
+            .udp_bind(
+                host,
+                SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, spec.source_port),
+            )
+            .map_err(|e| format!("bind udp port {} in {host}: {e}", spec.source_port))?;
+        let mut sent = 0;
+        for n in 1..=spec.count {
+            if n > 1 && !spec.interval.is_zero() && !self.sleep(spec.interval) {
+                break;
+            }
+            let data = spec.payload.replace("{n}", &n.to_string());
+            self.world
+                .udp_send_to(socket, spec.to, data.as_bytes())
+                .map_err(|e| format!("send datagram {n} to {}: {e}", spec.to))?;
+            sent += 1;
+        }
+        let _ = self.world.udp_close(socket);
+        Ok(sent)
+    }
+
+    fn exec(&mut self, host: &str, _name: &str, spec: &ExecSpec) -> Result<ExecResult, String> {
+        Err(format!(
+            "{host}: `{}` is an arbitrary command: the simulator runs no processes",
+            spec.argv.join(" ")
+        ))
+    }
+
+    fn conntrack(&mut self, host: &str, _filter: &[String]) -> Result<ConntrackReading, String> {
+        Err(self.not_simulated(host, "conntrack"))
+    }
+
+    fn down(mut self: Box<Self>) -> Result<(), String> {
+        self.drain();
+        let logs: BTreeMap<PathBuf, String> = self
+            .listeners
+            .values()
+            .map(|l| (l.log.clone(), l.text.clone()))
+            .collect();
+        for (path, text) in logs {
+            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+}
