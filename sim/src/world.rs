@@ -164,6 +164,12 @@ impl World {
         self.queue.len()
     }
 
+    /// When the next event is due, if any is waiting: a driver that reacts to each event (a
+    /// program woken at once) steps up to a deadline with it.
+    pub fn next_event_at(&self) -> Option<SimTime> {
+        self.queue.peek_time()
+    }
+
     /// Processes the next event (advancing the clock to it); `false` if none was waiting.
     pub fn step(&mut self) -> bool {
         let Some((at, event)) = self.queue.pop() else {

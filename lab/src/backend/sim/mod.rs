@@ -153,6 +153,16 @@ fn duration(t: SimTime) -> Duration {
 }
 
 impl SimNetwork {
+    /// Runs the world to `until` one event at a time, letting the programs react after each
+    /// one at the same instant, as a process woken at once would.
+    fn run_until(&mut self, until: SimTime) {
+        while self.world.next_event_at().is_some_and(|t| t <= until) {
+            self.world.step();
+            self.drain();
+        }
+        self.world.run_until(until);
+    }
+
     /// Moves what arrived on the listeners' sockets into their counts and logs.
     fn drain(&mut self) {
         for l in self.listeners.values_mut() {
@@ -210,8 +220,8 @@ impl Network for SimNetwork {
     }
 
     fn sleep(&mut self, d: Duration) -> bool {
-        self.world.run_for(d);
-        self.drain();
+        let until = self.world.now().saturating_add(d);
+        self.run_until(until);
         !cancelled()
     }
 
