@@ -43,6 +43,7 @@ pub mod forward;
 mod prefetch;
 pub mod protocol;
 pub mod registry;
+pub mod rules;
 pub mod select;
 pub mod time;
 pub mod wire;

@@ -1,138 +1,21 @@
-//! The balancer's NFQUEUE rules, tagged with an iptables comment (`lb:<vip>`) so that a restart
-//! after a crash finds and removes stale ones first, and a stop removes exactly its own. Like
-//! Caplance, one rule per protocol, inserted at the top of filter INPUT; in `dsr-kernel` mode in
-//! mangle PREROUTING instead (the packet must be marked before the routing decision that
-//! forwards it), with a raw PREROUTING NOTRACK rule and a filter FORWARD rule that accepts what
-//! the balancer forwards (see [`QueueRules::specs`]).
+//! Installing and removing the balancer's NFQUEUE rules ([`lb_core::rules::QueueRules`], the
+//! rules as data) with `iptables`.
 
 use anyhow::{Context, Result, bail};
-use std::net::Ipv4Addr;
+use lb_core::rules::{CHAINS, QueueRules};
 use std::process::{Command, Stdio};
 
-/// Where the queue rules go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hook {
-    /// filter INPUT: after the routing decision, for packets delivered locally (the VIP is
-    /// local); `lb` forwards them itself and drops the originals.
-    Input,
-    /// mangle PREROUTING: before the routing decision, so an ACCEPT verdict's mark picks the
-    /// route (`dsr-kernel`).
-    Prerouting,
-}
-
-/// Every (table, chain) that may hold a rule of ours, for the stale-rule sweep.
-const CHAINS: [(&str, &str); 4] = [
-    ("filter", "INPUT"),
-    ("filter", "FORWARD"),
-    ("mangle", "PREROUTING"),
-    ("raw", "PREROUTING"),
-];
-
-/// What the rules send to user space.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueRules {
-    /// The VIP.
-    pub vip: Ipv4Addr,
-    /// Protocols queued (`tcp`, `udp`).
-    pub protocols: Vec<String>,
-    /// Destination ports; empty: all.
-    pub ports: Vec<u16>,
-    /// First queue number.
-    pub queue: u16,
-    /// Number of queues (more than one: `--queue-balance`, with the flow hash spreading
-    /// flows, each flow always to the same queue).
-    pub queues: u16,
-    /// `--queue-bypass`: with no program bound to the queue, the kernel accepts the packet
-    /// instead of dropping it.
-    pub bypass: bool,
-    /// Where the queue rules go.
-    pub hook: Hook,
-}
-
-/// One rule: table, chain, and the specification after `-I <chain>`.
-pub type RuleSpec = (&'static str, &'static str, Vec<String>);
-
-impl QueueRules {
-    /// The comment that marks our rules.
-    pub fn tag(&self) -> String {
-        format!("lb:{}", self.vip)
-    }
-
-    /// `-d VIP/32 -p proto [ports] -m comment --comment lb:VIP`.
-    fn matches(&self, proto: &str) -> Vec<String> {
-        let mut r: Vec<String> = vec![
-            "-d".into(),
-            format!("{}/32", self.vip),
-            "-p".into(),
-            proto.to_string(),
-        ];
-        match self.ports.len() {
-            0 => {}
-            1 => r.extend(["--dport".into(), self.ports[0].to_string()]),
-            _ => {
-                let list: Vec<String> = self.ports.iter().map(u16::to_string).collect();
-                r.extend([
-                    "-m".into(),
-                    "multiport".into(),
-                    "--dports".into(),
-                    list.join(","),
-                ]);
-            }
-        }
-        r.extend([
-            "-m".into(),
-            "comment".into(),
-            "--comment".into(),
-            self.tag(),
-        ]);
-        r
-    }
-
-    /// The rules in the order they are inserted: in PREROUTING mode first one raw PREROUTING
-    /// `CT --notrack` rule and one filter FORWARD ACCEPT rule per protocol, then one queue rule
-    /// per protocol. NOTRACK: the balancer sees only the client's half of each connection, so
-    /// conntrack would hold an entry per flow and call the client's second TCP segment
-    /// INVALID (which a firewall's `ct state invalid drop` drops); the rule also makes the
-    /// kernel reassemble fragments before the queue (defragmentation runs for every packet
-    /// once a conntrack target exists), so a fragmented datagram is queued whole. FORWARD
-    /// first: nothing is queued, accepted and then refused by a FORWARD policy of DROP.
-    pub fn specs(&self) -> Vec<RuleSpec> {
-        let (table, chain) = match self.hook {
-            Hook::Input => ("filter", "INPUT"),
-            Hook::Prerouting => ("mangle", "PREROUTING"),
-        };
-        let words = |w: &[&str]| w.iter().map(|w| w.to_string()).collect::<Vec<String>>();
-        let mut queue = words(&["-j", "NFQUEUE"]);
-        if self.queues > 1 {
-            let last = self.queue + self.queues - 1;
-            queue.extend(["--queue-balance".into(), format!("{}:{last}", self.queue)]);
-        } else {
-            queue.extend(["--queue-num".into(), self.queue.to_string()]);
-        }
-        if self.bypass {
-            queue.push("--queue-bypass".into());
-        }
-        // (table, chain, target), each with one rule per protocol, in this order.
-        let mut targets = Vec::new();
-        if self.hook == Hook::Prerouting {
-            targets.push(("raw", "PREROUTING", words(&["-j", "CT", "--notrack"])));
-            targets.push(("filter", "FORWARD", words(&["-j", "ACCEPT"])));
-        }
-        targets.push((table, chain, queue));
-        targets
-            .iter()
-            .flat_map(|(table, chain, target)| {
-                self.protocols.iter().map(move |proto| {
-                    let mut r = self.matches(proto);
-                    r.extend(target.iter().cloned());
-                    (*table, *chain, r)
-                })
-            })
-            .collect()
-    }
-
+/// Putting [`QueueRules`] into the kernel and taking them out.
+pub trait Apply {
     /// Removes stale rules carrying our tag, then inserts ours.
-    pub fn install(&self) -> Result<()> {
+    fn install(&self) -> Result<()>;
+    /// Removes our rules (all rules carrying our tag).
+    fn remove(&self) -> Result<usize>;
+}
+
+impl Apply for QueueRules {
+    /// Removes stale rules carrying our tag, then inserts ours.
+    fn install(&self) -> Result<()> {
         let stale = remove_tagged(&self.tag())?;
         if stale > 0 {
             tracing::warn!(
@@ -150,7 +33,7 @@ impl QueueRules {
     }
 
     /// Removes our rules (all rules carrying our tag).
-    pub fn remove(&self) -> Result<usize> {
+    fn remove(&self) -> Result<usize> {
         remove_tagged(&self.tag())
     }
 }
@@ -205,75 +88,4 @@ pub fn remove_tagged(tag: &str) -> Result<usize> {
         }
     }
     Ok(removed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_rule_per_protocol_with_tag_and_queue() {
-        let r = QueueRules {
-            vip: Ipv4Addr::new(10, 0, 0, 50),
-            protocols: vec!["tcp".into(), "udp".into()],
-            ports: vec![],
-            queue: 0,
-            queues: 1,
-            bypass: false,
-            hook: Hook::Input,
-        };
-        let specs = r.specs();
-        assert_eq!(specs.len(), 2);
-        assert_eq!((specs[0].0, specs[0].1), ("filter", "INPUT"));
-        assert_eq!(
-            specs[0].2.join(" "),
-            "-d 10.0.0.50/32 -p tcp -m comment --comment lb:10.0.0.50 -j NFQUEUE --queue-num 0"
-        );
-    }
-
-    #[test]
-    fn ports_balance_and_bypass() {
-        let r = QueueRules {
-            vip: Ipv4Addr::new(10, 0, 0, 50),
-            protocols: vec!["udp".into()],
-            ports: vec![53, 8080],
-            queue: 4,
-            queues: 2,
-            bypass: true,
-            hook: Hook::Input,
-        };
-        assert_eq!(
-            r.specs()[0].2.join(" "),
-            "-d 10.0.0.50/32 -p udp -m multiport --dports 53,8080 -m comment --comment lb:10.0.0.50 -j NFQUEUE --queue-balance 4:5 --queue-bypass"
-        );
-    }
-
-    #[test]
-    fn prerouting_notracks_accepts_in_forward_and_queues_in_mangle() {
-        let r = QueueRules {
-            vip: Ipv4Addr::new(10, 0, 0, 50),
-            protocols: vec!["tcp".into(), "udp".into()],
-            ports: vec![8080],
-            queue: 0,
-            queues: 1,
-            bypass: false,
-            hook: Hook::Prerouting,
-        };
-        let lines: Vec<String> = r
-            .specs()
-            .into_iter()
-            .map(|(t, c, spec)| format!("{t} {c} {}", spec.join(" ")))
-            .collect();
-        assert_eq!(
-            lines,
-            [
-                "raw PREROUTING -d 10.0.0.50/32 -p tcp --dport 8080 -m comment --comment lb:10.0.0.50 -j CT --notrack",
-                "raw PREROUTING -d 10.0.0.50/32 -p udp --dport 8080 -m comment --comment lb:10.0.0.50 -j CT --notrack",
-                "filter FORWARD -d 10.0.0.50/32 -p tcp --dport 8080 -m comment --comment lb:10.0.0.50 -j ACCEPT",
-                "filter FORWARD -d 10.0.0.50/32 -p udp --dport 8080 -m comment --comment lb:10.0.0.50 -j ACCEPT",
-                "mangle PREROUTING -d 10.0.0.50/32 -p tcp --dport 8080 -m comment --comment lb:10.0.0.50 -j NFQUEUE --queue-num 0",
-                "mangle PREROUTING -d 10.0.0.50/32 -p udp --dport 8080 -m comment --comment lb:10.0.0.50 -j NFQUEUE --queue-num 0",
-            ]
-        );
-    }
 }
