@@ -10,6 +10,31 @@ pub enum SimError {
     /// The spec was refused.
     #[error(transparent)]
     Spec(#[from] SpecError),
+    /// A host's rule the simulator cannot evaluate (or the kernel would refuse).
+    #[error(transparent)]
+    Rule(#[from] netfilter_model::HostRuleError),
+    /// NFQUEUE `queue` of `host` has a program bound already.
+    #[error("host {host:?}: queue {queue} is bound already")]
+    QueueBound {
+        /// The host.
+        host: String,
+        /// The queue number.
+        queue: u16,
+    },
+    /// A queue handle or holder of another world, or closed.
+    #[error("queue handle {id} does not exist")]
+    UnknownQueue {
+        /// The handle.
+        id: usize,
+    },
+    /// A `conntrack -L` filter the simulator does not read.
+    #[error("host {host:?}: {message}")]
+    ConntrackFilter {
+        /// The host.
+        host: String,
+        /// What was wrong.
+        message: String,
+    },
     /// A host name the world does not have.
     #[error("no host named {host:?}")]
     UnknownHost {

@@ -24,4 +24,9 @@ pub enum Event {
         /// The entry's generation when the timer was armed.
         generation: u64,
     },
+    /// A holder's delay after its batch is full has passed: it gives the batch its verdict.
+    HolderRelease {
+        /// The holder's index.
+        holder: usize,
+    },
 }

@@ -22,6 +22,11 @@
 //! | [`bridge`] | [`Bridge`]: FDB learning, flooding, ageing |
 //! | [`neigh`] | [`NeighTable`]: the ARP cache, waiting packets, retries |
 //! | [`ipv4`] | [`RouteTable`]: longest-prefix routes |
+//! | [`kernel`] | [`KernelProfile`]: which Linux the hosts behave like |
+//! | [`conntrack`] | a host's connection table, NAT bindings, confirm and its clashes |
+//! | `hooks` | netfilter's state: steps per hook, a packet's conntrack, queues, holders |
+//! | `netfilter` | the hooks in the stack: the rules (netfilter-model), conntrack, NAT |
+//! | [`nfqueue`] | NFQUEUE queues, the driver's verdicts, the built-in holder |
 //! | [`udp`] | [`SocketTable`], [`Datagram`] |
 //! | [`tap`] | [`Captured`] frames, [`Direction`], [`TapPoint`] |
 //! | [`host`] | [`Host`]: one namespace's state |
@@ -34,13 +39,18 @@
 
 pub mod addr;
 pub mod bridge;
+pub mod conntrack;
 pub mod error;
 pub mod event;
 pub mod frame;
+mod hooks;
 pub mod host;
 pub mod ipv4;
+pub mod kernel;
 pub mod link;
 pub mod neigh;
+mod netfilter;
+pub mod nfqueue;
 pub mod queue;
 pub mod rng;
 pub mod spec;
@@ -56,8 +66,10 @@ pub use error::SimError;
 pub use event::Event;
 pub use host::Host;
 pub use ipv4::RouteTable;
+pub use kernel::KernelProfile;
 pub use link::{Attach, Link};
 pub use neigh::NeighTable;
+pub use nfqueue::{HolderId, HolderStats, NfqId};
 pub use queue::EventQueue;
 pub use rng::SimRng;
 pub use spec::{Endpoint, IfScope, NetSpec, SpecError, Sysctl};

@@ -32,6 +32,11 @@ pub struct HostSpec {
     pub routes: Vec<RouteSpec>,
     /// The modelled sysctls.
     pub sysctls: Sysctls,
+    /// iptables rules as topology files write them (`-t nat -A POSTROUTING -j MASQUERADE`),
+    /// loaded in order.
+    pub iptables: Vec<String>,
+    /// An nft ruleset, loaded after the iptables rules.
+    pub nft: Option<String>,
 }
 
 /// One Ethernet interface of a host.
@@ -328,7 +333,21 @@ impl NetSpec {
             loopback: Vec::new(),
             routes: Vec::new(),
             sysctls: Sysctls::default(),
+            iptables: Vec::new(),
+            nft: None,
         });
+        Ok(self)
+    }
+
+    /// Adds an iptables rule to `host` (checked when the world is built).
+    pub fn add_iptables(&mut self, host: &str, rule: &str) -> Result<&mut NetSpec, SpecError> {
+        self.host_mut(host)?.iptables.push(rule.to_string());
+        Ok(self)
+    }
+
+    /// Sets `host`'s nft ruleset (checked when the world is built).
+    pub fn set_nft(&mut self, host: &str, ruleset: &str) -> Result<&mut NetSpec, SpecError> {
+        self.host_mut(host)?.nft = Some(ruleset.to_string());
         Ok(self)
     }
 

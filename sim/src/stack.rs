@@ -9,6 +9,7 @@ use etherparse::{ArpOperation, EtherType, Icmpv4Type, IpNumber};
 use crate::addr::MacAddr;
 use crate::event::Event;
 use crate::frame::{self, Ipv4View};
+use crate::hooks::{Ct, Skb, Stage, tuple_of};
 use crate::link::Attach;
 use crate::neigh::{Enqueued, Pending, RETRANS_TIME, TimerOutcome};
 use crate::udp::Datagram;
@@ -65,7 +66,7 @@ impl World {
         }
     }
 
-    /// `ip_rcv` and `ip_route_input`: deliver locally, forward, or drop.
+    /// `ip_rcv`: a whole IPv4 packet enters PREROUTING.
     fn ip_input(&mut self, host: usize, iface: usize, bytes: &[u8]) {
         let Some(ip) = frame::parse_ipv4(bytes) else {
             return;
@@ -73,14 +74,55 @@ impl World {
         if ip.header.more_fragments || ip.header.fragment_offset.value() != 0 {
             return; // fragments are not modelled
         }
-        let dst = Ipv4Addr::from(ip.header.destination);
+        self.nf_hook(
+            host,
+            Stage::Prerouting,
+            Skb::new(bytes.to_vec(), Some(iface), None),
+        );
+    }
+
+    /// Where a packet goes when it has passed a hook's steps.
+    pub(crate) fn after_hook(&mut self, host: usize, stage: Stage, mut skb: Skb) {
+        match stage {
+            Stage::Prerouting => self.route_input(host, skb),
+            Stage::Input => {
+                if let Some(ip) = frame::parse_ipv4(&skb.bytes) {
+                    self.local_deliver(host, &ip);
+                }
+            }
+            Stage::Forward => self.nf_hook(host, Stage::Postrouting, skb),
+            Stage::Output => {
+                // A destination NAT at OUTPUT changed where it goes: route it again.
+                let dst = tuple_of(&skb.bytes).map(|t| t.dst);
+                let Some(route) = dst.and_then(|d| self.hosts[host].routes.lookup(d).copied())
+                else {
+                    return;
+                };
+                skb.out = dst.map(|d| (route.iface, route.next_hop(d)));
+                self.nf_hook(host, Stage::Postrouting, skb)
+            }
+            Stage::Postrouting => {
+                let Some((iface, next_hop)) = skb.out else {
+                    return;
+                };
+                let src = tuple_of(&skb.bytes).map_or(Ipv4Addr::UNSPECIFIED, |t| t.src);
+                self.neigh_output(host, iface, next_hop, src, skb.bytes);
+            }
+        }
+    }
+
+    /// `ip_route_input`: deliver locally, forward, or drop.
+    fn route_input(&mut self, host: usize, skb: Skb) {
+        let Some(t) = tuple_of(&skb.bytes) else {
+            return;
+        };
         let h = &self.hosts[host];
-        if h.is_local(dst) {
-            self.local_deliver(host, &ip);
-        } else if h.is_broadcast(dst) || dst.is_multicast() {
+        if h.is_local(t.dst) {
+            self.nf_hook(host, Stage::Input, skb);
+        } else if h.is_broadcast(t.dst) || t.dst.is_multicast() {
             // broadcast and multicast delivery are not modelled
         } else if h.ip_forward {
-            self.forward(host, iface, &ip);
+            self.forward(host, skb);
         }
         // Forwarding disabled: ip_error drops without an ICMP error.
     }
@@ -113,23 +155,27 @@ impl World {
         }
     }
 
-    /// `ip_forward`: route, check the TTL, decrement it (checksum updated) and send. No
+    /// `ip_forward`: route, check the TTL, decrement it (checksum updated), then FORWARD. No
     /// redirects, no rp_filter, no fragmentation.
-    fn forward(&mut self, host: usize, _in_iface: usize, ip: &Ipv4View<'_>) {
-        let dst = Ipv4Addr::from(ip.header.destination);
-        let src = Ipv4Addr::from(ip.header.source);
-        if self.hosts[host].routes.lookup(dst).is_none() {
-            let kind = Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Network);
-            self.icmp_error(host, kind, ip, None);
+    fn forward(&mut self, host: usize, mut skb: Skb) {
+        let Some(ip) = frame::parse_ipv4(&skb.bytes) else {
             return;
-        }
+        };
+        let dst = Ipv4Addr::from(ip.header.destination);
+        let Some(route) = self.hosts[host].routes.lookup(dst).copied() else {
+            let kind = Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Network);
+            self.icmp_error(host, kind, &ip, None);
+            return;
+        };
         if ip.header.time_to_live <= 1 {
             let kind = Icmpv4Type::TimeExceeded(TimeExceededCode::TtlExceededInTransit);
-            self.icmp_error(host, kind, ip, None);
+            self.icmp_error(host, kind, &ip, None);
             return;
         }
         if let Some(packet) = frame::decrement_ttl(ip.packet) {
-            self.ip_output(host, dst, src, packet);
+            skb.bytes = packet;
+            skb.out = Some((route.iface, route.next_hop(dst)));
+            self.nf_hook(host, Stage::Forward, skb);
         }
     }
 
@@ -137,7 +183,7 @@ impl World {
     /// original destination when it was local (`local_src`), else the address of the route
     /// back. Never about an ICMP error, a broadcast or an unspecified source; rate limits are
     /// not modelled.
-    fn icmp_error(
+    pub(crate) fn icmp_error(
         &mut self,
         host: usize,
         kind: Icmpv4Type,
@@ -158,18 +204,41 @@ impl World {
         let src = local_src.unwrap_or(route.src);
         let id = self.rng.next_u64() as u16;
         if let Some(packet) = frame::icmp_error(kind, src, ip, id) {
-            self.ip_output(host, to, src, packet);
+            // Not tracked: the simulator has no RELATED entries.
+            self.output(host, to, packet, Ct::Untracked);
         }
     }
 
-    /// Routes `packet` (from `src`, to `dst`) out of `host` and resolves its next hop; drops
-    /// it when no route covers `dst`.
-    pub(crate) fn ip_output(&mut self, host: usize, dst: Ipv4Addr, src: Ipv4Addr, packet: Vec<u8>) {
+    /// Routes a locally generated `packet` (from `src`, to `dst`) out of `host` through
+    /// OUTPUT and POSTROUTING; drops it when no route covers `dst`.
+    pub(crate) fn ip_output(
+        &mut self,
+        host: usize,
+        dst: Ipv4Addr,
+        _src: Ipv4Addr,
+        packet: Vec<u8>,
+    ) {
+        self.output(host, dst, packet, Ct::None);
+    }
+
+    fn output(&mut self, host: usize, dst: Ipv4Addr, packet: Vec<u8>, ct: Ct) {
         let Some(route) = self.hosts[host].routes.lookup(dst).copied() else {
             return;
         };
-        let next_hop = route.next_hop(dst);
-        let iface = route.iface;
+        let mut skb = Skb::new(packet, None, Some((route.iface, route.next_hop(dst))));
+        skb.ct = ct;
+        self.nf_hook(host, Stage::Output, skb);
+    }
+
+    /// `neigh_output`: the frame goes out of `iface` to `next_hop`'s MAC, or waits for ARP.
+    pub(crate) fn neigh_output(
+        &mut self,
+        host: usize,
+        iface: usize,
+        next_hop: Ipv4Addr,
+        src: Ipv4Addr,
+        packet: Vec<u8>,
+    ) {
         let h = &mut self.hosts[host];
         let mac = h.ifaces[iface].mac;
         if let Some(dmac) = h.neigh.lookup(iface, next_hop) {

@@ -9,7 +9,9 @@ use crate::bridge::{Bridge, DEFAULT_AGEING};
 use crate::error::SimError;
 use crate::event::Event;
 use crate::frame::{self, MTU, parse_eth};
+use crate::hooks::{Holder, Nf};
 use crate::host::Host;
+use crate::kernel::KernelProfile;
 use crate::link::{Attach, Link};
 use crate::queue::EventQueue;
 use crate::rng::SimRng;
@@ -30,6 +32,8 @@ pub struct SimConfig {
     pub link_latency: Duration,
     /// The bridges' FDB ageing time (default 300 s).
     pub bridge_ageing: Duration,
+    /// Whose behaviour the hosts' kernels show where Linux changed it.
+    pub kernel: KernelProfile,
 }
 
 impl Default for SimConfig {
@@ -38,6 +42,7 @@ impl Default for SimConfig {
             seed: 0,
             link_latency: Duration::ZERO,
             bridge_ageing: DEFAULT_AGEING,
+            kernel: KernelProfile::default(),
         }
     }
 }
@@ -66,6 +71,9 @@ pub struct World {
     pub(crate) sockets: SocketTable,
     taps: Vec<Tap>,
     config: SimConfig,
+    /// Each host's netfilter: rules, conntrack, queues (by host index).
+    pub(crate) nf: Vec<Nf>,
+    pub(crate) holders: Vec<Holder>,
 }
 
 impl World {
@@ -73,6 +81,11 @@ impl World {
     pub fn new(spec: &NetSpec, config: SimConfig) -> Result<World, SimError> {
         spec.validate()?;
         let hosts: Vec<Host> = spec.hosts().iter().map(Host::from_spec).collect();
+        let nf = spec
+            .hosts()
+            .iter()
+            .map(Nf::new)
+            .collect::<Result<Vec<Nf>, _>>()?;
         let bridges: Vec<Bridge> = spec
             .bridges()
             .iter()
@@ -90,6 +103,8 @@ impl World {
             sockets: SocketTable::default(),
             taps: Vec::new(),
             config,
+            nf,
+            holders: Vec::new(),
         };
         let mut root = SimRng::new(world.config.seed);
         world.queue = EventQueue::new(root.next_u64());
@@ -140,7 +155,7 @@ impl World {
         }
     }
 
-    fn host_index(&self, host: &str) -> Result<usize, SimError> {
+    pub(crate) fn host_index(&self, host: &str) -> Result<usize, SimError> {
         self.hosts
             .iter()
             .position(|h| h.name == host)
@@ -206,6 +221,7 @@ impl World {
                 ip,
                 generation,
             } => self.neigh_timer(host, iface, ip, generation),
+            Event::HolderRelease { holder } => self.holder_release(holder),
         }
     }
 

@@ -4,6 +4,8 @@
 mod determinism;
 #[path = "suite/lan.rs"]
 mod lan;
+#[path = "suite/netfilter.rs"]
+mod netfilter;
 #[path = "suite/router.rs"]
 mod router;
 #[path = "suite/support.rs"]

@@ -9,14 +9,17 @@ mod spec;
 pub use spec::net_spec;
 
 use super::{
-    Backend, BurstSpec, CaptureSpec, ConntrackReading, ExecResult, ExecSpec, ListenerStats,
-    Network, Probe, Program, Proto, Started, StopSignal, TelnetResult, TelnetSpec,
+    Backend, BurstSpec, CaptureSpec, ConntrackReading, ExecResult, ExecSpec, HoldVerdict,
+    ListenerStats, Network, Probe, Program, Proto, Started, StopSignal, TelnetResult, TelnetSpec,
 };
 use crate::cancel::cancelled;
 use crate::capture::{CapturePoint, CaptureStats, Frame, PacketType};
 use crate::kernel::KernelVersion;
 use crate::resolve::Plan;
-use sim::{Direction, MacAddr, SimConfig, SimTime, SocketId, TapId, TapPoint, World};
+use sim::{
+    Direction, HolderId, KernelProfile, MacAddr, SimConfig, SimTime, SocketId, TapId, TapPoint,
+    World,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -55,6 +58,11 @@ impl Sim {
             seed,
         })
     }
+
+    /// The kernel behaviour the simulator follows for this version.
+    pub fn profile(&self) -> KernelProfile {
+        KernelProfile::for_release(self.kernel.number.0, self.kernel.number.1)
+    }
 }
 
 impl Backend for Sim {
@@ -77,8 +85,11 @@ impl Backend for Sim {
                     .map(move |i| ((h.name.clone(), i.name.clone()), i.mac))
             })
             .collect();
-        let world =
-            World::new(&spec, SimConfig::with_seed(self.seed)).map_err(|e| e.to_string())?;
+        let config = SimConfig {
+            kernel: self.profile(),
+            ..SimConfig::with_seed(self.seed)
+        };
+        let world = World::new(&spec, config).map_err(|e| e.to_string())?;
         let name = network_name(hint);
         let artifact_dir = artifact_root().join(&name);
         std::fs::create_dir_all(&artifact_dir)
@@ -89,6 +100,7 @@ impl Backend for Sim {
             artifact_dir,
             macs,
             listeners: HashMap::new(),
+            holders: HashMap::new(),
             taps: Vec::new(),
             armed_at: SimTime::ZERO,
         }))
@@ -144,6 +156,7 @@ pub struct SimNetwork {
     artifact_dir: PathBuf,
     macs: HashMap<(String, String), MacAddr>,
     listeners: HashMap<String, Listener>,
+    holders: HashMap<String, (HolderId, PathBuf)>,
     taps: Vec<(CaptureSpec, TapId)>,
     armed_at: SimTime,
 }
@@ -305,7 +318,24 @@ impl Network for SimNetwork {
                 })
             }
             Program::TcpListener { .. } => Err(self.not_simulated(host, "a TCP listener")),
-            Program::NfqHolder(_) => Err(self.not_simulated(host, "an NFQUEUE holder")),
+            Program::NfqHolder(spec) => {
+                let id = self
+                    .world
+                    .nfq_holder(
+                        host,
+                        spec.queue,
+                        spec.count,
+                        spec.delay,
+                        spec.verdict == HoldVerdict::Accept,
+                    )
+                    .map_err(|e| format!("{host}: {e}"))?;
+                let log = self.artifact_dir.join(format!("{host}-{name}.log"));
+                self.holders.insert(name.to_string(), (id, log.clone()));
+                Ok(Started {
+                    detail: format!("queue {} bound", spec.queue),
+                    log: Some(log),
+                })
+            }
             Program::Lb { args } => {
                 Err(self.not_simulated(host, &format!("`lb {}`", args.join(" "))))
             }
@@ -332,7 +362,10 @@ impl Network for SimNetwork {
             Probe::Listening {
                 proto: Proto::Tcp, ..
             } => Err(self.not_simulated(host, "TCP")),
-            Probe::QueueBound { .. } => Err(self.not_simulated(host, "NFQUEUE")),
+            Probe::QueueBound { queue } => self
+                .world
+                .nfq_is_bound(host, *queue)
+                .map_err(|e| e.to_string()),
         }
     }
 
@@ -393,8 +426,23 @@ impl Network for SimNetwork {
         ))
     }
 
-    fn conntrack(&mut self, host: &str, _filter: &[String]) -> Result<ConntrackReading, String> {
-        Err(self.not_simulated(host, "conntrack"))
+    fn conntrack(&mut self, host: &str, filter: &[String]) -> Result<ConntrackReading, String> {
+        let counters = self
+            .world
+            .conntrack_counters(host)
+            .map_err(|e| e.to_string())?;
+        let (entries, listing) = match self.world.conntrack_list(host, filter) {
+            Ok(lines) => (
+                Ok(lines.len() as u64),
+                lines.iter().map(|l| format!("{l}\n")).collect(),
+            ),
+            Err(e) => (Err(e.to_string()), String::new()),
+        };
+        Ok(ConntrackReading {
+            counters,
+            entries,
+            listing,
+        })
     }
 
     fn down(mut self: Box<Self>) -> Result<(), String> {
@@ -404,6 +452,15 @@ impl Network for SimNetwork {
             .values()
             .map(|l| (l.log.clone(), l.text.clone()))
             .collect();
+        let mut logs = logs;
+        for (id, path) in self.holders.values() {
+            let lines = self.world.holder_log(*id).map_err(|e| e.to_string())?;
+            let text: String = lines
+                .iter()
+                .map(|(t, l)| format!("{:>12.6} {l}\n", duration(*t).as_secs_f64()))
+                .collect();
+            logs.insert(path.clone(), text);
+        }
         for (path, text) in logs {
             std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
         }

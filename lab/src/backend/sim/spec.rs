@@ -59,17 +59,12 @@ pub fn net_spec(plan: &Plan) -> Result<NetSpec, String> {
                     .map_err(|e| e.to_string())?;
             }
         }
-        if let Some(rule) = h.iptables.first() {
-            return Err(format!(
-                "host {}: iptables rule \"{}\": netfilter is not simulated yet",
-                h.name, rule.written
-            ));
+        for rule in &h.iptables {
+            spec.add_iptables(&h.name, &rule.written)
+                .map_err(|e| e.to_string())?;
         }
-        if h.nft.is_some() {
-            return Err(format!(
-                "host {}: nft ruleset: netfilter is not simulated yet",
-                h.name
-            ));
+        if let Some(nft) = &h.nft {
+            spec.set_nft(&h.name, nft).map_err(|e| e.to_string())?;
         }
     }
     for s in &plan.switches {
