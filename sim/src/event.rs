@@ -3,6 +3,7 @@
 use std::net::Ipv4Addr;
 
 use crate::link::Attach;
+use crate::tcp::TcpTimer;
 
 /// Something that happens at an instant of virtual time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,5 +29,14 @@ pub enum Event {
     HolderRelease {
         /// The holder's index.
         holder: usize,
+    },
+    /// A TCP connection's timer.
+    Tcp {
+        /// The connection's index.
+        conn: usize,
+        /// Which timer.
+        timer: TcpTimer,
+        /// The connection's timer generation when it was armed.
+        generation: u64,
     },
 }

@@ -139,6 +139,56 @@ pub fn udp_packet(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) ->
     Some(out)
 }
 
+/// An IPv4/TCP packet: `flags` (etherparse's fin, syn, rst, psh, ack set from the bits
+/// FIN 1, SYN 2, RST 4, PSH 8, ACK 16), DF set as Linux sends TCP, an MSS option of 1460 on a
+/// SYN, `window` as given.
+pub fn tcp_packet(
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    payload: &[u8],
+) -> Option<Vec<u8>> {
+    let mut tcp = etherparse::TcpHeader::new(src.1, dst.1, seq, window);
+    tcp.fin = flags & 1 != 0;
+    tcp.syn = flags & 2 != 0;
+    tcp.rst = flags & 4 != 0;
+    tcp.psh = flags & 8 != 0;
+    tcp.ack = flags & 16 != 0;
+    tcp.acknowledgment_number = if tcp.ack { ack } else { 0 };
+    if tcp.syn {
+        tcp.set_options(&[etherparse::TcpOptionElement::MaximumSegmentSize(1460)])
+            .ok()?;
+    }
+    let mut ip = ipv4_header(
+        src.0,
+        dst.0,
+        IpNumber::TCP,
+        tcp.header_len() + payload.len(),
+    )?;
+    ip.dont_fragment = true;
+    ip.identification = 0;
+    ip.header_checksum = ip.calc_header_checksum();
+    tcp.checksum = tcp.calc_checksum_ipv4(&ip, payload).ok()?;
+    let mut out = Vec::with_capacity(ip.header_len() + tcp.header_len() + payload.len());
+    out.extend_from_slice(&ip.to_bytes());
+    out.extend_from_slice(&tcp.to_bytes());
+    out.extend_from_slice(payload);
+    Some(out)
+}
+
+/// A TCP header and its payload (checksum checked).
+pub fn parse_tcp<'a>(
+    ip: &Ipv4Header,
+    payload: &'a [u8],
+) -> Option<(etherparse::TcpHeader, &'a [u8])> {
+    let (tcp, data) = etherparse::TcpHeader::from_slice(payload).ok()?;
+    let want = tcp.calc_checksum_ipv4(ip, data).ok()?;
+    (want == tcp.checksum).then_some((tcp, data))
+}
+
 /// A UDP header and its payload, checked against the IPv4 header (length and checksum).
 pub fn parse_udp<'a>(ip: &Ipv4Header, payload: &'a [u8]) -> Option<(UdpHeader, &'a [u8])> {
     let (udp, _) = UdpHeader::from_slice(payload).ok()?;

@@ -33,6 +33,8 @@
 //! | [`event`] | [`Event`]: what the queue holds |
 //! | [`error`] | [`SimError`] |
 //! | [`world`] | [`World`]: building, running, the driver's calls |
+//! | [`tcp`] | TCP connections and listeners ([`TcpId`], [`TcpState`]) |
+//! | `tcp_stack` | TCP as Linux does it: handshake, data, ACKs, FIN, RST, SYN retransmission |
 //! | `stack` | the hosts' IPv4 stack (`impl World`): ARP, forwarding, UDP, ICMP errors |
 
 #![warn(missing_docs)]
@@ -56,6 +58,8 @@ pub mod rng;
 pub mod spec;
 mod stack;
 pub mod tap;
+pub mod tcp;
+mod tcp_stack;
 pub mod time;
 pub mod udp;
 pub mod world;
@@ -74,6 +78,7 @@ pub use queue::EventQueue;
 pub use rng::SimRng;
 pub use spec::{Endpoint, IfScope, NetSpec, SpecError, Sysctl};
 pub use tap::{Captured, Direction, TapId, TapPoint};
+pub use tcp::{TcpId, TcpState};
 pub use time::SimTime;
 pub use udp::{Datagram, SocketId, SocketTable};
 pub use world::{SimConfig, World};

@@ -131,8 +131,12 @@ impl World {
     fn local_deliver(&mut self, host: usize, ip: &Ipv4View<'_>) {
         let src = Ipv4Addr::from(ip.header.source);
         let dst = Ipv4Addr::from(ip.header.destination);
+        if ip.header.protocol == IpNumber::TCP {
+            self.tcp_input(host, ip);
+            return;
+        }
         if ip.header.protocol != IpNumber::UDP {
-            // TCP, ICMP input (echo, errors) and other protocols are not modelled yet.
+            // ICMP input (echo, errors) and other protocols are not modelled yet.
             return;
         }
         let Some((udp, data)) = frame::parse_udp(&ip.header, ip.payload) else {

@@ -74,6 +74,7 @@ pub struct World {
     /// Each host's netfilter: rules, conntrack, queues (by host index).
     pub(crate) nf: Vec<Nf>,
     pub(crate) holders: Vec<Holder>,
+    pub(crate) tcp: crate::tcp::TcpTable,
 }
 
 impl World {
@@ -105,6 +106,7 @@ impl World {
             config,
             nf,
             holders: Vec::new(),
+            tcp: Default::default(),
         };
         let mut root = SimRng::new(world.config.seed);
         world.queue = EventQueue::new(root.next_u64());
@@ -222,6 +224,11 @@ impl World {
                 generation,
             } => self.neigh_timer(host, iface, ip, generation),
             Event::HolderRelease { holder } => self.holder_release(holder),
+            Event::Tcp {
+                conn,
+                timer,
+                generation,
+            } => self.tcp_timer(conn, timer, generation),
         }
     }
 

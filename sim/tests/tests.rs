@@ -10,3 +10,5 @@ mod netfilter;
 mod router;
 #[path = "suite/support.rs"]
 mod support;
+#[path = "suite/tcp.rs"]
+mod tcp;
