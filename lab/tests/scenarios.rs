@@ -7,6 +7,11 @@
 //! `LAB_REQUIRE_PRIVILEGED=1`, where it fails. Snapshots follow insta's rules (`CI=true`
 //! writes nothing; see docs/scenario-format.md). Filter as usual:
 //! `cargo test -p lab --test scenarios -- mysterious`.
+//!
+//! Each file is also run in the simulator (`sim::NAME`, `lab run --sim`, this kernel's
+//! behaviour), with no root and the same snapshot. A scenario the simulator cannot run yet is
+//! reported as ignored with the simulator's own reason ("… cannot be simulated yet"), never
+//! as passed; `lab/tests/sim/` keeps the list of simulated ones honest.
 
 use lab::scenario::{self, ReportOptions, RunOptions, Scenario, Silent, discover, render};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
@@ -43,6 +48,36 @@ fn run_one(file: &Path) -> Result<Completion, Failed> {
     }
 }
 
+/// `lab run --sim FILE`: passes, fails with the report, or is ignored because the simulator
+/// refuses a piece it does not model yet.
+fn run_simulated(file: &Path) -> Result<Completion, Failed> {
+    let s = Scenario::load(file).map_err(|e| Failed::from(e.to_string()))?;
+    let sim = lab::backend::sim::Sim::new(None, 1).map_err(Failed::from)?;
+    let r = scenario::run_on(&sim, &s, &RunOptions::default(), &Silent);
+    let refused = r
+        .error
+        .iter()
+        .chain(r.steps.iter().map(|st| &st.detail))
+        .find(|t| t.contains("cannot be simulated yet"));
+    if let Some(why) = refused {
+        return Ok(Completion::ignored_with(format!(
+            "not simulated yet: {why}"
+        )));
+    }
+    if r.passed() {
+        Ok(Completion::Completed)
+    } else {
+        Err(render(
+            &r,
+            ReportOptions {
+                ladder: true,
+                trace: true,
+            },
+        )
+        .into())
+    }
+}
+
 fn main() {
     let mut args = Arguments::from_args();
     let dir = scenario_dir();
@@ -59,12 +94,17 @@ fn main() {
     }
     let trials = files
         .into_iter()
-        .map(|f| {
+        .flat_map(|f| {
             let name = f
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            Trial::ignorable_test(name, move || run_one(&f)).with_kind("scenario")
+            let g = f.clone();
+            [
+                Trial::ignorable_test(name.clone(), move || run_one(&f)).with_kind("scenario"),
+                Trial::ignorable_test(format!("sim::{name}"), move || run_simulated(&g))
+                    .with_kind("simulated"),
+            ]
         })
         .collect();
     libtest_mimic::run(&args, trials).exit();

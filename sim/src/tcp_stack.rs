@@ -188,6 +188,14 @@ impl World {
         Ok(std::mem::take(&mut self.conn_mut(id)?.unread))
     }
 
+    /// What arrived and was not read yet, left in place (empty for an unknown connection).
+    pub fn tcp_recv_peek(&self, id: TcpId) -> &[u8] {
+        self.tcp
+            .conns
+            .get(id.0)
+            .map_or(&[], |c| c.unread.as_slice())
+    }
+
     /// `shutdown(SHUT_WR)`: our FIN (with the ACK owed).
     pub fn tcp_shutdown(&mut self, id: TcpId) -> Result<(), SimError> {
         let c = self.conn_mut(id)?;

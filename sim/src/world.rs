@@ -363,6 +363,13 @@ impl World {
         Ok(self.sockets.insert(h, local))
     }
 
+    /// Whether a UDP socket of `host` is bound to `local`'s port (0.0.0.0 on either side
+    /// matches any address).
+    pub fn udp_is_bound(&self, host: &str, local: SocketAddrV4) -> Result<bool, SimError> {
+        let h = self.host_index(host)?;
+        Ok(self.sockets.conflicts(h, local))
+    }
+
     /// The address and port `socket` is bound to.
     pub fn udp_local_addr(&self, socket: SocketId) -> Result<SocketAddrV4, SimError> {
         self.sockets

@@ -210,7 +210,11 @@ fn one_seed_gives_identical_artifacts_in_100_runs() {
 
 /// The scenarios the simulator runs today. Every other file in scenarios/ must be refused
 /// with "cannot be simulated yet" (so this list grows with the simulator, never silently).
-const SIMULATED: [&str; 2] = ["udp-conntrack-race.toml", "udp-conntrack-race-dnat.toml"];
+const SIMULATED: [&str; 3] = [
+    "tcp-baseline.toml",
+    "udp-conntrack-race.toml",
+    "udp-conntrack-race-dnat.toml",
+];
 
 /// A `--results` file (one scenario) without the kernel's name, the one field that differs
 /// by design.

@@ -4,24 +4,27 @@
 //! sockets. What the simulator does not model yet is refused with one line naming the host, the
 //! program or the step (`docs/sim.md` lists it), never skipped.
 
+mod programs;
 mod spec;
+
+use programs::{Listener, Sock};
 
 pub use spec::net_spec;
 
 use super::{
     Backend, BurstSpec, CaptureSpec, ConntrackReading, ExecResult, ExecSpec, HoldVerdict,
-    ListenerStats, Network, Probe, Program, Proto, Started, StopSignal, TelnetResult, TelnetSpec,
+    ListenerStats, Network, Probe, Program, Proto, Started, StopSignal, TelnetOutcome,
+    TelnetResult, TelnetSpec,
 };
 use crate::cancel::cancelled;
 use crate::capture::{CapturePoint, CaptureStats, Frame, PacketType};
 use crate::kernel::KernelVersion;
 use crate::resolve::Plan;
 use sim::{
-    Direction, HolderId, KernelProfile, MacAddr, SimConfig, SimTime, SocketId, TapId, TapPoint,
+    Direction, HolderId, KernelProfile, MacAddr, SimConfig, SimTime, TapId, TapPoint, TcpState,
     World,
 };
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -141,14 +144,6 @@ fn network_name(hint: &str) -> String {
     )
 }
 
-/// A UDP listener: its socket, its counts and its log.
-struct Listener {
-    socket: SocketId,
-    stats: ListenerStats,
-    log: PathBuf,
-    text: String,
-}
-
 /// A simulated network and what a scenario started in it.
 pub struct SimNetwork {
     world: World,
@@ -176,21 +171,29 @@ impl SimNetwork {
         self.world.run_until(until);
     }
 
-    /// Moves what arrived on the listeners' sockets into their counts and logs.
+    /// Lets every program take in what arrived and react.
     fn drain(&mut self) {
         for l in self.listeners.values_mut() {
-            while let Ok(Some(d)) = self.world.udp_recv(l.socket) {
-                let _ = writeln!(
-                    l.text,
-                    "{:>12.6} datagram from {}, {} bytes: {}",
-                    duration(d.time).as_secs_f64(),
-                    d.from,
-                    d.payload.len(),
-                    d.payload.escape_ascii()
-                );
-                l.stats.datagrams += 1;
-                l.stats.bytes += d.payload.len() as u64;
-                l.stats.received.extend_from_slice(&d.payload);
+            l.poll(&mut self.world);
+        }
+    }
+
+    /// Runs the world event by event (programs reacting after each) until `done` holds or
+    /// `deadline` passes; whether `done` held.
+    fn run_while_not(&mut self, deadline: SimTime, done: impl Fn(&mut Self) -> bool) -> bool {
+        loop {
+            if done(self) {
+                return true;
+            }
+            match self.world.next_event_at() {
+                Some(t) if t <= deadline && !cancelled() => {
+                    self.world.step();
+                    self.drain();
+                }
+                _ => {
+                    self.run_until(deadline);
+                    return done(self);
+                }
             }
         }
     }
@@ -305,19 +308,37 @@ impl Network for SimNetwork {
                 let log = self.artifact_dir.join(format!("{host}-{name}.log"));
                 self.listeners.insert(
                     name.to_string(),
-                    Listener {
-                        socket,
-                        stats: ListenerStats::default(),
-                        log: log.clone(),
-                        text: format!("listening on udp {addr}\n"),
-                    },
+                    Listener::new(
+                        Sock::Udp(socket),
+                        log.clone(),
+                        format!("listening on udp {addr}"),
+                    ),
                 );
                 Ok(Started {
                     detail: format!("bound to {addr}"),
                     log: Some(log),
                 })
             }
-            Program::TcpListener { .. } => Err(self.not_simulated(host, "a TCP listener")),
+            Program::TcpListener { addr, reply } => {
+                let listener = self
+                    .world
+                    .tcp_listen(host, *addr)
+                    .map_err(|e| format!("cannot listen on {addr} in {host}: {e}"))?;
+                let log = self.artifact_dir.join(format!("{host}-{name}.log"));
+                let sock = Sock::Tcp {
+                    listener,
+                    reply: reply.clone(),
+                    conns: Vec::new(),
+                };
+                self.listeners.insert(
+                    name.to_string(),
+                    Listener::new(sock, log.clone(), format!("listening on tcp {addr}")),
+                );
+                Ok(Started {
+                    detail: format!("listening on {addr}"),
+                    log: Some(log),
+                })
+            }
             Program::NfqHolder(spec) => {
                 let id = self
                     .world
@@ -351,17 +372,17 @@ impl Network for SimNetwork {
             Probe::Listening {
                 proto: Proto::Udp,
                 addr,
-            } => Ok(self.listeners.values().any(|l| {
-                self.world.udp_local_addr(l.socket).is_ok_and(|a| {
-                    a.port() == addr.port()
-                        && (a.ip() == addr.ip()
-                            || a.ip().is_unspecified()
-                            || addr.ip().is_unspecified())
-                })
-            })),
+            } => self
+                .world
+                .udp_is_bound(host, *addr)
+                .map_err(|e| e.to_string()),
             Probe::Listening {
-                proto: Proto::Tcp, ..
-            } => Err(self.not_simulated(host, "TCP")),
+                proto: Proto::Tcp,
+                addr,
+            } => self
+                .world
+                .tcp_is_listening(host, *addr)
+                .map_err(|e| e.to_string()),
             Probe::QueueBound { queue } => self
                 .world
                 .nfq_is_bound(host, *queue)
@@ -392,8 +413,106 @@ impl Network for SimNetwork {
             .ok_or_else(|| format!("no listener named `{name}` was started"))
     }
 
-    fn telnet(&mut self, host: &str, _spec: &TelnetSpec) -> Result<TelnetResult, String> {
-        Err(self.not_simulated(host, "telnet (TCP)"))
+    fn telnet(&mut self, host: &str, spec: &TelnetSpec) -> Result<TelnetResult, String> {
+        let addr = spec.addr;
+        let deadline = self.world.now().saturating_add(spec.timeout);
+        let listener = |net: &Self, l: &str| {
+            net.listeners
+                .get(l)
+                .map(|x| x.stats.clone())
+                .ok_or_else(|| format!("no listener named `{l}` was started"))
+        };
+        let before = match &spec.server {
+            Some(l) => Some(listener(self, l)?),
+            None => None,
+        };
+        let c = self
+            .world
+            .tcp_connect(host, addr)
+            .map_err(|e| format!("connect from {host} to {addr}: {e}"))?;
+        self.run_while_not(deadline, |n| n.world.tcp_state(c) != Ok(TcpState::SynSent));
+        let failed = |outcome, why: &str| TelnetResult {
+            outcome,
+            message: format!("Unable to connect to remote host: {why}"),
+            received: vec![],
+            closed_by_peer: false,
+        };
+        match self.world.tcp_state(c).map_err(|e| e.to_string())? {
+            TcpState::Established => {}
+            TcpState::Refused => return Ok(failed(TelnetOutcome::Refused, "Connection refused")),
+            _ => {
+                let _ = self.world.tcp_close(c);
+                return Ok(failed(TelnetOutcome::Timeout, "Connection timed out"));
+            }
+        }
+        if let (Some(l), Some(b)) = (&spec.server, &before) {
+            let accepted = self.run_while_not(deadline, |n| {
+                n.listeners
+                    .get(l)
+                    .is_some_and(|x| x.stats.connections > b.connections)
+            });
+            if !accepted {
+                return Err(format!(
+                    "connected, but `{l}` did not accept the connection"
+                ));
+            }
+        }
+        for l in &spec.send {
+            self.world
+                .tcp_send(c, format!("{l}\n").as_bytes())
+                .map_err(|e| format!("send to {addr}: {e}"))?;
+        }
+        let mut received = Vec::new();
+        let gone = |n: &Self| {
+            n.world.tcp_peer_closed(c).unwrap_or(true)
+                || n.world.tcp_state(c) == Ok(TcpState::Closed)
+        };
+        let mut replied_and_closed = false;
+        if spec.wait_reply {
+            loop {
+                received.extend(self.world.tcp_recv(c).unwrap_or_default());
+                if received.contains(&b'\n') {
+                    break;
+                }
+                if gone(self) {
+                    replied_and_closed = true;
+                    break;
+                }
+                let got = self.run_while_not(deadline, |n| {
+                    gone(n) || n.world.tcp_state(c).is_err() || {
+                        // Data waiting: peek without taking it.
+                        !n.world.tcp_recv_peek(c).is_empty()
+                    }
+                });
+                if !got {
+                    return Err(format!(
+                        "no reply line from {addr} within {} ms",
+                        spec.timeout.as_millis()
+                    ));
+                }
+            }
+            if let (Some(l), Some(b), false) = (&spec.server, &before, replied_and_closed) {
+                let acked = self.run_while_not(deadline, |n| {
+                    n.listeners
+                        .get(l)
+                        .is_some_and(|x| x.stats.replies_acked > b.replies_acked)
+                });
+                if !acked {
+                    return Err(format!("`{l}` did not see its reply acknowledged"));
+                }
+            }
+        }
+        self.world
+            .tcp_shutdown(c)
+            .map_err(|e| format!("close towards {addr}: {e}"))?;
+        let closed_by_peer = replied_and_closed || self.run_while_not(deadline, |n| gone(n));
+        received.extend(self.world.tcp_recv(c).unwrap_or_default());
+        Ok(TelnetResult {
+            outcome: TelnetOutcome::Connected,
+            message: format!("Connected to {}.", addr.ip()),
+            received,
+            closed_by_peer,
+        })
     }
 
     fn udp_burst(&mut self, host: &str, spec: &BurstSpec) -> Result<usize, String> {
