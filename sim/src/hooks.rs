@@ -81,6 +81,8 @@ pub(crate) struct Skb {
     pub iif: Option<usize>,
     /// The interface and next hop the routing decision chose.
     pub out: Option<(usize, Ipv4Addr)>,
+    /// The destination `out` was chosen for (a NAT that changes it means routing again).
+    pub routed_to: Option<Ipv4Addr>,
 }
 
 impl Skb {
@@ -91,6 +93,7 @@ impl Skb {
             ct: Ct::None,
             iif,
             out,
+            routed_to: None,
         }
     }
 }
@@ -99,7 +102,7 @@ impl Skb {
 #[derive(Debug)]
 pub(crate) struct Nf {
     pub(crate) ruleset: Ruleset,
-    pub(crate) steps: [Vec<Step>; 5],
+    pub(crate) steps: [std::sync::Arc<[Step]>; 5],
     pub(crate) nat_chains: [Vec<BaseChainRef>; 5],
     pub ct: CtTable,
     pub queues: Queues,
@@ -114,7 +117,7 @@ impl Nf {
         )
         .map_err(|e| e.on_host(&spec.name))?;
         let tracking = needs_conntrack(&ruleset);
-        let mut steps: [Vec<Step>; 5] = Default::default();
+        let mut steps: [std::sync::Arc<[Step]>; 5] = Default::default();
         let mut nat_chains: [Vec<BaseChainRef>; 5] = Default::default();
         for (i, stage) in Stage::ALL.into_iter().enumerate() {
             let chains = ruleset.chains_at(stage.hook());
@@ -145,7 +148,7 @@ impl Nf {
             let mut all: Vec<(i32, Step)> = own;
             all.extend(filter.into_iter().map(|c| (c.priority, Step::Chain(c))));
             all.sort_by_key(|(p, _)| *p);
-            steps[i] = all.into_iter().map(|(_, s)| s).collect();
+            steps[i] = all.into_iter().map(|(_, s)| s).collect::<Vec<_>>().into();
             nat_chains[i] = nat;
         }
         Ok(Nf {
@@ -179,6 +182,16 @@ fn needs_conntrack(r: &Ruleset) -> bool {
                     })
             })
     })
+}
+
+/// The source address of a (checked) IPv4 packet.
+pub(crate) fn ip_src(bytes: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::new(bytes[12], bytes[13], bytes[14], bytes[15])
+}
+
+/// The destination address of a (checked) IPv4 packet.
+pub(crate) fn ip_dst(bytes: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::new(bytes[16], bytes[17], bytes[18], bytes[19])
 }
 
 /// The tuple of an IPv4 packet (ports for TCP and UDP).

@@ -95,22 +95,23 @@ impl World {
 
     /// Runs `stage`'s steps from `from` on; a packet that survives goes on through the stack.
     pub(crate) fn nf_walk(&mut self, host: usize, stage: Stage, from: usize, mut skb: Skb) {
+        let steps = std::sync::Arc::clone(&self.nf[host].steps[stage as usize]);
         let mut i = from;
-        while let Some(step) = self.nf[host].steps[stage as usize].get(i).cloned() {
+        while let Some(step) = steps.get(i) {
             i += 1;
             let go_on = match step {
                 Step::Conntrack => {
                     self.ct_in(host, &mut skb);
                     true
                 }
-                Step::Nat(manip) => self.nat_step(host, stage, manip, &mut skb),
+                Step::Nat(manip) => self.nat_step(host, stage, *manip, &mut skb),
                 Step::Confirm => self.ct_confirm(host, &mut skb),
                 Step::Chain(chain) => {
                     let Some(view) = self.view(host, &skb) else {
                         return;
                     };
                     let hash = tuple_of(&skb.bytes).map_or(0, |t| flow_hash(&t));
-                    let d = self.nf[host].ruleset.traverse_chain(&chain, &view, hash);
+                    let d = self.nf[host].ruleset.traverse_chain(chain, &view, hash);
                     skb.mark = d.mark;
                     for e in &d.effects {
                         match e {

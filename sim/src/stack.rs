@@ -9,7 +9,7 @@ use etherparse::{ArpOperation, EtherType, Icmpv4Type, IpNumber};
 use crate::addr::MacAddr;
 use crate::event::Event;
 use crate::frame::{self, Ipv4View};
-use crate::hooks::{Ct, Skb, Stage, tuple_of};
+use crate::hooks::{Ct, Skb, Stage, ip_dst, ip_src};
 use crate::link::Attach;
 use crate::neigh::{Enqueued, Pending, RETRANS_TIME, TimerOutcome};
 use crate::udp::Datagram;
@@ -93,19 +93,20 @@ impl World {
             Stage::Forward => self.nf_hook(host, Stage::Postrouting, skb),
             Stage::Output => {
                 // A destination NAT at OUTPUT changed where it goes: route it again.
-                let dst = tuple_of(&skb.bytes).map(|t| t.dst);
-                let Some(route) = dst.and_then(|d| self.hosts[host].routes.lookup(d).copied())
-                else {
-                    return;
-                };
-                skb.out = dst.map(|d| (route.iface, route.next_hop(d)));
+                let dst = ip_dst(&skb.bytes);
+                if skb.routed_to != Some(dst) {
+                    let Some(route) = self.hosts[host].routes.lookup(dst).copied() else {
+                        return;
+                    };
+                    skb.out = Some((route.iface, route.next_hop(dst)));
+                }
                 self.nf_hook(host, Stage::Postrouting, skb)
             }
             Stage::Postrouting => {
                 let Some((iface, next_hop)) = skb.out else {
                     return;
                 };
-                let src = tuple_of(&skb.bytes).map_or(Ipv4Addr::UNSPECIFIED, |t| t.src);
+                let src = ip_src(&skb.bytes);
                 self.neigh_output(host, iface, next_hop, src, skb.bytes);
             }
         }
@@ -113,13 +114,11 @@ impl World {
 
     /// `ip_route_input`: deliver locally, forward, or drop.
     fn route_input(&mut self, host: usize, skb: Skb) {
-        let Some(t) = tuple_of(&skb.bytes) else {
-            return;
-        };
+        let dst = ip_dst(&skb.bytes);
         let h = &self.hosts[host];
-        if h.is_local(t.dst) {
+        if h.is_local(dst) {
             self.nf_hook(host, Stage::Input, skb);
-        } else if h.is_broadcast(t.dst) || t.dst.is_multicast() {
+        } else if h.is_broadcast(dst) || dst.is_multicast() {
             // broadcast and multicast delivery are not modelled
         } else if h.ip_forward {
             self.forward(host, skb);
@@ -231,6 +230,7 @@ impl World {
         };
         let mut skb = Skb::new(packet, None, Some((route.iface, route.next_hop(dst))));
         skb.ct = ct;
+        skb.routed_to = Some(dst);
         self.nf_hook(host, Stage::Output, skb);
     }
 
