@@ -204,3 +204,34 @@ fn a_rule_the_simulator_cannot_evaluate_names_host_and_rule() {
         .to_string();
     assert!(err.contains("h1") && err.contains("-m recent"), "{err}");
 }
+
+/// TCP through the masquerading router: the server sees the router's address, the handshake,
+/// data and close complete both ways (checksums rewritten, replies translated back).
+#[test]
+fn a_tcp_connection_through_masquerade_completes() {
+    let mut w = race(KernelProfile::Linux6_12, &RACE[..1]);
+    let srv = SocketAddrV4::new(Ipv4Addr::new(10, 2, 0, 2), 8080);
+    let l = w.tcp_listen("server", srv).unwrap();
+    let c = w.tcp_connect("client", srv).unwrap();
+    w.run_for(Duration::from_millis(10));
+    assert_eq!(w.tcp_state(c).unwrap(), sim::TcpState::Established);
+    let s = w.tcp_accept(l).unwrap().expect("accepted");
+    let (_, peer) = w.tcp_addrs(s).unwrap();
+    assert_eq!(*peer.ip(), Ipv4Addr::new(10, 2, 0, 1), "masqueraded");
+    w.tcp_send(c, b"hello").unwrap();
+    w.run_for(Duration::from_millis(10));
+    assert_eq!(w.tcp_recv(s).unwrap(), b"hello");
+    w.tcp_send(s, b"back").unwrap();
+    w.run_for(Duration::from_millis(10));
+    assert_eq!(w.tcp_recv(c).unwrap(), b"back");
+    w.tcp_close(c).unwrap();
+    w.run_for(Duration::from_millis(10));
+    w.tcp_close(s).unwrap();
+    w.run_for(Duration::from_millis(100));
+    assert_eq!(w.tcp_state(c).unwrap(), sim::TcpState::TimeWait);
+    assert_eq!(w.tcp_state(s).unwrap(), sim::TcpState::Closed);
+    let list = w
+        .conntrack_list("router", &["-p".into(), "tcp".into()])
+        .unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+}
