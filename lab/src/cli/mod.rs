@@ -2,6 +2,7 @@
 
 pub mod capture;
 pub mod doctor;
+pub mod explore;
 pub mod lifecycle;
 pub mod list;
 pub mod run;

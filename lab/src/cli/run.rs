@@ -45,8 +45,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "VERSION", requires = "sim")]
     kernel: Option<String>,
     /// The simulator's seed (default 1). Needs --sim.
-    #[arg(long, value_name = "N", requires = "sim")]
+    #[arg(long, value_name = "N", requires = "sim", conflicts_with = "explore")]
     seed: Option<u64>,
+    /// Run each scenario under seeds 1..=N (a bounded sample of the orderings of simultaneous
+    /// events) and report the distinct outcomes, with a seed that replays each. Needs --sim.
+    #[arg(long, value_name = "N", requires = "sim", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    explore: Option<u64>,
 }
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -102,6 +106,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         return Ok(bad_input(
             "this needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run it with sudo",
         ));
+    }
+    if let (Some(sim), Some(n)) = (&sim, args.explore) {
+        return Ok(super::explore::explore(&scenarios, sim, n));
     }
     if let Some(p) = &args.results {
         // Fail now rather than after the runs.

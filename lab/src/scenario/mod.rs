@@ -22,7 +22,7 @@ pub mod snapfile;
 
 pub use model::{Scenario, ScenarioError};
 pub use report::{ReportOptions, render};
-pub use result::{ScenarioResult, Verdict};
+pub use result::{ScenarioResult, StepStatus, Verdict};
 pub use run::{Progress, RunOptions, Silent, run, run_on};
 pub use snapfile::SnapshotMode;
 
