@@ -39,4 +39,10 @@ pub enum Event {
         /// The connection's timer generation when it was armed.
         generation: u64,
     },
+    /// The oldest packet on a host's loopback arrives back at the host (`loopback_xmit` →
+    /// `netif_rx`: received in a later softirq, not within the send).
+    Loopback {
+        /// The host's index.
+        host: usize,
+    },
 }

@@ -7,6 +7,10 @@ use crate::ipv4::{Route, RouteTable};
 use crate::neigh::NeighTable;
 use crate::spec::HostSpec;
 
+/// The interface index that stands for `lo` (the hosts' interface lists hold Ethernet
+/// interfaces only).
+pub const LO: usize = usize::MAX;
+
 /// An Ethernet interface as the stack sees it.
 #[derive(Debug, Clone)]
 pub struct Iface {

@@ -80,6 +80,13 @@ fn checksum(data: &[u8], initial: u32) -> u16 {
     !(s as u16)
 }
 
+/// An interface's name (`lo` for the loopback index).
+fn iface_name(h: &crate::host::Host, i: usize) -> String {
+    h.ifaces
+        .get(i)
+        .map_or_else(|| "lo".to_string(), |f| f.name.clone())
+}
+
 /// A deterministic flow hash for `--queue-balance` (the kernel's is keyed per boot).
 fn flow_hash(t: &Tuple) -> u32 {
     let x = u64::from(u32::from(t.src) ^ u32::from(t.dst)) << 8 | u64::from(t.proto);
@@ -160,8 +167,8 @@ impl World {
             proto: Proto::from_number(t.proto),
             sport: t.sport,
             dport: t.dport,
-            in_iface: skb.iif.map(|i| h.ifaces[i].name.clone()),
-            out_iface: skb.out.map(|(i, _)| h.ifaces[i].name.clone()),
+            in_iface: skb.iif.map(|i| iface_name(h, i)),
+            out_iface: skb.out.map(|(i, _)| iface_name(h, i)),
             mark: skb.mark,
             ct,
         })
@@ -261,7 +268,7 @@ impl World {
         }
         let out_addr = skb
             .out
-            .and_then(|(i, _)| self.hosts[host].ifaces[i].addr.map(|n| n.addr()));
+            .and_then(|(i, _)| self.hosts[host].ifaces.get(i)?.addr.map(|n| n.addr()));
         let Ct::New(entry) = &mut skb.ct else {
             return true;
         };

@@ -10,6 +10,7 @@ use crate::addr::MacAddr;
 use crate::event::Event;
 use crate::frame::{self, Ipv4View};
 use crate::hooks::{Ct, Skb, Stage, ip_dst, ip_src};
+use crate::host::LO;
 use crate::link::Attach;
 use crate::neigh::{Enqueued, Pending, RETRANS_TIME, TimerOutcome};
 use crate::udp::Datagram;
@@ -81,6 +82,17 @@ impl World {
         );
     }
 
+    /// A packet comes back in through `lo`: a copy for the taps (one, as tcpdump keeps one of
+    /// loopback's two), then PREROUTING with `lo` as the input interface.
+    pub(crate) fn loopback_arrive(&mut self, host: usize) {
+        let Some(packet) = self.loopback.get_mut(&host).and_then(|q| q.pop_front()) else {
+            return;
+        };
+        let frame = frame::eth(MacAddr::ZERO, MacAddr::ZERO, EtherType::IPV4, &packet);
+        self.record(host, LO, crate::tap::Direction::Incoming, &frame);
+        self.nf_hook(host, Stage::Prerouting, Skb::new(packet, Some(LO), None));
+    }
+
     /// Where a packet goes when it has passed a hook's steps.
     pub(crate) fn after_hook(&mut self, host: usize, stage: Stage, mut skb: Skb) {
         match stage {
@@ -95,10 +107,10 @@ impl World {
                 // A destination NAT at OUTPUT changed where it goes: route it again.
                 let dst = ip_dst(&skb.bytes);
                 if skb.routed_to != Some(dst) {
-                    let Some(route) = self.hosts[host].routes.lookup(dst).copied() else {
-                        return;
-                    };
-                    skb.out = Some((route.iface, route.next_hop(dst)));
+                    match self.route_out(host, dst) {
+                        Some(out) => skb.out = Some(out),
+                        None => return,
+                    }
                 }
                 self.nf_hook(host, Stage::Postrouting, skb)
             }
@@ -106,6 +118,11 @@ impl World {
                 let Some((iface, next_hop)) = skb.out else {
                     return;
                 };
+                if iface == LO {
+                    self.loopback.entry(host).or_default().push_back(skb.bytes);
+                    self.schedule(std::time::Duration::ZERO, Event::Loopback { host });
+                    return;
+                }
                 let src = ip_src(&skb.bytes);
                 self.neigh_output(host, iface, next_hop, src, skb.bytes);
             }
@@ -224,11 +241,21 @@ impl World {
         self.output(host, dst, packet, Ct::None);
     }
 
+    /// Where a locally generated packet to `dst` leaves: `lo` for a local address, else the
+    /// route's interface and next hop.
+    fn route_out(&self, host: usize, dst: Ipv4Addr) -> Option<(usize, Ipv4Addr)> {
+        if self.hosts[host].is_local(dst) {
+            return Some((LO, dst));
+        }
+        let route = self.hosts[host].routes.lookup(dst)?;
+        Some((route.iface, route.next_hop(dst)))
+    }
+
     fn output(&mut self, host: usize, dst: Ipv4Addr, packet: Vec<u8>, ct: Ct) {
-        let Some(route) = self.hosts[host].routes.lookup(dst).copied() else {
+        let Some(out) = self.route_out(host, dst) else {
             return;
         };
-        let mut skb = Skb::new(packet, None, Some((route.iface, route.next_hop(dst))));
+        let mut skb = Skb::new(packet, None, Some(out));
         skb.ct = ct;
         skb.routed_to = Some(dst);
         self.nf_hook(host, Stage::Output, skb);

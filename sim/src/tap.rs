@@ -14,9 +14,9 @@ pub enum Direction {
 /// Where a tap listens on its host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TapPoint {
-    /// Every Ethernet interface of the host (`tcpdump -i any` without `lo`).
+    /// Every interface of the host, `lo` included (`tcpdump -i any`; loopback's packets once).
     Any,
-    /// One interface, by name.
+    /// One interface, by name (`lo` too).
     Interface(String),
 }
 

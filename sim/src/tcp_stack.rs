@@ -89,16 +89,18 @@ impl World {
     /// ephemeral port from the seed); [`World::tcp_state`] says how it went.
     pub fn tcp_connect(&mut self, host: &str, remote: SocketAddrV4) -> Result<TcpId, SimError> {
         let h = self.host_index(host)?;
-        let Some(route) = self.hosts[h].routes.lookup(*remote.ip()).copied() else {
-            return Err(SimError::NoRoute {
-                host: host.to_string(),
-                dst: *remote.ip(),
-            });
-        };
         let src = if self.hosts[h].is_local(*remote.ip()) {
             *remote.ip()
         } else {
-            route.src
+            match self.hosts[h].routes.lookup(*remote.ip()) {
+                Some(route) => route.src,
+                None => {
+                    return Err(SimError::NoRoute {
+                        host: host.to_string(),
+                        dst: *remote.ip(),
+                    });
+                }
+            }
         };
         let span = u64::from(EPHEMERAL.end() - EPHEMERAL.start()) + 1;
         let start = self.rng.below(span);

@@ -10,7 +10,7 @@ use crate::error::SimError;
 use crate::event::Event;
 use crate::frame::{self, MTU, parse_eth};
 use crate::hooks::{Holder, Nf};
-use crate::host::Host;
+use crate::host::{Host, LO};
 use crate::kernel::KernelProfile;
 use crate::link::{Attach, Link};
 use crate::queue::EventQueue;
@@ -75,6 +75,8 @@ pub struct World {
     pub(crate) nf: Vec<Nf>,
     pub(crate) holders: Vec<Holder>,
     pub(crate) tcp: crate::tcp::TcpTable,
+    /// Packets on each host's loopback, in the order they were sent (by host index).
+    pub(crate) loopback: BTreeMap<usize, VecDeque<Vec<u8>>>,
 }
 
 impl World {
@@ -107,6 +109,7 @@ impl World {
             nf,
             holders: Vec::new(),
             tcp: Default::default(),
+            loopback: BTreeMap::new(),
         };
         let mut root = SimRng::new(world.config.seed);
         world.queue = EventQueue::new(root.next_u64());
@@ -224,6 +227,7 @@ impl World {
                 generation,
             } => self.neigh_timer(host, iface, ip, generation),
             Event::HolderRelease { holder } => self.holder_release(holder),
+            Event::Loopback { host } => self.loopback_arrive(host),
             Event::Tcp {
                 conn,
                 timer,
@@ -278,15 +282,20 @@ impl World {
         self.queue.push(at, event);
     }
 
-    fn record(&mut self, host: usize, iface: usize, direction: Direction, frame: &[u8]) {
+    pub(crate) fn record(&mut self, host: usize, iface: usize, direction: Direction, frame: &[u8]) {
         let now = self.now;
-        let Some(name) = self
-            .hosts
-            .get(host)
-            .and_then(|h| h.ifaces.get(iface))
-            .map(|i| i.name.clone())
-        else {
-            return;
+        let name = if iface == LO {
+            "lo".to_string()
+        } else {
+            let Some(name) = self
+                .hosts
+                .get(host)
+                .and_then(|h| h.ifaces.get(iface))
+                .map(|i| i.name.clone())
+            else {
+                return;
+            };
+            name
         };
         for tap in self.taps.iter_mut().filter(|t| t.sees(host, iface)) {
             tap.frames.push(Captured {
@@ -303,6 +312,7 @@ impl World {
         let h = self.host_index(host)?;
         let iface = match point {
             TapPoint::Any => None,
+            TapPoint::Interface(name) if name == "lo" => Some(LO),
             TapPoint::Interface(name) => Some(self.hosts[h].iface_index(&name).ok_or(
                 SimError::UnknownInterface {
                     host: host.to_string(),
@@ -414,11 +424,6 @@ impl World {
             dst,
             what,
         };
-        if host.is_local(*dst.ip()) {
-            return Err(not_modelled(
-                "delivery to a local address (the loopback path)",
-            ));
-        }
         if host.is_broadcast(*dst.ip()) || dst.ip().is_multicast() {
             return Err(not_modelled("broadcast and multicast"));
         }
@@ -427,12 +432,18 @@ impl World {
                 "fragmentation (the datagram exceeds the 1500-byte MTU)",
             ));
         }
-        let route = host.routes.lookup(*dst.ip()).ok_or(SimError::NoRoute {
-            host: host.name.clone(),
-            dst: *dst.ip(),
-        })?;
-        let src = if local.ip().is_unspecified() {
+        // To itself (through lo) from the address it is sent to; else by the route.
+        let routed = if host.is_local(*dst.ip()) {
+            *dst.ip()
+        } else {
+            let route = host.routes.lookup(*dst.ip()).ok_or(SimError::NoRoute {
+                host: host.name.clone(),
+                dst: *dst.ip(),
+            })?;
             route.src
+        };
+        let src = if local.ip().is_unspecified() {
+            routed
         } else {
             *local.ip()
         };

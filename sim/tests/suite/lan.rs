@@ -259,3 +259,56 @@ fn driver_errors_name_what_was_wrong() {
         .expect_err("eth9");
     assert_eq!(e.to_string(), "host \"h1\" has no interface \"eth9\"");
 }
+
+/// A host sends to its own addresses (its interface's and one on `lo`) through the loopback:
+/// delivered, seen once on `lo` by an `any` tap, never on the wire.
+#[test]
+fn a_host_reaches_its_own_addresses_through_lo() {
+    let mut spec = sim::NetSpec::single(2).unwrap();
+    spec.add_loopback("h1", std::net::Ipv4Addr::new(10, 0, 0, 50))
+        .unwrap();
+    let mut w = World::new(&spec, sim::SimConfig::with_seed(1)).unwrap();
+    let any = w.tap("h1", sim::TapPoint::Any).unwrap();
+    let wire = w
+        .tap("h1", sim::TapPoint::Interface("h1-eth0".into()))
+        .unwrap();
+    let vip = SocketAddrV4::new(std::net::Ipv4Addr::new(10, 0, 0, 50), 9000);
+    let rx_vip = w.udp_bind("h1", vip).unwrap();
+    let rx_own = w.udp_bind("h1", sa(1, 9001)).unwrap();
+    let tx = w
+        .udp_bind(
+            "h1",
+            SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 4000),
+        )
+        .unwrap();
+    w.udp_send_to(tx, vip, b"to the vip").unwrap();
+    w.udp_send_to(tx, sa(1, 9001), b"to myself").unwrap();
+    w.run_for(Duration::from_millis(1));
+    let d = w.udp_recv(rx_vip).unwrap().expect("vip");
+    assert_eq!(
+        (d.from, d.payload.as_slice()),
+        (SocketAddrV4::new(*vip.ip(), 4000), &b"to the vip"[..])
+    );
+    assert_eq!(
+        w.udp_recv(rx_own).unwrap().expect("own").payload,
+        b"to myself"
+    );
+    let seen: Vec<&str> = w
+        .captured(any)
+        .unwrap()
+        .iter()
+        .map(|c| c.interface.as_str())
+        .collect();
+    assert_eq!(seen, ["lo", "lo"]);
+    assert!(w.captured(wire).unwrap().is_empty());
+    // TCP to the loopback VIP: a handshake through lo.
+    let l = w
+        .tcp_listen("h1", SocketAddrV4::new(*vip.ip(), 8080))
+        .unwrap();
+    let c = w
+        .tcp_connect("h1", SocketAddrV4::new(*vip.ip(), 8080))
+        .unwrap();
+    w.run_for(Duration::from_millis(1));
+    assert_eq!(w.tcp_state(c).unwrap(), sim::TcpState::Established);
+    assert!(w.tcp_accept(l).unwrap().is_some());
+}

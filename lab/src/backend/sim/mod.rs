@@ -202,6 +202,9 @@ impl SimNetwork {
         if c.direction == Direction::Outgoing {
             return PacketType::Outgoing;
         }
+        if c.interface == "lo" {
+            return PacketType::Host;
+        }
         let dst = c
             .frame
             .get(..6)
