@@ -38,7 +38,7 @@ fn bang(negate: bool) -> &'static str {
 }
 
 /// ` MATCHES -j TARGET` (with a leading blank when not empty).
-fn show_rule(rule: &Rule) -> String {
+pub(crate) fn show_rule(rule: &Rule) -> String {
     let mut s = String::new();
     for m in &rule.matches {
         s.push(' ');

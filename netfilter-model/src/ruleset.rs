@@ -202,6 +202,67 @@ impl Ruleset {
         Ok(())
     }
 
+    /// `iptables -t TABLE -S [CHAIN]`: each chain's `-P` (built-in) or `-N` (user) line, then
+    /// its rules as `-A CHAIN …`, in order; `None` if the table is not an iptables table or has
+    /// no chain `chain`. A table no command named lists its built-in chains, empty.
+    pub fn list_rules(&self, table: Table, chain: Option<&str>) -> Option<Vec<String>> {
+        let id = TableId::Ip(table);
+        let fresh;
+        let t = match self.tables.iter().find(|t| t.id == id) {
+            Some(t) => t,
+            None => {
+                let mut r = Ruleset::new();
+                r.table_mut(&id);
+                fresh = r;
+                &fresh.tables[0]
+            }
+        };
+        let chains: Vec<&Chain> = match chain {
+            Some(name) => vec![t.chains.iter().find(|c| c.name == name)?],
+            None => t.chains.iter().collect(),
+        };
+        let mut lines: Vec<String> = chains
+            .iter()
+            .map(|c| match c.base {
+                Some(b) => format!("-P {} {}", c.name, b.policy),
+                None => format!("-N {}", c.name),
+            })
+            .collect();
+        for c in chains {
+            for r in &c.rules {
+                lines.push(format!(
+                    "-A {}{}",
+                    c.name,
+                    crate::render::show_rule(&r.rule)
+                ));
+            }
+        }
+        Some(lines)
+    }
+
+    /// Removes every rule, in any iptables table, that carries `-m comment --comment TAG`
+    /// (how a program finds its own rules again); how many were removed.
+    pub fn remove_tagged(&mut self, tag: &str) -> usize {
+        let mut removed = 0;
+        for t in self
+            .tables
+            .iter_mut()
+            .filter(|t| matches!(t.id, TableId::Ip(_)))
+        {
+            for c in &mut t.chains {
+                let before = c.rules.len();
+                c.rules.retain(|r| {
+                    !r.rule
+                        .matches
+                        .iter()
+                        .any(|m| matches!(m, crate::rule::Match::Comment(c) if c == tag))
+                });
+                removed += before - c.rules.len();
+            }
+        }
+        removed
+    }
+
     /// The table, created (with its built-in chains, for an iptables table) if new.
     fn table_mut(&mut self, id: &TableId) -> &mut TableState {
         let i = match self.tables.iter().position(|t| &t.id == id) {

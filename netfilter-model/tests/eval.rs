@@ -501,3 +501,47 @@ fn goto_returns_to_the_caller_of_the_calling_chain() {
         (Verdict::Reject(None), Some("INPUT".into()))
     );
 }
+
+#[test]
+fn list_rules_is_iptables_s_and_tagged_rules_go() {
+    let mut r = Ruleset::load(
+        [
+            "-t filter -I INPUT -d 10.0.0.50/32 -p tcp -m comment --comment lb:10.0.0.50 -j NFQUEUE --queue-num 0",
+            "-t filter -A INPUT -p udp --dport 53 -j ACCEPT",
+            "-t filter -N audit",
+        ],
+        None,
+    )
+    .expect("load");
+    assert_eq!(
+        r.list_rules(Table::Filter, Some("INPUT")).expect("INPUT"),
+        [
+            "-P INPUT ACCEPT",
+            "-A INPUT -d 10.0.0.50/32 -p tcp -m comment --comment lb:10.0.0.50 -j NFQUEUE --queue-num 0",
+            "-A INPUT -p udp --dport 53 -j ACCEPT",
+        ]
+    );
+    let all = r.list_rules(Table::Filter, None).expect("filter");
+    assert_eq!(
+        all[..4],
+        [
+            "-P INPUT ACCEPT",
+            "-P FORWARD ACCEPT",
+            "-P OUTPUT ACCEPT",
+            "-N audit"
+        ]
+    );
+    assert_eq!(r.list_rules(Table::Filter, Some("nope")), None);
+    assert_eq!(
+        r.list_rules(Table::Nat, Some("POSTROUTING")).expect("nat"),
+        ["-P POSTROUTING ACCEPT"]
+    );
+    assert_eq!(r.remove_tagged("lb:10.0.0.50"), 1);
+    assert_eq!(r.remove_tagged("lb:10.0.0.50"), 0);
+    assert_eq!(
+        r.list_rules(Table::Filter, Some("INPUT"))
+            .expect("INPUT")
+            .len(),
+        2
+    );
+}

@@ -39,6 +39,9 @@ pub enum Event {
         /// The connection's timer generation when it was armed.
         generation: u64,
     },
+    /// A driver asked to be woken: nothing happens in the network, but stepping stops here
+    /// (a program's work that takes time, done when it is due).
+    Wake,
     /// The oldest packet on a host's loopback arrives back at the host (`loopback_xmit` →
     /// `netif_rx`: received in a later softirq, not within the send).
     Loopback {

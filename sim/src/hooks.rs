@@ -116,19 +116,33 @@ impl Nf {
             spec.nft.as_deref(),
         )
         .map_err(|e| e.on_host(&spec.name))?;
-        let tracking = needs_conntrack(&ruleset);
-        let mut steps: [std::sync::Arc<[Step]>; 5] = Default::default();
-        let mut nat_chains: [Vec<BaseChainRef>; 5] = Default::default();
+        let mut nf = Nf {
+            ruleset,
+            steps: Default::default(),
+            nat_chains: Default::default(),
+            ct: CtTable::default(),
+            queues: Queues::default(),
+        };
+        nf.rebuild();
+        Ok(nf)
+    }
+
+    /// Works out the steps at each hook from the ruleset again (after a rule changed at run
+    /// time): conntrack and NAT steps appear once a rule needs them, as the kernel registers
+    /// its hooks on demand.
+    pub(crate) fn rebuild(&mut self) {
+        let ruleset = &self.ruleset;
+        let tracking = needs_conntrack(ruleset);
+        let has_nat = Stage::ALL.iter().any(|s| {
+            ruleset
+                .chains_at(s.hook())
+                .iter()
+                .any(|c| c.kind == ChainType::Nat)
+        });
         for (i, stage) in Stage::ALL.into_iter().enumerate() {
             let chains = ruleset.chains_at(stage.hook());
             let (nat, filter): (Vec<_>, Vec<_>) =
                 chains.into_iter().partition(|c| c.kind == ChainType::Nat);
-            let has_nat = Stage::ALL.iter().any(|s| {
-                ruleset
-                    .chains_at(s.hook())
-                    .iter()
-                    .any(|c| c.kind == ChainType::Nat)
-            });
             let mut own: Vec<(i32, Step)> = Vec::new();
             if tracking {
                 match stage {
@@ -148,16 +162,9 @@ impl Nf {
             let mut all: Vec<(i32, Step)> = own;
             all.extend(filter.into_iter().map(|c| (c.priority, Step::Chain(c))));
             all.sort_by_key(|(p, _)| *p);
-            steps[i] = all.into_iter().map(|(_, s)| s).collect::<Vec<_>>().into();
-            nat_chains[i] = nat;
+            self.steps[i] = all.into_iter().map(|(_, s)| s).collect::<Vec<_>>().into();
+            self.nat_chains[i] = nat;
         }
-        Ok(Nf {
-            ruleset,
-            steps,
-            nat_chains,
-            ct: CtTable::default(),
-            queues: Queues::default(),
-        })
     }
 }
 

@@ -1,11 +1,12 @@
 //! [`Host`]: one simulated network namespace's state (interfaces, addresses, routes, ARP cache).
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use crate::addr::{Ipv4Net, MacAddr};
 use crate::ipv4::{Route, RouteTable};
 use crate::neigh::NeighTable;
-use crate::spec::HostSpec;
+use crate::spec::{HostSpec, Sysctls};
 
 /// The interface index that stands for `lo` (the hosts' interface lists hold Ethernet
 /// interfaces only).
@@ -24,6 +25,29 @@ pub struct Iface {
     pub arp_ignore: u8,
     /// The effective `arp_announce` (0 or 2).
     pub arp_announce: u8,
+    /// Addresses added at run time besides `addr`, each a /32 (`ip addr add VIP/32 dev …`).
+    pub secondary: Vec<Ipv4Addr>,
+    /// `conf.<if>.forwarding`: what arrives here is forwarded even with `ip_forward` off.
+    pub forwarding: bool,
+}
+
+impl Iface {
+    /// Whether `ip` is an address of this interface.
+    pub fn holds(&self, ip: Ipv4Addr) -> bool {
+        self.addr.map(|n| n.addr()) == Some(ip) || self.secondary.contains(&ip)
+    }
+}
+
+/// A policy routing rule before the local table's (`ip rule add to DST fwmark M lookup T`,
+/// placed ahead of `lookup local`, as `lb --forward dsr-kernel` places it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyRule {
+    /// The destination it applies to.
+    pub to: Ipv4Net,
+    /// The packet mark it applies to.
+    pub fwmark: u32,
+    /// The table it looks up.
+    pub table: u32,
 }
 
 /// A host's network state.
@@ -41,6 +65,12 @@ pub struct Host {
     pub neigh: NeighTable,
     /// `net.ipv4.ip_forward`.
     pub ip_forward: bool,
+    /// The sysctls as written (the interfaces' effective values follow from them).
+    pub sysctls: Sysctls,
+    /// Policy rules ahead of the local table, in order.
+    pub rules: Vec<PolicyRule>,
+    /// Routing tables besides main, by number.
+    pub tables: BTreeMap<u32, RouteTable>,
 }
 
 impl Host {
@@ -55,6 +85,8 @@ impl Host {
                 addr: i.addr,
                 arp_ignore: spec.sysctls.arp_ignore.effective(&i.name),
                 arp_announce: spec.sysctls.arp_announce.effective(&i.name),
+                secondary: Vec::new(),
+                forwarding: spec.sysctls.forwarding.effective(&i.name) == 1,
             })
             .collect();
         let mut routes = RouteTable::default();
@@ -86,18 +118,35 @@ impl Host {
             routes,
             neigh: NeighTable::default(),
             ip_forward: spec.sysctls.ip_forward,
+            sysctls: spec.sysctls.clone(),
+            rules: Vec::new(),
+            tables: BTreeMap::new(),
         }
+    }
+
+    /// Takes the interfaces' effective values from [`Host::sysctls`] again, after a write.
+    pub fn sysctls_changed(&mut self) {
+        let s = &self.sysctls;
+        self.ip_forward = s.ip_forward;
+        for i in &mut self.ifaces {
+            i.arp_ignore = s.arp_ignore.effective(&i.name);
+            i.arp_announce = s.arp_announce.effective(&i.name);
+            i.forwarding = s.forwarding.effective(&i.name) == 1;
+        }
+    }
+
+    /// The route a policy rule gives a packet to `dst` with `mark`, ahead of the local table.
+    pub fn policy_route(&self, dst: Ipv4Addr, mark: u32) -> Option<&crate::ipv4::Route> {
+        self.rules
+            .iter()
+            .filter(|r| r.fwmark == mark && r.to.contains(dst))
+            .find_map(|r| self.tables.get(&r.table)?.lookup(dst))
     }
 
     /// Whether `ip` is one of the host's addresses (any interface, `lo`, 127.0.0.0/8): the
     /// local table's `RTN_LOCAL`.
     pub fn is_local(&self, ip: Ipv4Addr) -> bool {
-        ip.is_loopback()
-            || self.loopback.contains(&ip)
-            || self
-                .ifaces
-                .iter()
-                .any(|i| i.addr.map(|n| n.addr()) == Some(ip))
+        ip.is_loopback() || self.loopback.contains(&ip) || self.ifaces.iter().any(|i| i.holds(ip))
     }
 
     /// Whether `ip` is a broadcast address of one of the host's subnets, or 255.255.255.255.

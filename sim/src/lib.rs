@@ -33,6 +33,7 @@
 //! | [`event`] | [`Event`]: what the queue holds |
 //! | [`error`] | [`SimError`] |
 //! | [`world`] | [`World`]: building, running, the driver's calls |
+//! | [`runtime`] | what programs change while it runs: addresses, sysctls, rules, raw sends |
 //! | [`tcp`] | TCP connections and listeners ([`TcpId`], [`TcpState`]) |
 //! | `tcp_stack` | TCP as Linux does it: handshake, data, ACKs, FIN, RST, SYN retransmission |
 //! | `stack` | the hosts' IPv4 stack (`impl World`): ARP, forwarding, UDP, ICMP errors |
@@ -55,6 +56,7 @@ mod netfilter;
 pub mod nfqueue;
 pub mod queue;
 pub mod rng;
+pub mod runtime;
 pub mod spec;
 mod stack;
 pub mod tap;
@@ -68,7 +70,7 @@ pub use addr::{Ipv4Net, MacAddr};
 pub use bridge::Bridge;
 pub use error::SimError;
 pub use event::Event;
-pub use host::Host;
+pub use host::{Host, PolicyRule};
 pub use ipv4::RouteTable;
 pub use kernel::KernelProfile;
 pub use link::{Attach, Link};
@@ -76,6 +78,7 @@ pub use neigh::NeighTable;
 pub use nfqueue::{HolderId, HolderStats, NfqId};
 pub use queue::EventQueue;
 pub use rng::SimRng;
+pub use runtime::IfInfo;
 pub use spec::{Endpoint, IfScope, NetSpec, SpecError, Sysctl};
 pub use tap::{Captured, Direction, TapId, TapPoint};
 pub use tcp::{TcpId, TcpState};

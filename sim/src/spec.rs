@@ -68,6 +68,61 @@ pub struct Sysctls {
     pub arp_ignore: PerInterface,
     /// `net.ipv4.conf.{all,<if>}.arp_announce` (0 or 2).
     pub arp_announce: PerInterface,
+    /// `net.ipv4.conf.<if>.forwarding` (0 or 1): forwarding of what arrives on `<if>`;
+    /// `conf.all.forwarding` is `ip_forward`.
+    pub forwarding: PerInterface,
+}
+
+impl Sysctls {
+    /// Writes one sysctl of host `host` whose interfaces are `interfaces`; values the
+    /// simulator does not model are refused.
+    pub fn apply(
+        &mut self,
+        host: &str,
+        interfaces: &[&str],
+        sysctl: Sysctl,
+    ) -> Result<(), SpecError> {
+        let unsupported = |name, value, supported| SpecError::UnsupportedSysctl {
+            host: host.to_string(),
+            name,
+            value,
+            supported,
+        };
+        let (table, scope, value) = match sysctl {
+            Sysctl::IpForward(on) | Sysctl::Forwarding(IfScope::All, on) => {
+                self.ip_forward = on;
+                return Ok(());
+            }
+            Sysctl::Forwarding(scope, on) => (&mut self.forwarding, scope, u8::from(on)),
+            // ICMP redirects are not modelled: the simulator sends none, whatever the value.
+            Sysctl::SendRedirects(..) => return Ok(()),
+            Sysctl::ArpIgnore(scope, v) => {
+                if v > 1 {
+                    return Err(unsupported("arp_ignore", v, "0, 1"));
+                }
+                (&mut self.arp_ignore, scope, v)
+            }
+            Sysctl::ArpAnnounce(scope, v) => {
+                if v != 0 && v != 2 {
+                    return Err(unsupported("arp_announce", v, "0, 2"));
+                }
+                (&mut self.arp_announce, scope, v)
+            }
+        };
+        match scope {
+            IfScope::All => table.all = value,
+            IfScope::Interface(name) => {
+                if !interfaces.contains(&name.as_str()) {
+                    return Err(SpecError::UnknownInterface {
+                        host: host.to_string(),
+                        interface: name,
+                    });
+                }
+                table.interfaces.insert(name, value);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A `net.ipv4.conf` value set for `all` and per interface; the kernel uses the larger.
@@ -108,6 +163,10 @@ pub enum Sysctl {
     /// `arp_announce`: 0 uses the waiting packet's source address, 2 the best local address
     /// for the target. Value 1 is not modelled.
     ArpAnnounce(IfScope, u8),
+    /// `forwarding`: `all` is `ip_forward`; per interface, forwarding of what arrives on it.
+    Forwarding(IfScope, bool),
+    /// `send_redirects`: accepted, but the simulator sends no ICMP redirects (docs/sim.md).
+    SendRedirects(IfScope, bool),
 }
 
 /// A bridge (a Linux learning bridge, no STP, no VLANs).
@@ -448,42 +507,9 @@ impl NetSpec {
     /// Writes one sysctl of `host`; values the simulator does not model are refused.
     pub fn set_sysctl(&mut self, host: &str, sysctl: Sysctl) -> Result<&mut NetSpec, SpecError> {
         let h = self.host_mut(host)?;
-        let unsupported = |name, value, supported| SpecError::UnsupportedSysctl {
-            host: host.to_string(),
-            name,
-            value,
-            supported,
-        };
-        let (table, scope, value) = match sysctl {
-            Sysctl::IpForward(on) => {
-                h.sysctls.ip_forward = on;
-                return Ok(self);
-            }
-            Sysctl::ArpIgnore(scope, v) => {
-                if v > 1 {
-                    return Err(unsupported("arp_ignore", v, "0, 1"));
-                }
-                (&mut h.sysctls.arp_ignore, scope, v)
-            }
-            Sysctl::ArpAnnounce(scope, v) => {
-                if v != 0 && v != 2 {
-                    return Err(unsupported("arp_announce", v, "0, 2"));
-                }
-                (&mut h.sysctls.arp_announce, scope, v)
-            }
-        };
-        match scope {
-            IfScope::All => table.all = value,
-            IfScope::Interface(name) => {
-                if !h.interfaces.iter().any(|i| i.name == name) {
-                    return Err(SpecError::UnknownInterface {
-                        host: host.to_string(),
-                        interface: name,
-                    });
-                }
-                table.interfaces.insert(name, value);
-            }
-        }
+        let names: Vec<String> = h.interfaces.iter().map(|i| i.name.clone()).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        h.sysctls.apply(host, &names, sysctl)?;
         Ok(self)
     }
 

@@ -52,7 +52,7 @@ impl World {
         let for_us = arp.operation == ArpOperation::REQUEST
             && match i.arp_ignore {
                 0 => h.is_local(tip) && !tip.is_loopback(),
-                _ => i.addr.map(|n| n.addr()) == Some(tip),
+                _ => i.holds(tip),
             };
         let mac = i.mac;
         let waiting = self.hosts[host].neigh.confirm(iface, sip, sha, for_us);
@@ -129,16 +129,26 @@ impl World {
         }
     }
 
-    /// `ip_route_input`: deliver locally, forward, or drop.
+    /// `ip_route_input`: the policy rules ahead of the local table, then deliver locally,
+    /// forward, or drop.
     fn route_input(&mut self, host: usize, skb: Skb) {
         let dst = ip_dst(&skb.bytes);
         let h = &self.hosts[host];
-        if h.is_local(dst) {
+        let forwarding = h.ip_forward
+            || skb
+                .iif
+                .and_then(|i| h.ifaces.get(i))
+                .is_some_and(|i| i.forwarding);
+        if let Some(route) = h.policy_route(dst, skb.mark).copied() {
+            if forwarding {
+                self.forward(host, skb, Some(route));
+            }
+        } else if h.is_local(dst) {
             self.nf_hook(host, Stage::Input, skb);
         } else if h.is_broadcast(dst) || dst.is_multicast() {
             // broadcast and multicast delivery are not modelled
-        } else if h.ip_forward {
-            self.forward(host, skb);
+        } else if forwarding {
+            self.forward(host, skb, None);
         }
         // Forwarding disabled: ip_error drops without an ICMP error.
     }
@@ -175,14 +185,15 @@ impl World {
         }
     }
 
-    /// `ip_forward`: route, check the TTL, decrement it (checksum updated), then FORWARD. No
-    /// redirects, no rp_filter, no fragmentation.
-    fn forward(&mut self, host: usize, mut skb: Skb) {
+    /// `ip_forward`: route (main table, unless a policy rule chose `route`), check the TTL,
+    /// decrement it (checksum updated), then FORWARD. No redirects, no rp_filter, no
+    /// fragmentation.
+    fn forward(&mut self, host: usize, mut skb: Skb, route: Option<crate::ipv4::Route>) {
         let Some(ip) = frame::parse_ipv4(&skb.bytes) else {
             return;
         };
         let dst = Ipv4Addr::from(ip.header.destination);
-        let Some(route) = self.hosts[host].routes.lookup(dst).copied() else {
+        let Some(route) = route.or_else(|| self.hosts[host].routes.lookup(dst).copied()) else {
             let kind = Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Network);
             self.icmp_error(host, kind, &ip, None);
             return;
@@ -225,7 +236,7 @@ impl World {
         let id = self.rng.next_u64() as u16;
         if let Some(packet) = frame::icmp_error(kind, src, ip, id) {
             // Not tracked: the simulator has no RELATED entries.
-            self.output(host, to, packet, Ct::Untracked);
+            self.send_local(host, to, packet, Ct::Untracked);
         }
     }
 
@@ -238,7 +249,7 @@ impl World {
         _src: Ipv4Addr,
         packet: Vec<u8>,
     ) {
-        self.output(host, dst, packet, Ct::None);
+        self.send_local(host, dst, packet, Ct::None);
     }
 
     /// Where a locally generated packet to `dst` leaves: `lo` for a local address, else the
@@ -251,7 +262,8 @@ impl World {
         Some((route.iface, route.next_hop(dst)))
     }
 
-    fn output(&mut self, host: usize, dst: Ipv4Addr, packet: Vec<u8>, ct: Ct) {
+    /// A locally generated packet to `dst` into OUTPUT, routed (dropped without a route).
+    pub(crate) fn send_local(&mut self, host: usize, dst: Ipv4Addr, packet: Vec<u8>, ct: Ct) {
         let Some(out) = self.route_out(host, dst) else {
             return;
         };

@@ -190,6 +190,12 @@ impl World {
         self.queue.peek_time()
     }
 
+    /// Puts a wake-up at `at` (not before now) in the queue: a driver stepping event by
+    /// event gets control back at that instant, e.g. when a program's work is due.
+    pub fn wake_at(&mut self, at: SimTime) {
+        self.queue.push(at.max(self.now), Event::Wake);
+    }
+
     /// Processes the next event (advancing the clock to it); `false` if none was waiting.
     pub fn step(&mut self) -> bool {
         let Some((at, event)) = self.queue.pop() else {
@@ -228,6 +234,7 @@ impl World {
             } => self.neigh_timer(host, iface, ip, generation),
             Event::HolderRelease { holder } => self.holder_release(holder),
             Event::Loopback { host } => self.loopback_arrive(host),
+            Event::Wake => {}
             Event::Tcp {
                 conn,
                 timer,

@@ -8,6 +8,8 @@ mod lan;
 mod netfilter;
 #[path = "suite/router.rs"]
 mod router;
+#[path = "suite/runtime.rs"]
+mod runtime;
 #[path = "suite/support.rs"]
 mod support;
 #[path = "suite/tcp.rs"]

@@ -208,14 +208,6 @@ fn one_seed_gives_identical_artifacts_in_100_runs() {
     }
 }
 
-/// The scenarios the simulator runs today. Every other file in scenarios/ must be refused
-/// with "cannot be simulated yet" (so this list grows with the simulator, never silently).
-const SIMULATED: [&str; 3] = [
-    "tcp-baseline.toml",
-    "udp-conntrack-race.toml",
-    "udp-conntrack-race-dnat.toml",
-];
-
 /// A `--results` file (one scenario) without the kernel's name, the one field that differs
 /// by design.
 fn comparable(path: &Path) -> String {
@@ -226,14 +218,12 @@ fn comparable(path: &Path) -> String {
     serde_json::to_string_pretty(&v).unwrap()
 }
 
-/// Fidelity: each scenario on the real kernel and in the simulator gives the same result
-/// (steps, expectations, trace, ladder); the diff is shown when they disagree. Privileged:
-/// the real run needs root.
+/// Fidelity: each scenario in scenarios/ on the real kernel and in the simulator gives the
+/// same result (steps, expectations, trace, ladder); the diff is shown when they disagree.
+/// Privileged: the real run needs root.
 #[test]
-fn the_real_kernel_and_the_simulator_agree_on_every_simulated_scenario() {
-    if !lab::testing::privileged(
-        "the_real_kernel_and_the_simulator_agree_on_every_simulated_scenario",
-    ) {
+fn the_real_kernel_and_the_simulator_agree_on_every_scenario() {
+    if !lab::testing::privileged("the_real_kernel_and_the_simulator_agree_on_every_scenario") {
         return;
     }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
@@ -256,14 +246,6 @@ fn the_real_kernel_and_the_simulator_agree_on_every_simulated_scenario() {
             ],
         );
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !SIMULATED.contains(&f.as_str()) {
-            assert!(
-                text.contains("cannot be simulated yet"),
-                "{f} is not in SIMULATED, yet the simulator did not refuse it:\n{text}"
-            );
-            std::fs::remove_dir_all(&sim_root).unwrap();
-            continue;
-        }
         assert_eq!(out.status.code(), Some(0), "{f} in the simulator:\n{text}");
         let real_root = artifacts(&format!("fid-real-{f}"));
         let out = Command::new(env!("CARGO_BIN_EXE_lab"))
@@ -339,5 +321,112 @@ fn explore_reports_each_ordering_with_a_seed_that_replays_it() {
     }
     firsts.sort();
     assert_eq!(firsts, ["h1", "h2"]);
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// A scenario written to a temporary file (its topology a built-in).
+fn scenario_file(root: &Path, name: &str, body: &str) -> PathBuf {
+    let path = root.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!("name = \"{name}\"\nsummary = \"test\"\ntopology = \"single,3\"\n{body}"),
+    )
+    .unwrap();
+    path
+}
+
+/// The simulated `lb server` installs what the real one installs, undoes it on SIGTERM and
+/// leaves its rules behind on SIGKILL; `iptables -S` in an exec step shows the rules as they
+/// are.
+#[test]
+fn the_simulated_balancer_cleans_up_on_sigterm_and_not_on_sigkill() {
+    let root = artifacts("lb-stop");
+    let start = |name: &str| {
+        format!(
+            "[[step]]\nstart = \"lb\"\nhost = \"h1\"\nname = \"{name}\"\nargs = [\"server\", \"--vip\", \"10.0.0.50\", \"--backend\", \"h2=10.0.0.2\"]\n\
+             [[step]]\nwait = \"log\"\nprocess = \"{name}\"\nline = \"ready:\"\n\
+             [[step]]\nexec = [\"iptables\", \"-S\", \"INPUT\"]\nhost = \"h1\"\nname = \"{name}-up\"\n"
+        )
+    };
+    let body = format!(
+        "{}[[step]]\nstop = \"b1\"\nsignal = \"TERM\"\n\
+         [[step]]\nexec = [\"iptables\", \"-S\", \"INPUT\"]\nhost = \"h1\"\nname = \"after-term\"\n\
+         {}[[step]]\nstop = \"b2\"\nsignal = \"KILL\"\n\
+         [[step]]\nexec = [\"iptables\", \"-S\", \"INPUT\"]\nhost = \"h1\"\nname = \"after-kill\"\n",
+        start("b1"),
+        start("b2")
+    );
+    let file = scenario_file(&root, "lb-stop", &body);
+    let out = lab_run_sim(&root, &[file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("b1 ended (exit status: 0)"), "{text}");
+    assert!(text.contains("b2 ended (signal: 9 (SIGKILL))"), "{text}");
+    let run = only_run(&root);
+    let read = |f: &str| std::fs::read_to_string(run.join(f)).unwrap();
+    let rule = "-A INPUT -d 10.0.0.50/32 -p tcp -m comment --comment lb:10.0.0.50 -j NFQUEUE --queue-num 0";
+    assert!(
+        read("h1-b1-up.log").contains(rule),
+        "{}",
+        read("h1-b1-up.log")
+    );
+    assert_eq!(read("h1-after-term.log"), "-P INPUT ACCEPT\n");
+    assert!(read("h1-after-kill.log").contains(rule));
+    assert_eq!(read("h1-after-kill.log").lines().count(), 3);
+    assert!(read("h1-b1.log").starts_with(
+        "ready: vip 10.0.0.50 on h1-eth0, intake nfqueue 0 (batch verdicts), forward encap, backends [h2 10.0.0.2]\n"
+    ));
+    assert!(read("h1-b1.log").contains("removed the NFQUEUE rules rules=2"));
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// `lb`'s own refusals end the simulated process as they end the real one (exit status 2,
+/// the line it prints); what the simulator cannot run fails the step, naming it.
+#[test]
+fn lb_refusals_and_unsimulated_features_are_reported_by_name() {
+    let root = artifacts("lb-refusals");
+    let wait = "[[step]]\nwait = \"log\"\nprocess = \"b\"\nline = \"ready:\"\n";
+    let cases = [
+        (
+            "bad-backend",
+            r#"["server", "--vip", "10.0.0.50", "--backend", "h1=10.0.0.1"]"#,
+            "b exited (exit status: 2) before printing `ready:`; its log: lb: lb server: backend h1 (10.0.0.1) is an address of this host (h1-eth0)",
+        ),
+        (
+            "bad-flag",
+            r#"["server", "--vip", "10.0.0.50", "--frobnicate"]"#,
+            "lb: unexpected argument '--frobnicate' found",
+        ),
+        (
+            "registration",
+            r#"["server", "--vip", "10.0.0.50", "--control", "10.0.0.1:7000"]"#,
+            "h1: `lb server --vip 10.0.0.50 --control 10.0.0.1:7000`: registration (`--control`) cannot be simulated yet (see docs/sim.md)",
+        ),
+        (
+            "ctl",
+            r#"["ctl", "state"]"#,
+            "`lb ctl` (the simulator has no unix sockets) cannot be simulated yet",
+        ),
+    ];
+    for (name, args, expected) in cases {
+        let body =
+            format!("[[step]]\nstart = \"lb\"\nhost = \"h1\"\nname = \"b\"\nargs = {args}\n{wait}");
+        let file = scenario_file(&root, name, &body);
+        let out = lab_run_sim(&root, &[file.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{name}: {text}");
+        assert!(
+            text.contains(expected),
+            "{name}: expected {expected:?} in:\n{text}"
+        );
+    }
+    let body = "[[step]]\nexec = [\"ip\", \"route\"]\nhost = \"h1\"\n";
+    let file = scenario_file(&root, "exec", body);
+    let out = lab_run_sim(&root, &[file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("h1: `ip route` is an arbitrary command: the simulator runs no processes"),
+        "{text}"
+    );
     std::fs::remove_dir_all(&root).unwrap();
 }

@@ -77,6 +77,21 @@ impl Drop for Installed {
     }
 }
 
+/// The line `lb agent` prints once it is ready (`ctl`: its ctl socket, if any).
+pub fn ready_line(s: &AgentSettings, ctl: Option<&std::path::Path>) -> String {
+    let mut extra = String::new();
+    if let Some(server) = s.server {
+        extra += &format!(", registering as {} with {server}", s.name);
+    }
+    if let Some(c) = ctl {
+        extra += &format!(", ctl {}", c.display());
+    }
+    format!(
+        "ready: vip {} on lo, receiving encapsulated packets on {}:{}{extra}",
+        s.vip, s.data_ip, s.port
+    )
+}
+
 /// Runs the agent until SIGINT/SIGTERM.
 pub fn run(s: AgentSettings) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -115,17 +130,8 @@ pub fn run(s: AgentSettings) -> Result<()> {
         Arc::clone(&stats),
         Arc::clone(&stop),
     )?;
-    let mut extra = String::new();
-    if let Some(server) = s.server {
-        extra += &format!(", registering as {} with {server}", s.name);
-    }
-    if let Some(c) = &ctl_socket {
-        extra += &format!(", ctl {}", c.path().display());
-    }
-    println!(
-        "ready: vip {} on lo, receiving encapsulated packets on {}:{}{extra}",
-        s.vip, s.data_ip, s.port
-    );
+    let ctl_path = ctl_socket.as_ref().map(|c| c.path().to_path_buf());
+    println!("{}", ready_line(&s, ctl_path.as_deref()));
     let _ = std::io::stdout().flush();
 
     let mut slots = RecvSlots::new(s.batch, 65536);

@@ -15,10 +15,10 @@ mod settings;
 
 use crate::cli::BadInput;
 use crate::sys::markroute::MarkRoutes;
-use crate::sys::netlink::{self, IfAddr};
+use crate::sys::netlink;
 use crate::sys::rules::Apply as _;
 use crate::sys::sock::{PacketSocket, set_rcvbuf};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use datapath::mailbox::{self};
 use datapath::{Totals, new_path};
 use intake::packet::packet_loop;
@@ -33,6 +33,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+pub use crate::sys::markroute::{PROTO_LB, backend_mark};
+pub use crate::sys::netlink::{IfAddr, vip_interface};
 pub use settings::ServerSettings;
 
 /// What a stop must undo; dropping it undoes what was done, in reverse order.
@@ -70,8 +72,8 @@ impl Drop for Installed {
     }
 }
 
-/// The intake as the `ready:` line and `lb ctl state` show it.
-fn intake_description(s: &ServerSettings, iface: &IfAddr) -> String {
+/// The intake as the `ready:` line and `lb ctl state` show it (`ifname`: the VIP's interface).
+pub fn intake_description(s: &ServerSettings, ifname: &str) -> String {
     match s.server.intake {
         Intake::Nfqueue => {
             let last = s.server.queue + s.server.queues - 1;
@@ -85,10 +87,39 @@ fn intake_description(s: &ServerSettings, iface: &IfAddr) -> String {
             }
         }
         Intake::Packet => format!(
-            "packet socket on {} (no NFQUEUE rule: the kernel answers the VIP itself)",
-            iface.ifname
+            "packet socket on {ifname} (no NFQUEUE rule: the kernel answers the VIP itself)"
         ),
     }
+}
+
+/// Checks backend `b` against the VIP's interface `iface` and the host's addresses `local`: a
+/// backend must not be an address of this host (its packets would come back, a loop), and the
+/// DSR modes need it on the VIP's LAN (`dsr` unless its MAC is given).
+pub fn check_backend(
+    s: &ServerSettings,
+    b: &BackendEntry,
+    iface: &IfAddr,
+    local: &[IfAddr],
+) -> Result<(), String> {
+    if let Some(own) = local.iter().find(|a| a.addr == b.addr) {
+        return Err(format!(
+            "backend {} ({}) is an address of this host ({}): its packets would come back to the balancer",
+            b.name, b.addr, own.ifname
+        ));
+    }
+    // dsr-kernel routes via the backend, so it must be on the LAN even with a MAC.
+    let needs_lan = match s.server.forward {
+        ForwardMode::Dsr => b.mac.is_none(),
+        ForwardMode::DsrKernel => true,
+        ForwardMode::UdpEncap => false,
+    };
+    if needs_lan && !iface.contains(b.addr) {
+        return Err(format!(
+            "backend {} ({}): DSR needs backends on the VIP's LAN ({}/{} on {})",
+            b.name, b.addr, iface.addr, iface.prefix, iface.ifname
+        ));
+    }
+    Ok(())
 }
 
 fn backend_specs(s: &ServerSettings, iface: &IfAddr, local: &[IfAddr]) -> Result<Vec<BackendSpec>> {
@@ -96,25 +127,7 @@ fn backend_specs(s: &ServerSettings, iface: &IfAddr, local: &[IfAddr]) -> Result
         .backends
         .iter()
         .map(|b: &BackendEntry| {
-            // A packet forwarded to one of our own addresses comes back to us: a loop.
-            if let Some(own) = local.iter().find(|a| a.addr == b.addr) {
-                bail!(BadInput(format!(
-                    "backend {} ({}) is an address of this host ({}): its packets would come back to the balancer",
-                    b.name, b.addr, own.ifname
-                )));
-            }
-            // dsr-kernel routes via the backend, so it must be on the LAN even with a MAC.
-            let needs_lan = match s.server.forward {
-                ForwardMode::Dsr => b.mac.is_none(),
-                ForwardMode::DsrKernel => true,
-                ForwardMode::UdpEncap => false,
-            };
-            if needs_lan && !iface.contains(b.addr) {
-                bail!(BadInput(format!(
-                    "backend {} ({}): DSR needs backends on the VIP's LAN ({}/{} on {})",
-                    b.name, b.addr, iface.addr, iface.prefix, iface.ifname
-                )));
-            }
+            check_backend(s, b, iface, local).map_err(BadInput)?;
             if s.server.forward == ForwardMode::DsrKernel && b.mac.is_some() {
                 tracing::warn!(
                     backend = %b.name,
@@ -137,6 +150,89 @@ fn backend_specs(s: &ServerSettings, iface: &IfAddr, local: &[IfAddr]) -> Result
         .collect()
 }
 
+/// The data path's configuration: the VIP, the framing the intake delivers, Maglev and
+/// connection-table sizes, and forwarding from `local_ip`/`local_mac` (the VIP's interface).
+pub fn core_config(s: &ServerSettings, local_ip: Ipv4Addr, local_mac: MacAddr) -> Config {
+    Config {
+        vips: vec![s.vip],
+        framing: match s.server.intake {
+            // dsr-kernel reads only the headers: the kernel keeps and forwards the packet.
+            Intake::Nfqueue if s.server.forward == ForwardMode::DsrKernel => Framing::Ipv4Head,
+            Intake::Nfqueue => Framing::Ipv4,
+            Intake::Packet => Framing::Ethernet,
+        },
+        hash_mode: s.server.hash,
+        table_size: s.server.table_size,
+        conn_capacity: s.server.conn_capacity,
+        forward: ForwardConfig {
+            mode: s.server.forward,
+            local_ip,
+            local_mac,
+            mtu: s.server.mtu,
+            clamp_mss: s.server.clamp_mss,
+            ..ForwardConfig::default()
+        },
+        ..Config::default()
+    }
+}
+
+/// The NFQUEUE rules `lb server` installs for these settings (none for a packet intake).
+pub fn queue_rules(s: &ServerSettings) -> Option<QueueRules> {
+    (s.server.intake == Intake::Nfqueue).then(|| QueueRules {
+        vip: s.vip,
+        protocols: s
+            .server
+            .protocols
+            .iter()
+            .map(|p| p.name().to_string())
+            .collect(),
+        ports: s.server.ports.clone(),
+        queue: s.server.queue,
+        queues: s.server.queues,
+        bypass: s.server.queue_bypass,
+        hook: match s.server.forward {
+            ForwardMode::DsrKernel => Hook::Prerouting,
+            _ => Hook::Input,
+        },
+    })
+}
+
+/// The line `lb server` prints once it is ready: the VIP and its interface, the intake, the
+/// forwarding, the backends, the registration listener and the ctl socket (`ctl`) if any.
+pub fn ready_line(
+    s: &ServerSettings,
+    ifname: &str,
+    backends: &[BackendSpec],
+    ctl: Option<&std::path::Path>,
+) -> String {
+    let names: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{} {}", b.name, b.addr))
+        .collect();
+    let mode = s.server.forward.name();
+    let mut extra = String::new();
+    if let Some(c) = s.server.control {
+        extra += &format!(
+            ", registration on {}{}",
+            c.0,
+            if s.secret.is_some() {
+                " (shared secret)"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(c) = ctl {
+        extra += &format!(", ctl {}", c.display());
+    }
+    format!(
+        "ready: vip {} on {ifname}, intake {}, forward {mode}, backends [{}]{extra}",
+        s.vip,
+        intake_description(s, ifname),
+        names.join(", ")
+    )
+}
+
 /// Runs the server until SIGINT/SIGTERM.
 pub fn run(s: ServerSettings) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -151,27 +247,7 @@ pub fn run(s: ServerSettings) -> Result<()> {
     if specs.is_empty() {
         tracing::warn!("no backends: every packet to the VIP is dropped");
     }
-    let cfg = Config {
-        vips: vec![s.vip],
-        framing: match s.server.intake {
-            // dsr-kernel reads only the headers: the kernel keeps and forwards the packet.
-            Intake::Nfqueue if s.server.forward == ForwardMode::DsrKernel => Framing::Ipv4Head,
-            Intake::Nfqueue => Framing::Ipv4,
-            Intake::Packet => Framing::Ethernet,
-        },
-        hash_mode: s.server.hash,
-        table_size: s.server.table_size,
-        conn_capacity: s.server.conn_capacity,
-        forward: ForwardConfig {
-            mode: s.server.forward,
-            local_ip: iface.addr,
-            local_mac,
-            mtu: s.server.mtu,
-            clamp_mss: s.server.clamp_mss,
-            ..ForwardConfig::default()
-        },
-        ..Config::default()
-    };
+    let cfg = core_config(&s, iface.addr, local_mac);
     // Checked before anything is installed; without a connection table, which each data path
     // allocates for itself.
     State::new(Config {
@@ -182,7 +258,7 @@ pub fn run(s: ServerSettings) -> Result<()> {
     // Everything that can refuse the configuration is checked or bound before the first rule,
     // route or VIP is installed: the intake's description, the registry, the ctl socket and
     // the registration listener.
-    let intake_desc = intake_description(&s, &iface);
+    let intake_desc = intake_description(&s, &iface.ifname);
     let control = registrar::ControlSettings {
         vip: s.vip,
         listen: s.server.control.map(|e| e.0),
@@ -219,23 +295,7 @@ pub fn run(s: ServerSettings) -> Result<()> {
     let mut handles = Vec::new();
     match s.server.intake {
         Intake::Nfqueue => {
-            let rules = QueueRules {
-                vip: s.vip,
-                protocols: s
-                    .server
-                    .protocols
-                    .iter()
-                    .map(|p| p.name().to_string())
-                    .collect(),
-                ports: s.server.ports.clone(),
-                queue: s.server.queue,
-                queues: s.server.queues,
-                bypass: s.server.queue_bypass,
-                hook: match s.server.forward {
-                    ForwardMode::DsrKernel => Hook::Prerouting,
-                    _ => Hook::Input,
-                },
-            };
+            let rules = queue_rules(&s).context("NFQUEUE rules for an NFQUEUE intake")?;
             // Bind the queues before the rules exist, so no packet meets an unbound queue.
             let mut queues = Vec::new();
             for q in s.server.queue..s.server.queue + s.server.queues {
@@ -290,31 +350,10 @@ pub fn run(s: ServerSettings) -> Result<()> {
     if !added {
         tracing::warn!(vip = %s.vip, "the VIP was already on {}: a stale address, taken over", iface.ifname);
     }
-    let names: Vec<String> = specs
-        .iter()
-        .map(|b| format!("{} {}", b.name, b.addr))
-        .collect();
-    let mode = s.server.forward.name();
-    let mut extra = String::new();
-    if let Some(c) = s.server.control {
-        extra += &format!(
-            ", registration on {}{}",
-            c.0,
-            if s.secret.is_some() {
-                " (shared secret)"
-            } else {
-                ""
-            }
-        );
-    }
-    if let Some(c) = &ctl_socket {
-        extra += &format!(", ctl {}", c.path().display());
-    }
+    let ctl_path = ctl_socket.as_ref().map(|c| c.path().to_path_buf());
     println!(
-        "ready: vip {} on {}, intake {intake_desc}, forward {mode}, backends [{}]{extra}",
-        s.vip,
-        iface.ifname,
-        names.join(", ")
+        "{}",
+        ready_line(&s, &iface.ifname, &specs, ctl_path.as_deref())
     );
     let _ = std::io::stdout().flush();
 

@@ -4,9 +4,12 @@
 //! sockets. What the simulator does not model yet is refused with one line naming the host, the
 //! program or the step (`docs/sim.md` lists it), never skipped.
 
+mod balancer;
+mod commands;
 mod programs;
 mod spec;
 
+use balancer::LbProcess;
 use programs::{Listener, Sock};
 
 pub use spec::net_spec;
@@ -102,7 +105,8 @@ impl Backend for Sim {
             name,
             artifact_dir,
             macs,
-            listeners: HashMap::new(),
+            listeners: BTreeMap::new(),
+            processes: BTreeMap::new(),
             holders: HashMap::new(),
             taps: Vec::new(),
             armed_at: SimTime::ZERO,
@@ -150,7 +154,8 @@ pub struct SimNetwork {
     name: String,
     artifact_dir: PathBuf,
     macs: HashMap<(String, String), MacAddr>,
-    listeners: HashMap<String, Listener>,
+    listeners: BTreeMap<String, Listener>,
+    processes: BTreeMap<String, LbProcess>,
     holders: HashMap<String, (HolderId, PathBuf)>,
     taps: Vec<(CaptureSpec, TapId)>,
     armed_at: SimTime,
@@ -175,6 +180,9 @@ impl SimNetwork {
     fn drain(&mut self) {
         for l in self.listeners.values_mut() {
             l.poll(&mut self.world);
+        }
+        for p in self.processes.values_mut() {
+            p.poll(&mut self.world);
         }
     }
 
@@ -218,10 +226,6 @@ impl SimNetwork {
             Some(_) => PacketType::OtherHost,
             None => PacketType::Unknown,
         }
-    }
-
-    fn not_simulated(&self, host: &str, what: &str) -> String {
-        format!("{host}: {what} cannot be simulated yet (see docs/sim.md)")
     }
 }
 
@@ -361,7 +365,16 @@ impl Network for SimNetwork {
                 })
             }
             Program::Lb { args } => {
-                Err(self.not_simulated(host, &format!("`lb {}`", args.join(" "))))
+                if self.processes.contains_key(name) {
+                    return Err(format!("a process named `{name}` runs already"));
+                }
+                let log = self.artifact_dir.join(format!("{host}-{name}.log"));
+                let p = LbProcess::start(&mut self.world, host, args, log.clone())?;
+                self.processes.insert(name.to_string(), p);
+                Ok(Started {
+                    detail: "started".into(),
+                    log: Some(log),
+                })
             }
             Program::Command { argv } => Err(format!(
                 "{host}: `{}` is an arbitrary command: the simulator runs no processes",
@@ -394,19 +407,23 @@ impl Network for SimNetwork {
     }
 
     fn output(&self, name: &str) -> Result<String, String> {
-        Err(format!(
-            "no process named `{name}` was started (the simulator runs no processes)"
-        ))
+        self.processes
+            .get(name)
+            .map(|p| p.text.clone())
+            .ok_or_else(|| format!("no process named `{name}` was started"))
     }
 
-    fn exit_status(&mut self, _name: &str) -> Option<String> {
-        None
+    fn exit_status(&mut self, name: &str) -> Option<String> {
+        self.processes.get(name)?.exit.clone()
     }
 
-    fn signal(&mut self, name: &str, _signal: StopSignal) -> Result<(), String> {
-        Err(format!(
-            "no process named `{name}` was started (the simulator runs no processes)"
-        ))
+    fn signal(&mut self, name: &str, signal: StopSignal) -> Result<(), String> {
+        let p = self
+            .processes
+            .get_mut(name)
+            .ok_or_else(|| format!("no process named `{name}` was started"))?;
+        p.signal(&mut self.world, signal != StopSignal::Kill);
+        Ok(())
     }
 
     fn listener(&self, name: &str) -> Result<ListenerStats, String> {
@@ -541,11 +558,23 @@ impl Network for SimNetwork {
         Ok(sent)
     }
 
-    fn exec(&mut self, host: &str, _name: &str, spec: &ExecSpec) -> Result<ExecResult, String> {
-        Err(format!(
-            "{host}: `{}` is an arbitrary command: the simulator runs no processes",
-            spec.argv.join(" ")
-        ))
+    fn exec(&mut self, host: &str, name: &str, spec: &ExecSpec) -> Result<ExecResult, String> {
+        let Some(answer) = commands::run(&self.world, host, &spec.argv) else {
+            return Err(format!(
+                "{host}: `{}` is an arbitrary command: the simulator runs no processes (it answers `iptables -S` only)",
+                spec.argv.join(" ")
+            ));
+        };
+        let (code, output) = answer.map_err(|e| format!("{host}: {e}"))?;
+        let path = self.artifact_dir.join(format!("{host}-{name}.log"));
+        std::fs::write(&path, &output).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(ExecResult {
+            finished: true,
+            code: Some(code),
+            ended: format!("exit status: {code}"),
+            output,
+            log: Some(path),
+        })
     }
 
     fn conntrack(&mut self, host: &str, filter: &[String]) -> Result<ConntrackReading, String> {
@@ -575,6 +604,9 @@ impl Network for SimNetwork {
             .map(|l| (l.log.clone(), l.text.clone()))
             .collect();
         let mut logs = logs;
+        for p in self.processes.values() {
+            logs.insert(p.log.clone(), p.text.clone());
+        }
         for (id, path) in self.holders.values() {
             let lines = self.world.holder_log(*id).map_err(|e| e.to_string())?;
             let text: String = lines
