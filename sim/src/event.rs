@@ -39,6 +39,14 @@ pub enum Event {
         /// The connection's timer generation when it was armed.
         generation: u64,
     },
+    /// A packet parked between two hooks goes on (exploring only: another packet of the same
+    /// host may be processed in between, as by another CPU).
+    Resume {
+        /// The host's index.
+        host: usize,
+        /// The parked packet's number.
+        id: u64,
+    },
     /// A driver asked to be woken: nothing happens in the network, but stepping stops here
     /// (a program's work that takes time, done when it is due).
     Wake,

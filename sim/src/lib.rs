@@ -84,4 +84,4 @@ pub use tap::{Captured, Direction, TapId, TapPoint};
 pub use tcp::{TcpId, TcpState};
 pub use time::SimTime;
 pub use udp::{Datagram, SocketId, SocketTable};
-pub use world::{SimConfig, World};
+pub use world::{Choice, SimConfig, World};

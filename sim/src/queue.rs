@@ -77,9 +77,42 @@ impl<E> EventQueue<E> {
         });
     }
 
+    /// Schedules `event` at `at` ahead of every event already due then that was pushed with
+    /// [`EventQueue::push`] (no tie-break drawn, so the generator's sequence is unchanged).
+    pub fn push_first(&mut self, at: SimTime, event: E) {
+        let seq = self.seq;
+        self.seq += 1;
+        self.heap.push(Entry {
+            at,
+            tie: 0,
+            seq,
+            event,
+        });
+    }
+
     /// Removes and returns the first event and its time.
     pub fn pop(&mut self) -> Option<(SimTime, E)> {
         self.heap.pop().map(|e| (e.at, e.event))
+    }
+
+    /// Removes the first instant's events, lets `choose` pick one of them (given in queue
+    /// order: index 0 is the one [`EventQueue::pop`] would return), puts the others back with
+    /// their places kept, and returns the chosen one and its time.
+    pub fn pop_with(&mut self, choose: impl FnOnce(&[&E]) -> usize) -> Option<(SimTime, E)> {
+        let first = self.heap.pop()?;
+        let mut same = vec![first];
+        while self.heap.peek().is_some_and(|e| e.at == same[0].at) {
+            same.extend(self.heap.pop());
+        }
+        let k = {
+            let events: Vec<&E> = same.iter().map(|e| &e.event).collect();
+            choose(&events).min(same.len() - 1)
+        };
+        let chosen = same.swap_remove(k);
+        for e in same {
+            self.heap.push(e);
+        }
+        Some((chosen.at, chosen.event))
     }
 
     /// The time of the first event, if any.

@@ -93,8 +93,26 @@ impl World {
         self.nf_hook(host, Stage::Prerouting, Skb::new(packet, Some(LO), None));
     }
 
+    /// A packet has passed a hook's steps. When exploring, a received packet (one with an
+    /// input interface: delivered or forwarded) is parked and goes on in an event of its own
+    /// at the same instant, first unless the explorer lets another event of this host go
+    /// ahead: received packets of one host then interleave at hook boundaries, as on several
+    /// CPUs (two packets of a new flow both unconfirmed, then the confirm clash). A locally
+    /// generated packet goes on at once (a socket sends under its lock, one packet after the
+    /// other), and so does everything when not exploring.
+    pub(crate) fn after_hook(&mut self, host: usize, stage: Stage, skb: Skb) {
+        if self.config().ordering.is_none() || skb.iif.is_none() {
+            self.after_hook_now(host, stage, skb);
+            return;
+        }
+        let id = self.next_parked;
+        self.next_parked += 1;
+        self.parked.insert(id, (stage, skb));
+        self.schedule_first(Event::Resume { host, id });
+    }
+
     /// Where a packet goes when it has passed a hook's steps.
-    pub(crate) fn after_hook(&mut self, host: usize, stage: Stage, mut skb: Skb) {
+    pub(crate) fn after_hook_now(&mut self, host: usize, stage: Stage, mut skb: Skb) {
         match stage {
             Stage::Prerouting => self.route_input(host, skb),
             Stage::Input => {

@@ -34,6 +34,20 @@ pub struct SimConfig {
     pub bridge_ageing: Duration,
     /// Whose behaviour the hosts' kernels show where Linux changed it.
     pub kernel: KernelProfile,
+    /// `Some(prefix)`: explore orderings. At each choice point (simultaneous events of one
+    /// host or bridge) the alternative `prefix[i]` is taken (0, the seed's order, past its
+    /// end), and [`World::choices`] records the points; `None`: the seed's order throughout.
+    pub ordering: Option<Vec<u32>>,
+}
+
+/// One choice point of an explored run: how many distinct events of one host or bridge were
+/// due at the same instant, and which of them (in the seed's order) went first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice {
+    /// The number of alternatives (at least 2).
+    pub alternatives: u32,
+    /// The one taken.
+    pub chosen: u32,
 }
 
 impl Default for SimConfig {
@@ -43,6 +57,7 @@ impl Default for SimConfig {
             link_latency: Duration::ZERO,
             bridge_ageing: DEFAULT_AGEING,
             kernel: KernelProfile::default(),
+            ordering: None,
         }
     }
 }
@@ -77,6 +92,11 @@ pub struct World {
     pub(crate) tcp: crate::tcp::TcpTable,
     /// Packets on each host's loopback, in the order they were sent (by host index).
     pub(crate) loopback: BTreeMap<usize, VecDeque<Vec<u8>>>,
+    /// The choice points met so far, when exploring.
+    choices: Vec<Choice>,
+    /// Packets parked between two hooks, when exploring, by number.
+    pub(crate) parked: BTreeMap<u64, (crate::hooks::Stage, crate::hooks::Skb)>,
+    pub(crate) next_parked: u64,
 }
 
 impl World {
@@ -110,6 +130,9 @@ impl World {
             holders: Vec::new(),
             tcp: Default::default(),
             loopback: BTreeMap::new(),
+            choices: Vec::new(),
+            parked: BTreeMap::new(),
+            next_parked: 0,
         };
         let mut root = SimRng::new(world.config.seed);
         world.queue = EventQueue::new(root.next_u64());
@@ -196,9 +219,69 @@ impl World {
         self.queue.push(at.max(self.now), Event::Wake);
     }
 
+    /// The choice points met so far in an explored run ([`SimConfig::ordering`]).
+    pub fn choices(&self) -> &[Choice] {
+        &self.choices
+    }
+
     /// Processes the next event (advancing the clock to it); `false` if none was waiting.
     pub fn step(&mut self) -> bool {
-        let Some((at, event)) = self.queue.pop() else {
+        let next = match &self.config.ordering {
+            None => self.queue.pop(),
+            Some(prefix) => {
+                let (tcp, holders, choices) = (&self.tcp, &self.holders, &mut self.choices);
+                self.queue.pop_with(|events| {
+                    // Who an event happens to: events of different hosts or bridges at one
+                    // instant commute; those of one are the orderings worth trying.
+                    let who = |e: &Event| match e {
+                        Event::Arrive {
+                            at: Attach::Host { host, .. },
+                        }
+                        | Event::NeighTimer { host, .. }
+                        | Event::Loopback { host }
+                        | Event::Resume { host, .. } => Some((0, *host)),
+                        Event::Arrive {
+                            at: Attach::Bridge { bridge, .. },
+                        } => Some((1, *bridge)),
+                        Event::Tcp { conn, .. } => tcp.conns.get(*conn).map(|t| (0, t.host)),
+                        Event::HolderRelease { holder } => {
+                            holders.get(*holder).map(|h| (0, h.host))
+                        }
+                        Event::Wake => None,
+                    };
+                    let Some(first) = who(events[0]) else {
+                        return 0;
+                    };
+                    // A packet parked between hooks may be overtaken by anything due now (a
+                    // bridge delivering the packet that then races it on another CPU); any
+                    // other event only by events of its own host or bridge (the rest
+                    // commute). Distinct events only: two arrivals at one link end are one
+                    // FIFO.
+                    let preemptible = matches!(events[0], Event::Resume { .. });
+                    let mut alternatives: Vec<usize> = Vec::new();
+                    for (i, e) in events.iter().enumerate() {
+                        let related = match who(e) {
+                            Some(w) => preemptible || w == first,
+                            None => false,
+                        };
+                        if related && !alternatives.iter().any(|&j| events[j] == *e) {
+                            alternatives.push(i);
+                        }
+                    }
+                    if alternatives.len() < 2 {
+                        return 0;
+                    }
+                    let n = alternatives.len() as u32;
+                    let chosen = prefix.get(choices.len()).copied().unwrap_or(0).min(n - 1);
+                    choices.push(Choice {
+                        alternatives: n,
+                        chosen,
+                    });
+                    alternatives[chosen as usize]
+                })
+            }
+        };
+        let Some((at, event)) = next else {
             return false;
         };
         self.now = self.now.max(at);
@@ -234,6 +317,11 @@ impl World {
             } => self.neigh_timer(host, iface, ip, generation),
             Event::HolderRelease { holder } => self.holder_release(holder),
             Event::Loopback { host } => self.loopback_arrive(host),
+            Event::Resume { host, id } => {
+                if let Some((stage, skb)) = self.parked.remove(&id) {
+                    self.after_hook_now(host, stage, skb);
+                }
+            }
             Event::Wake => {}
             Event::Tcp {
                 conn,
@@ -281,6 +369,11 @@ impl World {
         let at = self.now.saturating_add(self.config.link_latency);
         self.in_flight.entry(peer).or_default().push_back(frame);
         self.queue.push(at, Event::Arrive { at: peer });
+    }
+
+    /// Schedules `event` now, ahead of the events already due now.
+    pub(crate) fn schedule_first(&mut self, event: Event) {
+        self.queue.push_first(self.now, event);
     }
 
     /// Schedules `event` `after` from now.

@@ -45,12 +45,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "VERSION", requires = "sim")]
     kernel: Option<String>,
     /// The simulator's seed (default 1). Needs --sim.
-    #[arg(long, value_name = "N", requires = "sim", conflicts_with = "explore")]
+    #[arg(long, value_name = "N", requires = "sim")]
     seed: Option<u64>,
-    /// Run each scenario under seeds 1..=N (a bounded sample of the orderings of simultaneous
-    /// events) and report the distinct outcomes, with a seed that replays each. Needs --sim.
-    #[arg(long, value_name = "N", requires = "sim", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    /// Run each scenario under every ordering of simultaneous events the simulator allows, at
+    /// most N runs, and report the distinct outcomes with an ordering that replays each.
+    /// Needs --sim.
+    #[arg(long, value_name = "N", requires = "sim", conflicts_with = "ordering", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     explore: Option<u64>,
+    /// Replay one ordering that --explore printed (`0`, `3:1,7:2`). Needs --sim.
+    #[arg(long, value_name = "ID", requires = "sim")]
+    ordering: Option<String>,
 }
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -95,8 +99,17 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         Err(e) => return Ok(bad_input(&e.to_string())),
     };
     let sim = if args.sim {
+        let ordering = match args
+            .ordering
+            .as_deref()
+            .map(lab::backend::sim::parse_ordering)
+        {
+            Some(Err(e)) => return Ok(bad_input(&e)),
+            Some(Ok(o)) => Some(o),
+            None => None,
+        };
         match lab::backend::sim::Sim::new(args.kernel.as_deref(), args.seed.unwrap_or(1)) {
-            Ok(s) => Some(s),
+            Ok(s) => Some(lab::backend::sim::Sim { ordering, ..s }),
             Err(e) => return Ok(bad_input(&e)),
         }
     } else {
@@ -133,7 +146,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         scenarios.len(),
         jobs.min(scenarios.len()),
         match &sim {
-            Some(s) => format!(", seed {}", s.seed),
+            Some(s) => match &args.ordering {
+                Some(o) => format!(", seed {}, ordering {o}", s.seed),
+                None => format!(", seed {}", s.seed),
+            },
             None => String::new(),
         }
     );

@@ -72,3 +72,51 @@ fn one_link_never_reorders_whatever_the_seed() {
         assert_eq!(got, (0..=8).collect::<Vec<u8>>(), "seed {seed}");
     }
 }
+
+/// The busy run of one seed explored: every ordering, depth first over the choice points.
+fn explored_orders(seed: u64) -> (usize, std::collections::BTreeSet<Vec<Vec<u8>>>) {
+    let mut orders = std::collections::BTreeSet::new();
+    let mut todo = vec![Vec::<u32>::new()];
+    let mut runs = 0;
+    while let Some(prefix) = todo.pop() {
+        let spec = sim::NetSpec::single(3).expect("spec");
+        let config = sim::SimConfig {
+            ordering: Some(prefix.clone()),
+            ..sim::SimConfig::with_seed(seed)
+        };
+        let mut w = World::new(&spec, config).expect("world");
+        let rx = w
+            .udp_bind("h2", SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 5000))
+            .expect("bind");
+        let s1 = w.udp_bind("h1", sa(1, 0)).expect("bind");
+        let s3 = w.udp_bind("h3", sa(3, 0)).expect("bind");
+        w.udp_send_to(s1, sa(2, 5000), b"from h1").expect("send");
+        w.udp_send_to(s3, sa(2, 5000), b"from h3").expect("send");
+        w.run_for(Duration::from_secs(1));
+        runs += 1;
+        orders.insert(
+            std::iter::from_fn(|| w.udp_recv(rx).expect("open"))
+                .map(|d| d.payload)
+                .collect(),
+        );
+        let choices = w.choices().to_vec();
+        for (j, c) in choices.iter().enumerate().skip(prefix.len()) {
+            for alt in 1..c.alternatives {
+                let mut child: Vec<u32> = choices[..j].iter().map(|c| c.chosen).collect();
+                child.push(alt);
+                todo.push(child);
+            }
+        }
+        assert!(runs < 10_000, "the search does not end");
+    }
+    (runs, orders)
+}
+
+#[test]
+fn exploring_one_seed_finds_both_orders_of_simultaneous_sends() {
+    for seed in [0, 1, 42] {
+        let (runs, orders) = explored_orders(seed);
+        assert!(runs > 1, "seed {seed}: no choice point");
+        assert_eq!(orders.len(), 2, "seed {seed}: {orders:?}");
+    }
+}

@@ -24,13 +24,14 @@ use crate::capture::{CapturePoint, CaptureStats, Frame, PacketType};
 use crate::kernel::KernelVersion;
 use crate::resolve::Plan;
 use sim::{
-    Direction, HolderId, KernelProfile, MacAddr, SimConfig, SimTime, TapId, TapPoint, TcpState,
-    World,
+    Choice, Direction, HolderId, KernelProfile, MacAddr, SimConfig, SimTime, TapId, TapPoint,
+    TcpState, World,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Networks simulated in one process: virtual time, one seed, a chosen kernel's behaviour.
@@ -41,6 +42,53 @@ pub struct Sim {
     pub kernel: KernelVersion,
     /// The seed of every random choice (ties between simultaneous events, ports, ISNs).
     pub seed: u64,
+    /// Explore: the alternatives to take at the choice points (see [`sim::SimConfig`]);
+    /// `None`: the seed's order.
+    pub ordering: Option<Vec<u32>>,
+    /// The choice points the last network built by this backend met, when exploring.
+    pub explored: Arc<Mutex<Vec<Choice>>>,
+}
+
+/// An ordering as `lab run --sim --ordering` takes it: the choice points where an alternative
+/// other than the seed's order was taken, as `POINT:ALTERNATIVE` pairs (`3:1,7:2`); `0` for
+/// the seed's order.
+pub fn ordering_id(choices: &[Choice]) -> String {
+    let taken: Vec<String> = choices
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.chosen != 0)
+        .map(|(i, c)| format!("{i}:{}", c.chosen))
+        .collect();
+    match taken.is_empty() {
+        true => "0".into(),
+        false => taken.join(","),
+    }
+}
+
+/// The alternatives an [`ordering_id`] names, by choice point.
+pub fn parse_ordering(id: &str) -> Result<Vec<u32>, String> {
+    let bad = || {
+        format!(
+            "--ordering {id:?}: an ordering is written like 0 or 3:1,7:2 (as --explore prints it)"
+        )
+    };
+    let mut out: Vec<u32> = Vec::new();
+    if id == "0" {
+        return Ok(out);
+    }
+    for pair in id.split(',') {
+        let (point, alt) = pair.split_once(':').ok_or_else(bad)?;
+        let (point, alt): (usize, u32) = (
+            point.parse().map_err(|_| bad())?,
+            alt.parse().map_err(|_| bad())?,
+        );
+        if point < out.len() || point > 1_000_000 || alt == 0 {
+            return Err(bad());
+        }
+        out.resize(point, 0);
+        out.push(alt);
+    }
+    Ok(out)
 }
 
 impl Sim {
@@ -62,6 +110,8 @@ impl Sim {
                 release: format!("{short} (simulated)"),
             },
             seed,
+            ordering: None,
+            explored: Arc::default(),
         })
     }
 
@@ -93,6 +143,7 @@ impl Backend for Sim {
             .collect();
         let config = SimConfig {
             kernel: self.profile(),
+            ordering: self.ordering.clone(),
             ..SimConfig::with_seed(self.seed)
         };
         let world = World::new(&spec, config).map_err(|e| e.to_string())?;
@@ -110,6 +161,7 @@ impl Backend for Sim {
             holders: HashMap::new(),
             taps: Vec::new(),
             armed_at: SimTime::ZERO,
+            explored: Arc::clone(&self.explored),
         }))
     }
 }
@@ -159,6 +211,7 @@ pub struct SimNetwork {
     holders: HashMap<String, (HolderId, PathBuf)>,
     taps: Vec<(CaptureSpec, TapId)>,
     armed_at: SimTime,
+    explored: Arc<Mutex<Vec<Choice>>>,
 }
 
 fn duration(t: SimTime) -> Duration {
@@ -598,6 +651,9 @@ impl Network for SimNetwork {
 
     fn down(mut self: Box<Self>) -> Result<(), String> {
         self.drain();
+        if let Ok(mut e) = self.explored.lock() {
+            *e = self.world.choices().to_vec();
+        }
         let logs: BTreeMap<PathBuf, String> = self
             .listeners
             .values()
