@@ -83,10 +83,11 @@ impl Host {
                 name: i.name.clone(),
                 mac: i.mac,
                 addr: i.addr,
-                arp_ignore: spec.sysctls.arp_ignore.effective(&i.name),
-                arp_announce: spec.sysctls.arp_announce.effective(&i.name),
+                // Set from the sysctls below.
+                arp_ignore: 0,
+                arp_announce: 0,
                 secondary: Vec::new(),
-                forwarding: spec.sysctls.forwarding.effective(&i.name) == 1,
+                forwarding: false,
             })
             .collect();
         let mut routes = RouteTable::default();
@@ -111,17 +112,19 @@ impl Host {
                 });
             }
         }
-        Host {
+        let mut host = Host {
             name: spec.name.clone(),
             ifaces,
             loopback: spec.loopback.clone(),
             routes,
             neigh: NeighTable::default(),
-            ip_forward: spec.sysctls.ip_forward,
+            ip_forward: false,
             sysctls: spec.sysctls.clone(),
             rules: Vec::new(),
             tables: BTreeMap::new(),
-        }
+        };
+        host.sysctls_changed();
+        host
     }
 
     /// Takes the interfaces' effective values from [`Host::sysctls`] again, after a write.

@@ -10,7 +10,7 @@ use crate::addr::{Ipv4Net, MacAddr};
 use crate::error::SimError;
 use crate::frame;
 use crate::hooks::{Ct, ip_dst};
-use crate::host::{LO, PolicyRule};
+use crate::host::PolicyRule;
 use crate::ipv4::{Route, RouteTable};
 use crate::nfqueue::NfqId;
 use crate::spec::Sysctl;
@@ -60,20 +60,14 @@ impl World {
         addr: Ipv4Addr,
     ) -> Result<bool, SimError> {
         let h = self.host_index(host)?;
-        let hs = &mut self.hosts[h];
-        if iface == "lo" {
-            if hs.loopback.contains(&addr) {
-                return Ok(false);
-            }
-            hs.loopback.push(addr);
-            return Ok(true);
-        }
-        let i = self.iface(h, iface)?;
-        let it = &mut self.hosts[h].ifaces[i];
-        if it.holds(addr) {
+        let primary = self.hosts[h]
+            .iface_index(iface)
+            .and_then(|i| self.hosts[h].ifaces[i].addr);
+        let list = self.address_list(h, iface)?;
+        if primary.map(|n| n.addr()) == Some(addr) || list.contains(&addr) {
             return Ok(false);
         }
-        it.secondary.push(addr);
+        list.push(addr);
         Ok(true)
     }
 
@@ -86,15 +80,24 @@ impl World {
         addr: Ipv4Addr,
     ) -> Result<bool, SimError> {
         let h = self.host_index(host)?;
-        let list = if iface == "lo" {
-            &mut self.hosts[h].loopback
-        } else {
-            let i = self.iface(h, iface)?;
-            &mut self.hosts[h].ifaces[i].secondary
-        };
+        let list = self.address_list(h, iface)?;
         let before = list.len();
         list.retain(|a| *a != addr);
         Ok(list.len() < before)
+    }
+
+    /// The addresses added to interface `iface` of host `h` (`lo`: those besides 127/8).
+    fn address_list(&mut self, h: usize, iface: &str) -> Result<&mut Vec<Ipv4Addr>, SimError> {
+        if iface == "lo" {
+            return Ok(&mut self.hosts[h].loopback);
+        }
+        let i = self.hosts[h]
+            .iface_index(iface)
+            .ok_or_else(|| SimError::UnknownInterface {
+                host: self.hosts[h].name.clone(),
+                interface: iface.to_string(),
+            })?;
+        Ok(&mut self.hosts[h].ifaces[i].secondary)
     }
 
     /// `sysctl -w`: one of the modelled sysctls of `host` (others are refused).
@@ -231,15 +234,5 @@ impl World {
         let dropped = q.waiting.len();
         q.waiting.clear();
         Ok(dropped)
-    }
-
-    fn iface(&self, h: usize, name: &str) -> Result<usize, SimError> {
-        self.hosts[h]
-            .iface_index(name)
-            .filter(|i| *i != LO)
-            .ok_or_else(|| SimError::UnknownInterface {
-                host: self.hosts[h].name.clone(),
-                interface: name.to_string(),
-            })
     }
 }

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-pub use crate::sys::markroute::{PROTO_LB, backend_mark};
+pub use crate::sys::markroute::backend_mark;
 pub use crate::sys::netlink::{IfAddr, vip_interface};
 pub use settings::ServerSettings;
 

@@ -200,10 +200,11 @@ impl LbProcess {
 }
 
 /// The host's addresses as `lb` reads them from netlink.
-fn addresses(world: &World, host: &str) -> Result<Vec<lb::server::IfAddr>, sim::SimError> {
+/// The interface index of `links[k]` is `k + 1` (`lo` is 1).
+fn addresses(links: &[sim::IfInfo]) -> Vec<lb::server::IfAddr> {
     let mut out = Vec::new();
-    for (index, i) in world.interfaces(host)?.into_iter().enumerate() {
-        for net in i.addrs {
+    for (index, i) in links.iter().enumerate() {
+        for net in &i.addrs {
             out.push(lb::server::IfAddr {
                 ifindex: index as u32 + 1,
                 ifname: i.name.clone(),
@@ -212,7 +213,7 @@ fn addresses(world: &World, host: &str) -> Result<Vec<lb::server::IfAddr>, sim::
             });
         }
     }
-    Ok(out)
+    out
 }
 
 fn start_server(
@@ -228,16 +229,11 @@ fn start_server(
             "`--forward dsr` (frames sent from a packet socket)".into(),
         ));
     }
-    let local = addresses(world, host).map_err(world_err("addresses"))?;
+    let links = world.interfaces(host).map_err(world_err("interfaces"))?;
+    let local = addresses(&links);
     let iface = lb::server::vip_interface(&local, s.vip, s.server.interface.as_deref())
         .map_err(exit("lb server"))?;
-    let mac = world
-        .interfaces(host)
-        .map_err(world_err("interfaces"))?
-        .into_iter()
-        .find(|i| i.name == iface.ifname)
-        .map(|i| lb_core::MacAddr(i.mac.0))
-        .unwrap_or_default();
+    let mac = lb_core::MacAddr(links[iface.ifindex as usize - 1].mac.0);
     let mut specs = Vec::new();
     for b in &s.server.backends {
         lb::server::check_backend(&s, b, &iface, &local).map_err(exit("lb server"))?;
