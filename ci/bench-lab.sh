@@ -3,7 +3,7 @@
 # run, and prints the ratios. Documented in docs/benchmarks.md ("Lab: `lab up` + `lab down`
 # against Mininet"). Run as root:
 #
-#   ci/setup.sh --with-mininet      # once: mininet + bridge-utils from Debian
+#   ci/setup.sh      # once: mininet + bridge-utils from Debian
 #   ci/bench-lab.sh                 # builds lab (release) if needed, then measures
 #
 # Options (environment):
@@ -77,9 +77,9 @@ mn_why=""
 if [[ -n "${NO_MININET:-}" ]]; then
   mn_ok=0 mn_why="skipped (NO_MININET set)"
 elif ! command -v mn >/dev/null; then
-  mn_ok=0 mn_why="mn is not installed (run ci/setup.sh --with-mininet)"
+  mn_ok=0 mn_why="mn is not installed (run ci/setup.sh)"
 elif ! command -v brctl >/dev/null; then
-  mn_ok=0 mn_why="brctl is missing: Mininet's lxbr switch needs bridge-utils (run ci/setup.sh --with-mininet)"
+  mn_ok=0 mn_why="brctl is missing: Mininet's lxbr switch needs bridge-utils (run ci/setup.sh)"
 fi
 if ((mn_ok)); then
   echo "mininet: $(mn --version 2>&1 | tail -1)"

@@ -8,13 +8,14 @@
 #   iproute2             `ip netns exec` for users; `ip` in a few tests
 #   telnet, netcat       what the seed post types by hand, for interactive labs
 #   python3              ci/check-layout.py (the tree's shape, checked by .ci/run)
-#   mininet, bridge-utils  only for the speed comparison in ci/bench-lab.sh (--with-mininet)
+#   mininet, bridge-utils  the Mininet backend (`--backend mininet`, `--custom FILE.py`):
+#                        Debian's Mininet 2.3 for the system python3, and brctl for its
+#                        LinuxBridge; Open vSwitch (a daemon) is left out: `lab doctor` says
+#                        whether the machine has it
 set -euo pipefail
 
-packages=(iptables nftables tcpdump conntrack iproute2 telnet netcat-openbsd python3)
-if [[ "${1:-}" == "--with-mininet" ]]; then
-  packages+=(mininet bridge-utils)
-fi
+packages=(iptables nftables tcpdump conntrack iproute2 telnet netcat-openbsd python3
+  mininet bridge-utils)
 
 if [[ $(id -u) -ne 0 ]]; then
   echo "ci/setup.sh: run as root (it installs packages)" >&2

@@ -193,7 +193,19 @@ pub fn configure(plan: &Plan, nss: &HashMap<String, NetNs>) -> Result<(), LabErr
         Ok::<(), LabError>(())
     })?;
     drop(handles);
+    configure_rules(plan, nss)
+}
 
+/// Sets the hosts' sysctls and loads their firewalls, in namespaces whose interfaces and
+/// addresses exist (built by [`configure`], or by Mininet).
+pub fn configure_rules(plan: &Plan, nss: &HashMap<String, NetNs>) -> Result<(), LabError> {
+    let ns = |node: &str| {
+        nss.get(node).ok_or_else(|| LabError::Namespace {
+            node: node.to_string(),
+            netns: String::new(),
+            message: "namespace was not created".into(),
+        })
+    };
     for host in plan.hosts.iter().filter(|h| !h.sysctls.is_empty()) {
         let pairs: Vec<(&str, &str)> = host
             .sysctls

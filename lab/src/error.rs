@@ -103,6 +103,19 @@ pub enum LabError {
         /// Why.
         message: String,
     },
+    /// A Mininet switch has no namespace of its own to run or capture in.
+    #[error(
+        "{node} is a Mininet switch: bridge {bridge} in the root namespace, where lab runs and captures nothing (use a host)"
+    )]
+    RootSwitch {
+        /// The switch.
+        node: String,
+        /// Its bridge's name.
+        bridge: String,
+    },
+    /// Mininet could not build the lab (the helper's own message).
+    #[error("mininet: {0}")]
+    Mininet(String),
     /// Teardown left something behind.
     #[error("removing lab `{lab}` left problems: {}", problems.join("; "))]
     Teardown {

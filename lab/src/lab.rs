@@ -2,10 +2,13 @@
 
 use crate::deploy;
 use crate::error::LabError;
+use crate::mininet;
 use crate::netns;
 use crate::remove;
 use crate::resolve::Plan;
-use crate::state::{NsRecord, ProcRecord, ProcessId, StateRecord, Status, artifact_root, now_ms};
+use crate::state::{
+    NsRecord, ProcRecord, ProcessId, StateRecord, Status, SwitchKind, artifact_root, now_ms,
+};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,6 +24,18 @@ pub struct LabOptions {
     /// Keep the lab when this process exits (`lab up`): no owner, removed only by `lab down`
     /// or `lab clean --all`.
     pub persistent: bool,
+    /// Who builds the network.
+    pub builder: Builder,
+}
+
+/// Who builds a lab's network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Builder {
+    /// lab itself: a namespace per host and per switch, over netlink.
+    #[default]
+    Native,
+    /// Mininet 2.3 through its Python API, with this switch ([`crate::mininet`]).
+    Mininet(SwitchKind),
 }
 
 /// A running lab. Dropping it removes the lab (unless it was [`detach`](Lab::detach)ed or
@@ -78,8 +93,17 @@ impl Lab {
             Some(n) => n.clone(),
             None => generated_name(),
         };
-        let namespaces = plan
-            .nodes()
+        let mininet = match opts.builder {
+            Builder::Native => None,
+            Builder::Mininet(switch) => Some(mininet::record_for(&plan, switch)?),
+        };
+        // Mininet's switches live in the root namespace: only hosts have namespaces then.
+        let nodes: Vec<&str> = match mininet {
+            None => plan.nodes().collect(),
+            Some(_) => plan.hosts.iter().map(|h| h.name.as_str()).collect(),
+        };
+        let namespaces = nodes
+            .into_iter()
             .map(|node| NsRecord {
                 node: node.to_string(),
                 netns: format!("{PREFIX}-{name}-{node}"),
@@ -99,6 +123,7 @@ impl Lab {
             namespaces,
             processes: vec![],
             plan,
+            mininet,
         };
         // The record lists every namespace before the first one exists.
         record.create()?;
@@ -108,15 +133,61 @@ impl Lab {
             remove_on_drop: true,
         };
         let t0 = std::time::Instant::now();
-        let nss = deploy::create_namespaces(&lab.record.namespaces)?;
-        tracing::debug!(lab = %lab.name(), ms = t0.elapsed().as_secs_f64() * 1e3, "namespaces created");
-        deploy::configure(&lab.record.plan, &nss)?;
+        if lab.record.mininet.is_some() {
+            std::fs::create_dir_all(&lab.record.artifact_dir)
+                .map_err(|e| LabError::io(&lab.record.artifact_dir, e))?;
+            lab.build_with_mininet()?;
+        } else {
+            let nss = deploy::create_namespaces(&lab.record.namespaces)?;
+            tracing::debug!(lab = %lab.name(), ms = t0.elapsed().as_secs_f64() * 1e3, "namespaces created");
+            deploy::configure(&lab.record.plan, &nss)?;
+        }
         tracing::debug!(lab = %lab.name(), ms = t0.elapsed().as_secs_f64() * 1e3, "configured");
         std::fs::create_dir_all(&lab.record.artifact_dir)
             .map_err(|e| LabError::io(&lab.record.artifact_dir, e))?;
         lab.record.status = Status::Up;
         lab.record.save()?;
         Ok(lab)
+    }
+
+    /// Mininet builds the network; its hosts' namespaces get the lab's names; lab sets the
+    /// sysctls and loads the firewalls as for a native lab; Mininet's shells end.
+    fn build_with_mininet(&mut self) -> Result<(), LabError> {
+        let plan = self.record.plan.clone();
+        let Some(rec) = self.record.mininet.clone() else {
+            return Ok(());
+        };
+        let log = self.record.artifact_dir.join("mininet.log");
+        let record = &mut self.record;
+        let built = mininet::build(&plan, &rec, &log, |helper| {
+            if let Some(m) = record.mininet.as_mut() {
+                m.processes.push(helper);
+            }
+            record.save()
+        })?;
+        if let Some(m) = self.record.mininet.as_mut() {
+            m.processes = built.processes.clone();
+        }
+        self.record.save()?;
+        let mut nss = std::collections::HashMap::new();
+        for ns in &self.record.namespaces {
+            let pid = built.hosts.get(&ns.node).copied().ok_or_else(|| {
+                LabError::Mininet(format!("Mininet did not report host {}", ns.node))
+            })?;
+            mininet::attach_netns(pid, &ns.path())?;
+            let handle = netns_rs::NetNs::get(&ns.netns).map_err(|e| LabError::Namespace {
+                node: ns.node.clone(),
+                netns: ns.netns.clone(),
+                message: e.to_string(),
+            })?;
+            nss.insert(ns.node.clone(), handle);
+        }
+        deploy::configure_rules(&plan, &nss)?;
+        built.release();
+        if let Some(m) = self.record.mininet.as_mut() {
+            m.processes.retain(|p| p.alive());
+        }
+        self.record.save()
     }
 
     /// Opens an existing lab by name without taking ownership: dropping it removes nothing.
@@ -184,17 +255,29 @@ impl Lab {
             .iter()
             .find(|n| n.node == node)
             .map(NsRecord::path)
-            .ok_or_else(|| LabError::NoSuchNode {
-                lab: self.record.name.clone(),
-                node: node.to_string(),
-                known: self
-                    .record
-                    .namespaces
-                    .iter()
-                    .map(|n| n.node.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+            .ok_or_else(|| match self.mininet_bridge(node) {
+                Some(bridge) => LabError::RootSwitch {
+                    node: node.to_string(),
+                    bridge: bridge.to_string(),
+                },
+                None => LabError::NoSuchNode {
+                    lab: self.record.name.clone(),
+                    node: node.to_string(),
+                    known: self
+                        .record
+                        .namespaces
+                        .iter()
+                        .map(|n| n.node.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                },
             })
+    }
+
+    /// The root-namespace bridge of `node` when it is a switch Mininet built.
+    fn mininet_bridge(&self, node: &str) -> Option<&str> {
+        let m = self.record.mininet.as_ref()?;
+        m.bridges.get(node).map(String::as_str)
     }
 
     /// Runs `f` on this thread inside `node`'s namespace. Sockets created in `f` stay there.

@@ -16,6 +16,7 @@ pub mod input;
 pub mod kernel;
 pub mod lab;
 pub mod ladder;
+pub mod mininet;
 pub mod net;
 pub mod netns;
 pub mod remove;
@@ -29,6 +30,6 @@ pub mod topology;
 pub mod trace;
 
 pub use error::LabError;
-pub use lab::{Lab, LabOptions, Process};
+pub use lab::{Builder, Lab, LabOptions, Process};
 pub use resolve::{Plan, resolve};
 pub use topology::Topology;

@@ -36,6 +36,8 @@ enum Cmd {
         /// Keep the lab only while this command runs: remove it on Ctrl-C or SIGTERM.
         #[arg(long)]
         hold: bool,
+        #[command(flatten)]
+        build: cli::BuildArgs,
     },
     /// Remove a lab (its processes, namespaces, links and record).
     Down {
@@ -117,6 +119,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 | LabError::NameTaken(_)
                 | LabError::NoSuchLab(_)
                 | LabError::NoSuchNode { .. }
+                | LabError::RootSwitch { .. }
                 | LabError::Ambiguous(_)
                 | LabError::NotRoot => 2,
                 _ => 1,
@@ -134,7 +137,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             name,
             check,
             hold,
-        } => lifecycle::up(topology.or(topo), name, check, hold),
+            build,
+        } => {
+            let builder = build.builder().map_err(anyhow::Error::msg)?;
+            lifecycle::up(topology.or(topo), name, check, hold, builder)
+        }
         Cmd::Down { name, all } => lifecycle::down(name, all),
         Cmd::List { json } => list::list(json),
         Cmd::Exec { lab, host, command } => lifecycle::exec(lab, &host, &command),

@@ -86,6 +86,13 @@ pub fn remove(record: &mut StateRecord) -> Result<(), LabError> {
         .collect();
     stop_all(&processes_in(&inodes));
     let mut problems = Vec::new();
+    if let Some(m) = &record.mininet {
+        // Mininet's helper and shells, by identity; then its bridges and ports in the root
+        // namespace, by name, before the namespaces go (a namespace is destroyed
+        // asynchronously, and its veths' peers with it).
+        stop_all(&m.processes);
+        problems.extend(crate::mininet::remove_root(m));
+    }
     for ns in &record.namespaces {
         let path = ns.path();
         match nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH) {

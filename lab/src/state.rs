@@ -7,6 +7,7 @@
 use crate::error::LabError;
 use crate::resolve::Plan;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -109,6 +110,40 @@ pub struct ProcRecord {
     pub log: PathBuf,
 }
 
+/// Which switch Mininet runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SwitchKind {
+    /// Mininet's `LinuxBridge` (`mn --switch lxbr`).
+    #[default]
+    Lxbr,
+    /// Mininet's `OVSSwitch` in standalone mode (`mn --switch ovs,failMode=standalone`).
+    Ovs,
+}
+
+impl SwitchKind {
+    /// Its `--switch` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SwitchKind::Lxbr => "lxbr",
+            SwitchKind::Ovs => "ovs",
+        }
+    }
+}
+
+/// What a Mininet-built lab has outside its namespaces, recorded before it exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MininetRecord {
+    /// The switch kind.
+    pub switch: SwitchKind,
+    /// Switch node → its bridge's name in the root namespace.
+    pub bridges: BTreeMap<String, String>,
+    /// Switch port as the plan names it (`s1-eth1`) → its name in the root namespace.
+    pub ports: BTreeMap<String, String>,
+    /// The helper and Mininet's shells while they run (only these are ever signalled).
+    pub processes: Vec<ProcessId>,
+}
+
 /// Everything needed to list and remove one lab.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateRecord {
@@ -132,6 +167,9 @@ pub struct StateRecord {
     pub artifact_dir: PathBuf,
     /// The resolved topology.
     pub plan: Plan,
+    /// What Mininet built outside the namespaces, for a lab built by Mininet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mininet: Option<MininetRecord>,
 }
 
 /// Milliseconds since the epoch.

@@ -49,6 +49,14 @@ pub fn privileged_with(test: &str, tool: &str) -> bool {
     false
 }
 
+static ROOT_NAMESPACE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Held by a test that compares the root namespace before and after, and by one that changes
+/// it for a while (a Mininet lab's switch ports): such tests of one binary run one at a time.
+pub fn root_namespace_lock() -> std::sync::MutexGuard<'static, ()> {
+    ROOT_NAMESPACE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 type Job = Box<dyn FnOnce() + Send>;
 
 /// A thread living in its own anonymous network namespace (`unshare(CLONE_NEWNET)`).

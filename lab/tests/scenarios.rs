@@ -8,11 +8,18 @@
 //! writes nothing; see docs/scenario-format.md). Filter as usual:
 //! `cargo test -p lab --test scenarios -- mysterious`.
 //!
+//! Each file is also run with `--backend mininet` (`mininet::NAME`): Mininet builds the lab,
+//! and the same snapshot must match. Privileged, and skipped with the reason where Mininet is
+//! not installed (failing instead under LAB_REQUIRE_PRIVILEGED=1: CI installs it).
+//!
 //! Each file is also run in the simulator (`sim::NAME`, `lab run --sim`, this kernel's
 //! behaviour), with no root and the same snapshot. Those never skip: a scenario the simulator
 //! refuses ("… cannot be simulated yet") fails, with the simulator's own reason.
 
+use lab::Builder;
+use lab::backend::native::Native;
 use lab::scenario::{self, ReportOptions, RunOptions, Scenario, Silent, discover, render};
+use lab::state::SwitchKind;
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use std::path::{Path, PathBuf};
 
@@ -21,18 +28,30 @@ fn scenario_dir() -> PathBuf {
     dir.canonicalize().unwrap_or(dir)
 }
 
-fn run_one(file: &Path) -> Result<Completion, Failed> {
+fn skip(reason: &str) -> Result<Completion, Failed> {
+    if std::env::var("LAB_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        return Err(format!("{reason}, and LAB_REQUIRE_PRIVILEGED=1 forbids skipping").into());
+    }
+    Ok(Completion::ignored_with(format!(
+        "{reason}; set LAB_REQUIRE_PRIVILEGED=1 to fail instead"
+    )))
+}
+
+fn run_one(file: &Path, builder: Builder) -> Result<Completion, Failed> {
     let s = Scenario::load(file).map_err(|e| Failed::from(e.to_string()))?;
     if !nix::unistd::geteuid().is_root() {
-        let reason = "needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)";
-        if std::env::var("LAB_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-            return Err(format!("{reason}, and LAB_REQUIRE_PRIVILEGED=1 forbids skipping").into());
-        }
-        return Ok(Completion::ignored_with(format!(
-            "{reason}; set LAB_REQUIRE_PRIVILEGED=1 to fail instead"
-        )));
+        return skip("needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)");
     }
-    let r = scenario::run(&s, &RunOptions::default(), &Silent);
+    if builder != Builder::Native
+        && let Err(e) = lab::mininet::installed(SwitchKind::Lxbr)
+    {
+        return skip(&e);
+    }
+    let backend = Native {
+        builder,
+        ..Native::default()
+    };
+    let r = scenario::run_on(&backend, &s, &RunOptions::default(), &Silent);
     if r.passed() {
         Ok(Completion::Completed)
     } else {
@@ -88,9 +107,14 @@ fn main() {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let g = f.clone();
+            let (g, m) = (f.clone(), f.clone());
             [
-                Trial::ignorable_test(name.clone(), move || run_one(&f)).with_kind("scenario"),
+                Trial::ignorable_test(name.clone(), move || run_one(&f, Builder::Native))
+                    .with_kind("scenario"),
+                Trial::ignorable_test(format!("mininet::{name}"), move || {
+                    run_one(&m, Builder::Mininet(SwitchKind::Lxbr))
+                })
+                .with_kind("mininet"),
                 Trial::ignorable_test(format!("sim::{name}"), move || run_simulated(&g))
                     .with_kind("simulated"),
             ]

@@ -3,6 +3,7 @@
 mod capture;
 mod capture_cli;
 mod determinism;
+mod mininet;
 mod run_cli;
 mod runner;
 mod runtime;

@@ -14,6 +14,7 @@ pub fn up(
     name: Option<String>,
     do_check: bool,
     hold: bool,
+    builder: lab::Builder,
 ) -> Result<ExitCode> {
     let spec = spec.unwrap_or_else(|| "single,3".into());
     let plan = resolve(&Topology::load(&spec)?)?;
@@ -26,6 +27,7 @@ pub fn up(
         &LabOptions {
             name,
             persistent: !hold,
+            builder,
         },
     )
     .context("cannot create the lab")?;

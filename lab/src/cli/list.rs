@@ -28,11 +28,16 @@ pub fn list(json: bool) -> Result<ExitCode> {
                     Some(o) if o.alive() => format!("pid {}", o.pid),
                     Some(o) => format!("pid {} (gone: `lab clean` removes it)", o.pid),
                 };
+                let backend = match &r.mininet {
+                    None => "native".to_string(),
+                    Some(m) => format!("mininet ({})", m.switch.name()),
+                };
                 println!(
-                    "{}  {}  {:?}  owner {}  age {}  artifacts {}",
+                    "{}  {}  {:?}  backend {}  owner {}  age {}  artifacts {}",
                     r.name,
                     r.plan.name,
                     r.status,
+                    backend,
                     owner,
                     age(now_ms().saturating_sub(r.created_ms)),
                     r.artifact_dir.display()
@@ -63,14 +68,15 @@ pub fn print_hosts(r: &StateRecord) {
         println!("  {:<8} {:<40} netns {ns}", h.name, addrs.join(", "));
     }
     for s in &r.plan.switches {
-        let ns = r
-            .namespaces
-            .iter()
-            .find(|n| n.node == s.name)
-            .map(|n| n.netns.as_str())
-            .unwrap_or("?");
+        let place = match r.mininet.as_ref().and_then(|m| m.bridges.get(&s.name)) {
+            Some(bridge) => format!("root namespace, as {bridge}"),
+            None => {
+                let ns = r.namespaces.iter().find(|n| n.node == s.name);
+                format!("netns {}", ns.map_or("?", |n| n.netns.as_str()))
+            }
+        };
         println!(
-            "  {:<8} {:<40} netns {ns}",
+            "  {:<8} {:<40} {place}",
             s.name,
             format!("bridge, {} ports", s.ports.len())
         );

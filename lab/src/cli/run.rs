@@ -38,8 +38,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     lb: Option<PathBuf>,
     /// Run in the simulator: no root, no namespaces, virtual time, deterministic by seed.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["backend", "switch"])]
     sim: bool,
+    #[command(flatten)]
+    build: super::BuildArgs,
     /// The kernel whose behaviour the simulator shows (`3.6`, `4.18`, `6.12`; default: the
     /// running kernel's). Needs --sim.
     #[arg(long, value_name = "VERSION", requires = "sim")]
@@ -133,8 +135,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .map(|j| j as usize)
         .unwrap_or_else(|| scenarios.len().min(4))
         .max(1);
+    let builder = match args.build.builder() {
+        Ok(b) => b,
+        Err(e) => return Ok(bad_input(&e)),
+    };
     let native = lab::backend::native::Native {
         lb_bin: args.lb.clone(),
+        builder,
     };
     let backend: &dyn lab::backend::Backend = match &sim {
         Some(s) => s,

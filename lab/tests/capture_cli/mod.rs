@@ -40,6 +40,7 @@ fn lab_up(name: &str) -> (Lab, DownOnDrop) {
     let opts = LabOptions {
         name: Some(name.into()),
         persistent: true,
+        ..Default::default()
     };
     let name = Lab::up(plan, &opts).unwrap().detach();
     let guard = DownOnDrop(name.clone());

@@ -91,6 +91,7 @@ fn teardown_leaves_no_namespace_link_or_record() {
     if !privileged("teardown_leaves_no_namespace_link_or_record") {
         return;
     }
+    let _root = lab::testing::root_namespace_lock();
     let before = root_snapshot();
     let lab = up("linear,3");
     let name = lab.name().to_string();
@@ -119,6 +120,7 @@ fn eight_labs_in_parallel() {
     if !privileged("eight_labs_in_parallel") {
         return;
     }
+    let _root = lab::testing::root_namespace_lock();
     let before = root_snapshot();
     let names: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
@@ -268,6 +270,7 @@ iptables = ["-A INPUT -p tcp --dport 22 -j ACCEPT", "-A INPUT -p tcp -j NOSUCHCH
         },
     )
     .unwrap();
+    let _root = lab::testing::root_namespace_lock();
     let before = root_snapshot();
     let name = format!("half{}", std::process::id());
     let err = Lab::up(

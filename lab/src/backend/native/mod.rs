@@ -15,7 +15,7 @@ use crate::cancel::{cancelled, pause};
 use crate::capture::{Capture, CaptureConfig, CapturePoint, Frame, PacketSocket};
 use crate::error::LabError;
 use crate::kernel::KernelVersion;
-use crate::lab::{Lab, LabOptions, Process};
+use crate::lab::{Builder, Lab, LabOptions, Process};
 use crate::resolve::Plan;
 use holder::{HolderStats, nfq_holder};
 use std::collections::HashMap;
@@ -31,11 +31,17 @@ use tasks::{Log, Task, TelnetPlan};
 pub struct Native {
     /// The `lb` binary; found next to the running executable when `None` (or `LB_BIN`).
     pub lb_bin: Option<PathBuf>,
+    /// Who builds each network: lab itself, or Mininet (the `mininet` backend). Either way
+    /// the result is a [`Lab`] of named namespaces, and everything after the build is the same.
+    pub builder: Builder,
 }
 
 impl Backend for Native {
     fn name(&self) -> &'static str {
-        "native"
+        match self.builder {
+            Builder::Native => "native",
+            Builder::Mininet(_) => "mininet",
+        }
     }
 
     fn kernel(&self) -> KernelVersion {
@@ -48,6 +54,7 @@ impl Backend for Native {
             let opts = LabOptions {
                 name: Some(lab_name(hint, attempt)),
                 persistent: false,
+                builder: self.builder,
             };
             match Lab::up(plan.clone(), &opts) {
                 Ok(l) => {

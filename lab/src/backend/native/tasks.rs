@@ -576,14 +576,30 @@ pub fn wait_links_up(lab: &Lab, timeout: Duration) -> Result<(), String> {
             h.interfaces.iter().map(|i| i.name.clone()).collect(),
         );
     }
+    // A Mininet lab's switches are in the root namespace (this thread's), under the names
+    // recorded for them.
+    let mininet = lab.record().mininet.as_ref();
+    let mut root: HashMap<String, Vec<String>> = HashMap::new();
     for s in &plan.switches {
         let mut v = vec![s.name.clone()];
         v.extend(s.ports.iter().map(|p| p.name.clone()));
-        nodes.insert(s.name.clone(), v);
+        match mininet {
+            None => {
+                nodes.insert(s.name.clone(), v);
+            }
+            Some(m) => {
+                let rename = |n: &String| m.bridges.get(n).or(m.ports.get(n)).unwrap_or(n).clone();
+                root.insert(s.name.clone(), v.iter().map(rename).collect());
+            }
+        }
     }
     let end = Instant::now() + timeout;
     loop {
         let mut down = Vec::new();
+        for (node, ifaces) in &root {
+            let d = not_running(ifaces).map_err(|e| format!("{node}: {e}"))?;
+            down.extend(d.into_iter().map(|i| format!("{node}:{i}")));
+        }
         for (node, ifaces) in &nodes {
             let d = lab
                 .run_in(node, || not_running(ifaces))

@@ -74,6 +74,7 @@ struct Runtime<'a> {
 pub fn run(s: &Scenario, opts: &RunOptions, progress: &dyn Progress) -> ScenarioResult {
     let native = Native {
         lb_bin: opts.lb_bin.clone(),
+        ..Native::default()
     };
     run_on(&native, s, opts, progress)
 }

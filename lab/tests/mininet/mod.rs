@@ -1,0 +1,179 @@
+//! Privileged tests of the Mininet backend on the real kernel: labs built by Mininet come and
+//! go (also after SIGKILL) leaving the root namespace as it was, and nothing of Mininet
+//! running. They need Mininet (ci/setup.sh installs it): without it they skip with the reason,
+//! or fail under LAB_REQUIRE_PRIVILEGED=1.
+//!
+//! Mininet's switches live in the root namespace, so these tests compare it before and after;
+//! they run one at a time (`root_namespace_lock`, with the other tests that compare it) so one test's switch ports are not in another's picture.
+
+use lab::state::{NETNS_DIR, SwitchKind};
+use lab::testing::privileged;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Root, and Mininet installed (required where privileged tests are).
+fn ready(test: &str) -> bool {
+    if !privileged(test) {
+        return false;
+    }
+    match lab::mininet::installed(SwitchKind::Lxbr) {
+        Ok(()) => true,
+        Err(e) => {
+            assert_ne!(
+                std::env::var("LAB_REQUIRE_PRIVILEGED").as_deref(),
+                Ok("1"),
+                "{test}: {e}"
+            );
+            eprintln!("SKIP {test}: {e}");
+            false
+        }
+    }
+}
+
+fn lab_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lab"))
+}
+
+/// The root namespace as the issue defines "identical": links (names and flags), addresses,
+/// routes of every table, policy rules, the iptables rules and the nft ruleset.
+fn root_state() -> String {
+    let mut out = String::new();
+    let runs: [&[&str]; 7] = [
+        &["ip", "-o", "link"],
+        &["ip", "-o", "addr"],
+        &["ip", "route", "show", "table", "all"],
+        &["ip", "rule"],
+        &["iptables-save"],
+        &["ip6tables-save"],
+        &["nft", "list", "ruleset"],
+    ];
+    for argv in runs {
+        let o = Command::new(argv[0])
+            .args(&argv[1..])
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", argv[0]));
+        out.push_str(&format!("## {}\n", argv.join(" ")));
+        for l in String::from_utf8_lossy(&o.stdout).lines() {
+            // Link lines carry counters and qdisc state of nothing we create; iptables-save
+            // stamps the time in comments.
+            if !l.starts_with('#') {
+                out.push_str(l.split(" qdisc").next().unwrap_or(l));
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// Pids of Mininet's shells (`bash … mininet:h1`) and of lab's Mininet helper.
+fn mininet_processes() -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("mininet:") || c.contains("lab's Mininet helper")
+            })
+        })
+        .collect()
+}
+
+fn namespaces_of(name: &str) -> Vec<String> {
+    let prefix = format!("lab-{name}-");
+    std::fs::read_dir(NETNS_DIR)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let o = cmd.output().expect("run lab");
+    assert!(
+        o.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn twenty_cycles_and_five_sigkills_leave_the_root_namespace_as_it_was() {
+    let test = "twenty_cycles_and_five_sigkills_leave_the_root_namespace_as_it_was";
+    if !ready(test) {
+        return;
+    }
+    let _root = lab::testing::root_namespace_lock();
+    let before = root_state();
+    let shells_before = mininet_processes();
+    let id = std::process::id() % 100_000;
+    for i in 0..20 {
+        let name = format!("mc{id}-{i}");
+        let out = run_ok(lab_bin().args(["up", "--backend", "mininet", "--name", &name]));
+        assert!(out.contains("is up"), "{out}");
+        let list = run_ok(lab_bin().args(["list"]));
+        assert!(
+            list.contains(&format!("{name}  single,3  Up  backend mininet (lxbr)")),
+            "{list}"
+        );
+        assert_eq!(namespaces_of(&name).len(), 3);
+        assert_ne!(
+            root_state(),
+            before,
+            "cycle {i}: the switch is in the root namespace"
+        );
+        run_ok(lab_bin().args(["down", &name]));
+        assert_eq!(root_state(), before, "cycle {i}: root namespace changed");
+        assert_eq!(namespaces_of(&name), Vec::<String>::new());
+        assert_eq!(
+            mininet_processes(),
+            shells_before,
+            "cycle {i}: Mininet left processes"
+        );
+    }
+    // SIGKILL of `lab up --hold`: once the lab is up, and at points during Mininet's build.
+    for (i, kill_after) in [None, Some(60), Some(150), Some(250), None]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("mk{id}-{i}");
+        let mut child = lab_bin()
+            .args(["up", "--backend", "mininet", "--hold", "--name", &name])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn lab up --hold");
+        match kill_after {
+            Some(ms) => std::thread::sleep(Duration::from_millis(ms)),
+            None => {
+                let mut line = String::new();
+                let mut r = BufReader::new(child.stdout.take().expect("stdout"));
+                r.read_line(&mut line).expect("read");
+                assert!(line.contains("is up"), "{line}");
+            }
+        }
+        child.kill().expect("SIGKILL lab");
+        child.wait().expect("reap lab");
+        // What the killed build's helper was doing ends with it (its stdin closes).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while mininet_processes().len() > shells_before.len() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        run_ok(lab_bin().args(["clean"]));
+        assert_eq!(root_state(), before, "kill {i}: root namespace changed");
+        assert_eq!(namespaces_of(&name), Vec::<String>::new(), "kill {i}");
+        assert_eq!(
+            mininet_processes(),
+            shells_before,
+            "kill {i}: Mininet left processes"
+        );
+        let list = run_ok(lab_bin().args(["list", "--json"]));
+        assert!(!list.contains(&format!("\"{name}\"")), "kill {i}: {list}");
+    }
+}
