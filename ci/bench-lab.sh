@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Times `lab up` + `lab down` against Mininet 2.3 (Debian) on single,3 and single,50, in the same
-# run, and prints the ratios. Documented in docs/benchmarks.md ("Lab: `lab up` + `lab down`
+# run, and prints the ratios: lab's native backend, lab's Mininet backend (`--backend mininet`:
+# Mininet builds, lab removes), and plain `mn`. Documented in docs/benchmarks.md ("Lab: `lab up` + `lab down`
 # against Mininet"). Run as root:
 #
 #   ci/setup.sh      # once: mininet + bridge-utils from Debian
@@ -10,6 +11,7 @@
 #   LAB_BIN=PATH       the lab binary (default: build with cargo, use $CARGO_TARGET_DIR/release/lab)
 #   RUNS=10            timed runs of lab up + down per topology (after one untimed warm-up)
 #   MN_RUNS=3          timed runs of Mininet per topology (after one untimed warm-up)
+#   MNB_RUNS=5         timed runs of `lab up --backend mininet` + down per topology
 #   TOPOS="3 50"       K values of single,K
 #   NO_MININET=1       skip Mininet (lab figures only)
 #
@@ -32,6 +34,7 @@ set -uo pipefail
 
 RUNS=${RUNS:-10}
 MN_RUNS=${MN_RUNS:-3}
+MNB_RUNS=${MNB_RUNS:-5}
 TOPOS=${TOPOS:-"3 50"}
 declare -A TARGET_MS=([3]=40 [50]=250)
 declare -A ISSUE_MN_MS=([3]=420 [50]=2430)
@@ -122,12 +125,13 @@ mn_once() {
   MN_T=$((t1 - t0))
 }
 
-# Runs lab up + down once on single,$1; sets LAB_T to "total up down" in ns. Returns non-zero on failure.
+# Runs lab up + down once on single,$1 (more `lab up` arguments after the second); sets LAB_T
+# to "total up down" in ns. Returns non-zero on failure.
 lab_once() {
   local k=$1 name="bench-$$-$2" t0 t1 t2 out
   out=$(mktemp)
   t0=$(now_ns)
-  if ! "$LAB_BIN" up --topo "single,$k" --name "$name" >/dev/null 2>"$out"; then
+  if ! "$LAB_BIN" up --topo "single,$k" --name "$name" "${@:3}" >/dev/null 2>"$out"; then
     echo "bench-lab: lab up --topo single,$k failed: $(cat "$out")" >&2
     "$LAB_BIN" down "$name" >/dev/null 2>&1
     rm -f "$out"
@@ -145,7 +149,7 @@ lab_once() {
 }
 
 lab_failed=0
-declare -A LAB_MED LAB_MIN UP_MED DOWN_MED MN_MED MN_MIN
+declare -A LAB_MED LAB_MIN UP_MED DOWN_MED MN_MED MN_MIN MNB_MED MNB_MIN
 
 for k in $TOPOS; do
   echo "== single,$k: lab, 1 warm-up + $RUNS runs"
@@ -167,6 +171,22 @@ for k in $TOPOS; do
   fi
 
   if ((mn_ok)); then
+    echo "== single,$k: lab --backend mininet, 1 warm-up + $MNB_RUNS runs"
+    totals=() ups=()
+    for i in $(seq 0 "$MNB_RUNS"); do
+      if ! lab_once "$k" "m$k-$i" --backend mininet; then
+        lab_failed=1
+        break
+      fi
+      read -r tot up down <<<"$LAB_T"
+      ((i == 0)) && continue
+      totals+=("$tot") ups+=("$up")
+    done
+    if ((${#totals[@]} == MNB_RUNS)); then
+      read -r MNB_MED[$k] MNB_MIN[$k] < <(stats "${totals[@]}")
+      read -r mnb_up _ < <(stats "${ups[@]}")
+      echo "   up + down: median ${MNB_MED[$k]} ms, min ${MNB_MIN[$k]} ms   (up $mnb_up ms, median)"
+    fi
     echo "== single,$k: Mininet, 1 warm-up + $MN_RUNS runs"
     times=()
     for i in $(seq 0 "$MN_RUNS"); do
@@ -187,13 +207,14 @@ done
 
 echo
 echo "== results (wall clock, ms; median (min)); load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-10s  %-19s  %-21s  %-8s  %-4s  %s\n' topology "lab up+down" "Mininet" target met "ratio Mininet/lab"
+printf '%-10s  %-19s  %-23s  %-21s  %-8s  %-4s  %s\n' topology "lab up+down" "lab --backend mininet" "Mininet" target met "ratio Mininet/lab"
 for k in $TOPOS; do
   lab="${LAB_MED[$k]:-}"
   mn="${MN_MED[$k]:-}"
   target="${TARGET_MS[$k]:-}"
-  labcol="failed" mncol="n/a" ratio="n/a" met="n/a"
+  labcol="failed" mncol="n/a" ratio="n/a" met="n/a" mnbcol="n/a"
   [[ -n "$lab" ]] && labcol="$lab (${LAB_MIN[$k]})"
+  [[ -n "${MNB_MED[$k]:-}" ]] && mnbcol="${MNB_MED[$k]} (${MNB_MIN[$k]})"
   [[ -n "$mn" ]] && mncol="$mn (${MN_MIN[$k]})"
   if [[ -n "$lab" && -n "$mn" ]]; then
     ratio=$(awk -v m="$mn" -v l="$lab" 'BEGIN { printf "%.1fx", m / l }')
@@ -203,7 +224,7 @@ for k in $TOPOS; do
     met=$(awk -v l="$lab" -v t="$target" -v m="${mn:-0}" \
       'BEGIN { print (l <= t && (m == 0 || m / l >= 10)) ? "yes" : "no" }')
   fi
-  printf '%-10s  %-19s  %-21s  %-8s  %-4s  %s\n' "single,$k" "$labcol" "$mncol" \
+  printf '%-10s  %-19s  %-23s  %-21s  %-8s  %-4s  %s\n' "single,$k" "$labcol" "$mnbcol" "$mncol" \
     "${target:+<= $target}" "$met" "$ratio"
 done
 if [[ -z "${MN_MED[*]:-}" && -n "${LAB_MED[*]:-}" ]]; then

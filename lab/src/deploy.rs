@@ -256,6 +256,12 @@ async fn create_link(
         peer = peer.mtu(mtu);
         msg = msg.mtu(mtu);
     }
+    if let Some(mac) = l.b.mac.as_deref().and_then(mac_bytes) {
+        peer = peer.address(mac);
+    }
+    if let Some(mac) = l.a.mac.as_deref().and_then(mac_bytes) {
+        msg = msg.address(mac);
+    }
     if let Some(idx) = bridge {
         msg = msg.controller(idx);
     }
@@ -268,6 +274,13 @@ async fn create_link(
         .execute()
         .await
         .map_err(nl(&l.a.node, what))
+}
+
+/// `aa:bb:cc:dd:ee:ff` (as resolve normalized it) as bytes.
+fn mac_bytes(mac: &str) -> Option<Vec<u8>> {
+    mac.split(':')
+        .map(|b| u8::from_str_radix(b, 16).ok())
+        .collect()
 }
 
 async fn address_host(host: &HostPlan, handle: Handle) -> Result<(), LabError> {

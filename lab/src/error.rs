@@ -113,6 +113,9 @@ pub enum LabError {
         /// Its bridge's name.
         bridge: String,
     },
+    /// Something the topology asks for that this builder cannot do.
+    #[error("{0}")]
+    Unsupported(String),
     /// Mininet could not build the lab (the helper's own message).
     #[error("mininet: {0}")]
     Mininet(String),

@@ -94,7 +94,17 @@ impl Lab {
             None => generated_name(),
         };
         let mininet = match opts.builder {
-            Builder::Native => None,
+            Builder::Native => {
+                if let Some(l) = plan.links.iter().find(|l| l.tc.is_some()) {
+                    return Err(LabError::Unsupported(format!(
+                        "link {} <-> {}: tc ({}) is applied by Mininet's TCLink: use --backend mininet (the native backend has no traffic control)",
+                        l.a.iface,
+                        l.b.iface,
+                        l.tc.as_ref().map(|t| t.names()).unwrap_or_default()
+                    )));
+                }
+                None
+            }
             Builder::Mininet(switch) => Some(mininet::record_for(&plan, switch)?),
         };
         // Mininet's switches live in the root namespace: only hosts have namespaces then.

@@ -24,9 +24,14 @@ enum Cmd {
     Up {
         /// Topology file (TOML) or built-in: single,K | linear,K | minimal.
         topology: Option<String>,
-        /// Built-in topology, Mininet style (same as the positional argument).
+        /// Built-in topology, Mininet style (same as the positional argument); with --custom,
+        /// a topology of that file: NAME[,ARGS] as `mn --topo` takes it.
         #[arg(long, conflicts_with = "topology")]
         topo: Option<String>,
+        /// A Mininet custom topology file (`mn --custom FILE.py`): --topo names one of its
+        /// `topos`.
+        #[arg(long, value_name = "FILE.py", requires = "topo")]
+        custom: Option<std::path::PathBuf>,
         /// Lab name (a-z, 0-9, -); generated when omitted.
         #[arg(long)]
         name: Option<String>,
@@ -87,6 +92,15 @@ enum Cmd {
     Capture(capture::CaptureArgs),
     /// Run scenario files (each in a fresh lab): steps, ladders, expectations, artifacts.
     Run(run::RunArgs),
+    /// Print a Mininet custom topology as a topology file: what `lab up --custom` runs.
+    Convert {
+        /// The Mininet custom topology file (`mn --custom FILE.py`).
+        #[arg(long, value_name = "FILE.py")]
+        custom: std::path::PathBuf,
+        /// One of its `topos`: NAME[,ARGS] as `mn --topo` takes it.
+        #[arg(long, value_name = "NAME[,ARGS]")]
+        topo: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -120,6 +134,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 | LabError::NoSuchLab(_)
                 | LabError::NoSuchNode { .. }
                 | LabError::RootSwitch { .. }
+                | LabError::Unsupported(_)
                 | LabError::Ambiguous(_)
                 | LabError::NotRoot => 2,
                 _ => 1,
@@ -138,9 +153,18 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             check,
             hold,
             build,
+            custom,
         } => {
             let builder = build.builder().map_err(anyhow::Error::msg)?;
-            lifecycle::up(topology.or(topo), name, check, hold, builder)
+            let topology = match (custom, topology.or(topo)) {
+                (Some(file), Some(spec)) => lab::mininet::custom::load(&file, &spec)?,
+                (_, spec) => lab::Topology::load(spec.as_deref().unwrap_or("single,3"))?,
+            };
+            lifecycle::up(topology, name, check, hold, builder)
+        }
+        Cmd::Convert { custom, topo } => {
+            print!("{}", lab::mininet::custom::convert(&custom, &topo)?);
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Down { name, all } => lifecycle::down(name, all),
         Cmd::List { json } => list::list(json),

@@ -5,7 +5,7 @@
 //! `<switch>-eth<N>` numbered from 1 in link order, the bridge is named after its switch.
 
 use crate::net::Ipv4Cidr;
-use crate::topology::{Origin, Topology, TopologyError, TopologyErrorKind as K};
+use crate::topology::{Origin, TcSpec, Topology, TopologyError, TopologyErrorKind as K};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -95,6 +95,9 @@ pub struct Endpoint {
     pub iface: String,
     /// Interface ifindex.
     pub ifindex: u32,
+    /// MAC address chosen by the topology (hosts only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// A veth pair.
@@ -106,6 +109,9 @@ pub struct LinkPlan {
     pub b: Endpoint,
     /// MTU of both ends.
     pub mtu: Option<u32>,
+    /// Mininet `TCLink` parameters (the Mininet backend applies them; others refuse them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tc: Option<TcSpec>,
 }
 
 /// A name for an address in traces.
@@ -240,6 +246,25 @@ fn valid_node_name(n: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
 }
 
+/// `mac` as lower-case `aa:bb:cc:dd:ee:ff`, if it is a unicast MAC address.
+fn normal_mac(mac: &str) -> Option<String> {
+    let bytes: Vec<u8> = mac
+        .split(':')
+        .map(|b| {
+            (b.len() == 2)
+                .then(|| u8::from_str_radix(b, 16).ok())
+                .flatten()
+        })
+        .collect::<Option<_>>()?;
+    (bytes.len() == 6 && bytes[0] & 1 == 0).then(|| {
+        bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    })
+}
+
 fn valid_iface_short(n: &str) -> bool {
     !n.is_empty()
         && n.bytes()
@@ -295,6 +320,25 @@ pub fn resolve(t: &Topology) -> Result<Plan, TopologyError> {
             }
             Some(m) => Some(*m.get_ref() as u32),
             None => None,
+        };
+        let tc = match &spec.tc {
+            None => None,
+            Some(tc) => {
+                let v = tc.get_ref();
+                let problem = match (v.bw, v.loss) {
+                    (Some(bw), _) if !(bw > 0.0 && bw <= 1e6) => {
+                        Some(format!("bw = {bw}: Mbit/s, above 0 and at most 1000000"))
+                    }
+                    (_, Some(l)) if !(0.0..=100.0).contains(&l) => {
+                        Some(format!("loss = {l}: a percentage, 0 to 100"))
+                    }
+                    _ => None,
+                };
+                if let Some(p) = problem {
+                    return Err(cx.at(tc, format!("{field}.tc"), K::BadTc(p)));
+                }
+                Some(v.clone())
+            }
         };
         let mut ends = Vec::with_capacity(2);
         for ep in &spec.endpoints {
@@ -357,6 +401,7 @@ pub fn resolve(t: &Topology) -> Result<Plan, TopologyError> {
                 kind,
                 iface,
                 ifindex,
+                mac: None,
             });
         }
         let (mut a, mut b) = (ends.remove(0), ends.remove(0));
@@ -366,7 +411,7 @@ pub fn resolve(t: &Topology) -> Result<Plan, TopologyError> {
         if b.kind == NodeKind::Switch && a.kind == NodeKind::Host {
             std::mem::swap(&mut a, &mut b);
         }
-        links.push(LinkPlan { a, b, mtu });
+        links.push(LinkPlan { a, b, mtu, tc });
     }
 
     let mut seen_addr: HashMap<Ipv4Addr, String> = HashMap::new();
@@ -423,6 +468,21 @@ pub fn resolve(t: &Topology) -> Result<Plan, TopologyError> {
                     ));
                 }
                 iface.addresses.push(cidr);
+            }
+        }
+        for (short, mac) in &spec.mac {
+            let f = format!("{hf}.mac.{}", short.get_ref());
+            let full = format!("{name_s}-{}", short.get_ref());
+            if !interfaces.iter().any(|i| i.name == full) {
+                return Err(cx.at(short, f, K::InterfaceNotLinked(full)));
+            }
+            let Some(m) = normal_mac(mac.get_ref()) else {
+                return Err(cx.at(mac, f, K::BadMac(mac.get_ref().clone())));
+            };
+            for e in links.iter_mut().flat_map(|l| [&mut l.a, &mut l.b]) {
+                if e.node == name_s && e.iface == full {
+                    e.mac = Some(m.clone());
+                }
             }
         }
         let mut loopback = Vec::new();

@@ -138,7 +138,23 @@ fn findings() -> Vec<Finding> {
         ];
         let optional: &[(&str, &[&str], &str)] = &[
             (
-                "netem (tc qdisc netem: delay/loss)",
+                "htb (tc qdisc htb: TCLink bw, --backend mininet)",
+                &[
+                    "tc", "qdisc", "add", "dev", "d0", "root", "handle", "5:", "htb", "default",
+                    "1",
+                ],
+                "modprobe sch_htb, or a kernel with CONFIG_NET_SCH_HTB",
+            ),
+            (
+                "tbf (tc qdisc tbf: TCLink bw with use_tbf, --backend mininet)",
+                &[
+                    "tc", "qdisc", "add", "dev", "d1", "root", "tbf", "rate", "10mbit", "burst",
+                    "15k", "latency", "50ms",
+                ],
+                "modprobe sch_tbf, or a kernel with CONFIG_NET_SCH_TBF",
+            ),
+            (
+                "netem (tc qdisc netem: delay/loss; TCLink delay, jitter, loss)",
                 &[
                     "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms",
                 ],
@@ -229,6 +245,7 @@ fn findings() -> Vec<Finding> {
             fix: Some("modprobe ip_vs".into()),
         });
     }
+    f.extend(mininet_findings());
     for (program, arg, package, required) in [
         ("iptables", "-V", "iptables", true),
         ("iptables-restore", "-V", "iptables", true),
@@ -251,6 +268,77 @@ fn findings() -> Vec<Finding> {
         }
     }
     f
+}
+
+/// The Mininet backend (`--backend mininet`, `--custom`): optional, so only `absent` when
+/// missing.
+fn mininet_findings() -> Vec<Finding> {
+    use lab::state::SwitchKind;
+    let mut f = Vec::new();
+    let absent = |what: String, fix: &str| Finding {
+        level: Level::Absent,
+        what,
+        fix: Some(fix.into()),
+    };
+    match lab::mininet::version() {
+        Some(v) => f.push(ok(format!(
+            "Mininet {v} ({}): --backend mininet, --custom FILE.py",
+            lab::mininet::python().display()
+        ))),
+        None => {
+            f.push(absent(
+                format!(
+                    "Mininet is not installed for {} (--backend mininet and --custom need it)",
+                    lab::mininet::python().display()
+                ),
+                "ci/setup.sh (or: apt-get install -y mininet bridge-utils)",
+            ));
+            return f;
+        }
+    }
+    for switch in [SwitchKind::Lxbr, SwitchKind::Ovs] {
+        let what = match switch {
+            SwitchKind::Lxbr => "Mininet switch lxbr (LinuxBridge, the default)",
+            SwitchKind::Ovs => "Mininet switch ovs (Open vSwitch, standalone: --switch ovs)",
+        };
+        match lab::mininet::installed(switch) {
+            Err(e) => f.push(absent(
+                format!("{what}: {e}"),
+                match switch {
+                    SwitchKind::Lxbr => "ci/setup.sh (or: apt-get install -y bridge-utils)",
+                    SwitchKind::Ovs => "apt-get install -y openvswitch-switch (a system daemon)",
+                },
+            )),
+            Ok(()) if switch == SwitchKind::Ovs && !ovs_running() => f.push(absent(
+                format!("{what}: ovs-vswitchd is not answering"),
+                "systemctl start openvswitch-switch",
+            )),
+            Ok(()) => f.push(ok(what)),
+        }
+    }
+    if std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables")
+        .is_ok_and(|v| v.trim() == "1")
+    {
+        f.push(Finding {
+            level: Level::Info,
+            what: concat!(
+                "net.bridge.bridge-nf-call-iptables = 1 in the root namespace: frames crossing ",
+                "a Mininet switch (a root-namespace bridge) pass the root namespace's iptables ",
+                "(lab's own switches turn this off in their namespaces)"
+            )
+            .into(),
+            fix: None,
+        });
+    }
+    f
+}
+
+fn ovs_running() -> bool {
+    Command::new("ovs-vsctl")
+        .args(["--timeout=2", "show"])
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Prints every finding; exit 1 if anything required is missing.

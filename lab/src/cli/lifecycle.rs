@@ -10,14 +10,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 pub fn up(
-    spec: Option<String>,
+    topology: Topology,
     name: Option<String>,
     do_check: bool,
     hold: bool,
     builder: lab::Builder,
 ) -> Result<ExitCode> {
-    let spec = spec.unwrap_or_else(|| "single,3".into());
-    let plan = resolve(&Topology::load(&spec)?)?;
+    let plan = resolve(&topology)?;
     let t0 = Instant::now();
     if hold {
         block_stop_signals()?;

@@ -11,6 +11,8 @@
 //! `m<tag>s<NN>[-ethN]` with a tag no interface on the machine had. Mininet's own cleanup
 //! (`mn -c`) kills and deletes by pattern across the machine and is never used.
 
+pub mod custom;
+
 use crate::error::LabError;
 use crate::resolve::{NodeKind, Plan};
 use crate::state::{MininetRecord, ProcessId, SwitchKind};
@@ -100,6 +102,9 @@ fn spec(record: &MininetRecord, plan: &Plan) -> serde_json::Value {
             "node2": node(l.b.kind, &l.b.node),
             "intf2": iface(l.b.kind, &l.b.iface),
             "mtu": l.mtu,
+            "tc": l.tc,
+            "mac1": l.a.mac,
+            "mac2": l.b.mac,
         })).collect::<Vec<_>>(),
     })
 }

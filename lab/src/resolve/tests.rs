@@ -21,7 +21,7 @@ fn single3_names_and_indexes() {
     assert_eq!(h1.interfaces.len(), 1);
     assert_eq!(h1.interfaces[0].name, "h1-eth0");
     assert_eq!(h1.interfaces[0].ifindex, FIRST_IFINDEX);
-    assert_eq!(h1.interfaces[0].addresses[0].to_string(), "10.0.0.1/24");
+    assert_eq!(h1.interfaces[0].addresses[0].to_string(), "10.0.0.1/8");
     let s1 = &p.switches[0];
     let ports: Vec<_> = s1
         .ports

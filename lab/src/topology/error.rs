@@ -84,6 +84,9 @@ pub enum TopologyErrorKind {
     /// TOML syntax or a field of the wrong type or name.
     #[error("{0}")]
     Syntax(String),
+    /// A Mininet custom topology that lab cannot take (the helper's or the converter's reason).
+    #[error("{0}")]
+    Mininet(String),
     /// A built-in spec like `single,K` that doesn't parse.
     #[error("{0}")]
     BadBuiltin(String),
@@ -145,6 +148,12 @@ pub enum TopologyErrorKind {
     /// An MTU outside 68..=65535.
     #[error("MTU {0} is out of range (68 to 65535)")]
     BadMtu(i64),
+    /// Traffic control parameters out of range.
+    #[error("bad tc parameter: {0}")]
+    BadTc(String),
+    /// A MAC address that is not six hex bytes, or multicast.
+    #[error("bad MAC address `{0}`: write six hex bytes, 00:00:00:00:00:01, not multicast")]
+    BadMac(String),
     /// A link endpoint that is not `node` or `node:iface`.
     #[error("bad link endpoint `{0}`: write `h1:eth0` or `s1`")]
     BadEndpoint(String),

@@ -22,9 +22,9 @@ mod builtin;
 mod error;
 mod model;
 
-pub use builtin::builtin;
+pub use builtin::{builtin, mininet_ip, natural_key};
 pub use error::{Origin, TopologyError, TopologyErrorKind};
-pub use model::{Addresses, HostSpec, LinkSpec, SwitchSpec, SysctlValue, Topology};
+pub use model::{Addresses, HostSpec, LinkSpec, SwitchSpec, SysctlValue, TcSpec, Topology};
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 
 use super::Origin;
 use indexmap::IndexMap;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use toml::Spanned;
 
@@ -55,6 +55,10 @@ pub struct HostSpec {
     /// Keep IPv6 enabled (off by default: its neighbour discovery is noise in traces).
     #[serde(default)]
     pub ipv6: bool,
+    /// MAC addresses per interface short name (`eth0 = "00:00:00:00:00:01"`); the kernel picks
+    /// one for the others.
+    #[serde(default)]
+    pub mac: IndexMap<Spanned<String>, Spanned<String>>,
 }
 
 /// One switch. Switches have no settings yet; the table exists to name them.
@@ -121,6 +125,46 @@ pub struct LinkSpec {
     pub endpoints: Vec<Spanned<String>>,
     /// MTU on both ends.
     pub mtu: Option<Spanned<i64>>,
+    /// Traffic control of both ends, as Mininet's `TCLink` takes it (`tc = { bw = 10 }`).
+    pub tc: Option<Spanned<TcSpec>>,
+}
+
+/// Mininet `TCLink` parameters: applied by Mininet's `TCIntf` (htb/tbf for `bw`, netem for
+/// `delay`, `jitter`, `loss`), so only the Mininet backend honours them.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcSpec {
+    /// Rate limit in Mbit/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bw: Option<f64>,
+    /// One-way delay, e.g. `"5ms"` (netem).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<String>,
+    /// Delay variation, e.g. `"1ms"` (netem).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<String>,
+    /// Loss in percent, 0 to 100 (netem).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    /// Queue limit in packets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_size: Option<u64>,
+    /// Shape with htb instead of tbf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_htb: Option<bool>,
+}
+
+// Plans compare whole; a resolved TcSpec has no NaN (resolve rejects it).
+impl Eq for TcSpec {}
+
+impl TcSpec {
+    /// The parameters that are set, by name (`bw, delay`).
+    pub fn names(&self) -> String {
+        let v = serde_json::to_value(self).unwrap_or_default();
+        v.as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    }
 }
 
 impl<'de> Deserialize<'de> for LinkSpec {
@@ -129,7 +173,7 @@ impl<'de> Deserialize<'de> for LinkSpec {
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = LinkSpec;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str(r#"["h1:eth0", "s1"] or { endpoints = ["h1:eth0", "s1"], mtu = 1500 }"#)
+                f.write_str(r#"["h1:eth0", "s1"] or { endpoints = ["h1:eth0", "s1"], mtu = 1500, tc = { bw = 10 } }"#)
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
@@ -141,7 +185,7 @@ impl<'de> Deserialize<'de> for LinkSpec {
                 }
                 Ok(LinkSpec {
                     endpoints,
-                    mtu: None,
+                    ..Default::default()
                 })
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
@@ -153,10 +197,11 @@ impl<'de> Deserialize<'de> for LinkSpec {
                     match key.as_str() {
                         "endpoints" => link.endpoints = map.next_value()?,
                         "mtu" => link.mtu = Some(map.next_value()?),
+                        "tc" => link.tc = Some(map.next_value()?),
                         other => {
                             return Err(serde::de::Error::unknown_field(
                                 other,
-                                &["endpoints", "mtu"],
+                                &["endpoints", "mtu", "tc"],
                             ));
                         }
                     }

@@ -444,7 +444,7 @@ fn cli_bad_input_is_one_line_and_exit_2() {
         ),
         (
             &["up", "--topo", "single,0"],
-            "lab: builtin single,0: host count must be 1 to 250",
+            "lab: builtin single,0: k must be 1 to 1000",
         ),
         (
             &["up", "--topo", "star,3"],

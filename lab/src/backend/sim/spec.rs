@@ -77,6 +77,22 @@ pub fn net_spec(plan: &Plan) -> Result<NetSpec, String> {
                 l.a.node, l.a.iface, l.b.node, l.b.iface
             ));
         }
+        if let Some(tc) = &l.tc {
+            return Err(format!(
+                "link {}:{} - {}:{}: tc ({}) cannot be simulated yet",
+                l.a.node,
+                l.a.iface,
+                l.b.node,
+                l.b.iface,
+                tc.names()
+            ));
+        }
+        if let Some(e) = [&l.a, &l.b].into_iter().find(|e| e.mac.is_some()) {
+            return Err(format!(
+                "{}:{}: a chosen MAC address cannot be simulated yet",
+                e.node, e.iface
+            ));
+        }
         let end = |e: &crate::resolve::Endpoint| match e.kind {
             NodeKind::Host => Endpoint::host(&e.node, &e.iface),
             NodeKind::Switch => Endpoint::bridge(&e.node, &e.iface),
