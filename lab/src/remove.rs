@@ -87,11 +87,8 @@ pub fn remove(record: &mut StateRecord) -> Result<(), LabError> {
     stop_all(&processes_in(&inodes));
     let mut problems = Vec::new();
     if let Some(m) = &record.mininet {
-        // Mininet's helper and shells, by identity; then its bridges and ports in the root
-        // namespace, by name, before the namespaces go (a namespace is destroyed
-        // asynchronously, and its veths' peers with it).
+        // Mininet's helper and shells, by identity.
         stop_all(&m.processes);
-        problems.extend(crate::mininet::remove_root(m));
     }
     for ns in &record.namespaces {
         let path = ns.path();
@@ -104,6 +101,13 @@ pub fn remove(record: &mut StateRecord) -> Result<(), LabError> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => problems.push(format!("remove {}: {e}", path.display())),
         }
+    }
+    if let Some(m) = &record.mininet {
+        // The kernel destroys the hosts' namespaces with their veths, and the switch ports
+        // (their peers) with them, in one batch: much faster than deleting the ports one by
+        // one, each waiting for RCU. Then whatever is left, and the bridges, by name.
+        crate::mininet::await_ports_gone(m, GRACE * 2);
+        problems.extend(crate::mininet::remove_root(m));
     }
     if !problems.is_empty() {
         return Err(LabError::Teardown {

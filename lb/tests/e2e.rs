@@ -346,8 +346,8 @@ fn start_time_mistakes_exit_2_before_anything_is_installed() {
             "interface nosuch: no such interface with an IPv4 subnet",
         ),
         (
-            &["--vip", "10.9.9.50"],
-            "no interface has a subnet holding the VIP 10.9.9.50",
+            &["--vip", "172.31.9.50"],
+            "no interface has a subnet holding the VIP 172.31.9.50",
         ),
         (
             &["--backend", "me=10.0.0.1"],

@@ -298,6 +298,20 @@ impl Built {
     }
 }
 
+/// Waits (at most `timeout`) until none of the recorded switch ports is in the root namespace
+/// any more, as happens once the hosts' namespaces, which hold their peers, are destroyed.
+pub fn await_ports_gone(record: &MininetRecord, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while record
+        .ports
+        .values()
+        .any(|p| Path::new("/sys/class/net").join(p).exists())
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Removes this lab's bridges and ports from the root namespace, by their recorded names.
 /// What is already gone is skipped; anything else that fails is returned.
 pub fn remove_root(record: &MininetRecord) -> Vec<String> {
