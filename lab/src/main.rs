@@ -155,7 +155,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             build,
             custom,
         } => {
-            let builder = build.builder().map_err(anyhow::Error::msg)?;
+            let builder = build.builder().map_err(LabError::Unsupported)?;
             let topology = match (custom, topology.or(topo)) {
                 (Some(file), Some(spec)) => lab::mininet::custom::load(&file, &spec)?,
                 (_, spec) => lab::Topology::load(spec.as_deref().unwrap_or("single,3"))?,

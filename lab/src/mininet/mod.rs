@@ -33,6 +33,11 @@ const BUILD_TIMEOUT: Duration = Duration::from_secs(120);
 /// Names the root-namespace bridges and ports for `plan` with a tag no interface on this
 /// machine starts with.
 pub fn record_for(plan: &Plan, switch: SwitchKind) -> Result<MininetRecord, LabError> {
+    // Open vSwitch needs more than Mininet (its daemon and the kernel's datapath): refused
+    // here, before anything exists. For lxbr the helper's own checks are enough.
+    if switch == SwitchKind::Ovs {
+        installed(switch).map_err(LabError::Mininet)?;
+    }
     if plan.switches.len() > 99 {
         return Err(LabError::Mininet(format!(
             "{} switches: the Mininet builder names at most 99 per lab",
@@ -139,7 +144,24 @@ pub fn installed(switch: SwitchKind) -> Result<(), String> {
             tool.1
         ));
     }
+    if switch == SwitchKind::Ovs && !kernel_has_openvswitch() {
+        return Err("the kernel has no openvswitch module (Open vSwitch's datapath)".into());
+    }
     Ok(())
+}
+
+/// Open vSwitch's kernel datapath: loaded, or a module the kernel could load.
+fn kernel_has_openvswitch() -> bool {
+    if Path::new("/sys/module/openvswitch").exists() {
+        return true;
+    }
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Path::new("/lib/modules")
+        .join(release)
+        .join("kernel/net/openvswitch")
+        .exists()
 }
 
 /// Mininet's version, as its Python package says.
