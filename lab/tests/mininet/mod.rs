@@ -264,3 +264,38 @@ fn convert_prints_the_custom_topology_as_a_topology_file() {
         format!("lab: {file} --topo ring: no topology named `ring` in topos (it has: routed)")
     );
 }
+
+/// `tc = { bw = 10 }` is Mininet's TCLink: htb at 10 Mbit/s on the host's end with the Mininet
+/// backend; the native backend refuses it, naming the link and the parameter, and builds nothing.
+#[test]
+fn tclink_bandwidth_through_the_mininet_backend_only() {
+    let test = "tclink_bandwidth_through_the_mininet_backend_only";
+    if !ready(test) {
+        return;
+    }
+    let _root = lab::testing::root_namespace_lock();
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/topologies/tclink.toml"
+    );
+    let name = format!("tc{}", std::process::id() % 100_000);
+    let o = lab_bin()
+        .args(["up", file, "--name", &name])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        "lab: cannot create the lab: link s1-eth1 <-> h1-eth0: tc (bw) is applied by Mininet's TCLink: use --backend mininet (the native backend has no traffic control)"
+    );
+    assert_eq!(namespaces_of(&name), Vec::<String>::new());
+    run_ok(lab_bin().args(["up", file, "--backend", "mininet", "--name", &name]));
+    let qdisc = run_ok(lab_bin().args([
+        "exec", "--lab", &name, "h1", "--", "tc", "class", "show", "dev", "h1-eth0",
+    ]));
+    run_ok(lab_bin().args(["down", &name]));
+    assert!(
+        qdisc.contains("htb") && qdisc.contains("rate 10Mbit"),
+        "{qdisc}"
+    );
+}
