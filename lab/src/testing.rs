@@ -57,6 +57,15 @@ pub fn root_namespace_lock() -> std::sync::MutexGuard<'static, ()> {
     ROOT_NAMESPACE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+static QUIET_MACHINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Held by a test that loads the machine in bursts (a Mininet build: a Python process, a shell
+/// per node, hundreds of `ip` commands) and by a test whose claim is about the kernel on an
+/// otherwise quiet machine (the 20-run determinism proofs): they do not run side by side.
+pub fn quiet_machine_lock() -> std::sync::MutexGuard<'static, ()> {
+    QUIET_MACHINE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 type Job = Box<dyn FnOnce() + Send>;
 
 /// A thread living in its own anonymous network namespace (`unshare(CLONE_NEWNET)`).

@@ -110,6 +110,7 @@ fn twenty_cycles_and_five_sigkills_leave_the_root_namespace_as_it_was() {
         return;
     }
     let _root = lab::testing::root_namespace_lock();
+    let _quiet = lab::testing::quiet_machine_lock();
     let before = root_state();
     let shells_before = mininet_processes();
     let id = std::process::id() % 100_000;
@@ -189,6 +190,7 @@ fn a_mininet_custom_topology_runs_on_both_backends() {
         return;
     }
     let _root = lab::testing::root_namespace_lock();
+    let _quiet = lab::testing::quiet_machine_lock();
     let before = root_state();
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/mininet/routed.py");
     let id = std::process::id() % 100_000;
@@ -274,6 +276,7 @@ fn tclink_bandwidth_through_the_mininet_backend_only() {
         return;
     }
     let _root = lab::testing::root_namespace_lock();
+    let _quiet = lab::testing::quiet_machine_lock();
     let file = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../fixtures/topologies/tclink.toml"
