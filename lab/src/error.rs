@@ -105,7 +105,7 @@ pub enum LabError {
     },
     /// A Mininet switch has no namespace of its own to run or capture in.
     #[error(
-        "{node} is a Mininet switch: bridge {bridge} in the root namespace, where lab runs and captures nothing (use a host)"
+        "{node} is a Mininet switch: bridge {bridge} in the root namespace, where lab runs nothing (capture its ports: `lab capture {node}:eth1`)"
     )]
     RootSwitch {
         /// The switch.

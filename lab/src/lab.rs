@@ -1,5 +1,6 @@
 //! [`Lab`]: a deployed topology, its processes, and the guard that removes it.
 
+use crate::capture::PacketSocket;
 use crate::deploy;
 use crate::error::LabError;
 use crate::mininet;
@@ -282,6 +283,31 @@ impl Lab {
                         .join(", "),
                 },
             })
+    }
+
+    /// A packet socket on `node`'s interface `iface` (every interface when `None`), opened
+    /// inside the node's namespace. A switch Mininet built lives in the root namespace: its
+    /// bridge or one of its ports is captured there (read only, by the recorded name), and
+    /// "every interface" is refused, since there it would be the whole machine's.
+    pub fn capture_socket(&self, node: &str, iface: Option<&str>) -> Result<PacketSocket, String> {
+        if let Some(m) = &self.record.mininet
+            && let Some(bridge) = m.bridges.get(node)
+        {
+            let root = match iface {
+                None => None,
+                Some(i) if i == node => Some(bridge),
+                Some(i) => m.ports.get(i),
+            };
+            let Some(root) = root else {
+                return Err(format!(
+                    "{node} is a Mininet switch in the root namespace: capture one of its ports ({node}:eth1, …) or its bridge ({node}:{node})"
+                ));
+            };
+            return PacketSocket::open(Some(root)).map_err(|e| e.to_string());
+        }
+        self.run_in(node, || PacketSocket::open(iface))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
     }
 
     /// The root-namespace bridge of `node` when it is a switch Mininet built.

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use lab::Lab;
-use lab::capture::{Capture, CaptureConfig, PacketSocket, write_pcap_file};
+use lab::capture::{Capture, CaptureConfig, write_pcap_file};
 use lab::ladder::Ladder;
 use lab::resolve::Plan;
 use lab::trace::{NameMap, TraceBuilder, TraceOptions};
@@ -83,9 +83,18 @@ pub fn run(args: CaptureArgs) -> Result<ExitCode> {
     if let Some(d) = args.duration {
         config = config.duration(d);
     }
-    let socket = lab
-        .run_in(&host, || PacketSocket::open(iface.as_deref()))?
-        .with_context(|| format!("cannot capture on {host}"))?;
+    let socket = match lab.capture_socket(&host, iface.as_deref()) {
+        Ok(s) => s,
+        // A Mininet switch without a port named: the user's to fix.
+        Err(e)
+            if iface.is_none()
+                && (lab.record().mininet.as_ref())
+                    .is_some_and(|m| m.bridges.contains_key(&host)) =>
+        {
+            return Ok(bad_input(&format!("cannot capture on {host}: {e}")));
+        }
+        Err(e) => return Err(anyhow::Error::msg(e).context(format!("cannot capture on {host}"))),
+    };
     let capture = Capture::from_socket(socket, config)
         .with_context(|| format!("cannot capture on {host}"))?;
     let stop = capture.stop_handle();

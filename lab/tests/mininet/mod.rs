@@ -208,6 +208,24 @@ fn a_mininet_custom_topology_runs_on_both_backends() {
             &name,
         ]));
         assert!(out.contains("(4 hosts, 2 switch(es), 5 links)"), "{out}");
+        // The server's switch port, captured as on a native switch (in the root namespace
+        // for Mininet's): the first TCP packet is h2's SYN.
+        let capture = lab_bin()
+            .args([
+                "capture",
+                "--lab",
+                &name,
+                "s2:eth2",
+                "--count",
+                "1",
+                "--duration",
+                "5",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("lab capture");
+        std::thread::sleep(Duration::from_millis(300));
         let listener = lab_bin()
             .args([
                 "exec", "--lab", &name, "srv", "--", "timeout", "5", "nc", "-l", "8080",
@@ -225,6 +243,13 @@ fn a_mininet_custom_topology_runs_on_both_backends() {
             String::from_utf8_lossy(&got.stdout).trim(),
             "hello-from-h2",
             "{backend}: {sent}"
+        );
+        let captured = capture.wait_with_output().expect("lab capture");
+        let shown = String::from_utf8_lossy(&captured.stdout);
+        assert!(
+            shown.contains("h2.") && shown.contains("> srv.8080: Flags [S]"),
+            "{backend}: {shown}{}",
+            String::from_utf8_lossy(&captured.stderr)
         );
         let link = run_ok(lab_bin().args(["exec", "--lab", &name, "srv", "--", "ip", "link"]));
         assert!(

@@ -12,7 +12,7 @@ use super::{
     Network, Probe, Program, Started, StopSignal, TelnetResult, TelnetSpec,
 };
 use crate::cancel::{cancelled, pause};
-use crate::capture::{Capture, CaptureConfig, CapturePoint, Frame, PacketSocket};
+use crate::capture::{Capture, CaptureConfig, CapturePoint, Frame};
 use crate::error::LabError;
 use crate::kernel::KernelVersion;
 use crate::lab::{Builder, Lab, LabOptions, Process};
@@ -143,18 +143,16 @@ impl Network for NativeNetwork {
         let (tx, rx) = mpsc::channel::<Frame>();
         for c in points {
             let iface = c.interface.clone();
-            let opened = self
+            let cap = self
                 .lab
-                .run_in(&c.host, || PacketSocket::open(iface.as_deref()));
-            let cap = match opened {
-                Ok(Ok(sock)) => Capture::from_socket(
-                    sock,
-                    CaptureConfig::new(&c.host, c.interface.as_deref()).live(tx.clone()),
-                )
-                .map_err(|e| e.to_string()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
+                .capture_socket(&c.host, iface.as_deref())
+                .and_then(|sock| {
+                    Capture::from_socket(
+                        sock,
+                        CaptureConfig::new(&c.host, c.interface.as_deref()).live(tx.clone()),
+                    )
+                    .map_err(|e| e.to_string())
+                });
             self.captures
                 .push(cap.map_err(|e| format!("cannot capture on {}: {e}", c.host))?);
         }
