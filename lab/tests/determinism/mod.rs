@@ -173,7 +173,22 @@ fn client_server_run(plan: &Plan, names: &NameMap, options: &TraceOptions) -> Ve
     let last = "h3.p2 > h2.8080: Flags [.], ack 4, length 0";
     h2.wait_for(last);
     h3.wait_for(last);
-    vec![h2.stop(), h3.stop()]
+    let mut points = vec![h2.stop(), h3.stop()];
+    // The exchange ends at `last`; whatever follows it is in a capture or not depending on
+    // when that capture stops, so it is no part of the proof. Twice in CI runs of a loaded
+    // machine h3 sent its last ACK again and h2 answered with a RST, seen by one capture and
+    // not the other (never reproduced here, with or without load, or with a 300 ms wait).
+    for p in &mut points {
+        let mut b = TraceBuilder::new(names, options, p.interface.is_none());
+        if let Some(end) = p
+            .frames
+            .iter()
+            .position(|f| b.push(f).as_deref() == Some(last))
+        {
+            p.frames.truncate(end + 1);
+        }
+    }
+    points
 }
 
 #[test]
