@@ -246,6 +246,7 @@ fn findings() -> Vec<Finding> {
         });
     }
     f.extend(mininet_findings());
+    f.extend(rootless_findings(root));
     for (program, arg, package, required) in [
         ("iptables", "-V", "iptables", true),
         ("iptables-restore", "-V", "iptables", true),
@@ -329,6 +330,101 @@ fn mininet_findings() -> Vec<Finding> {
             .into(),
             fix: None,
         });
+    }
+    f
+}
+
+/// What an ordinary user would need for rootless labs (issue 15): user namespaces allowed, and
+/// an unprivileged `unshare --user --map-root-user --net` that works. Labs need root today, so
+/// these are facts about the machine, reported as `info` or `absent`, never a failure.
+fn rootless_findings(root: bool) -> Vec<Finding> {
+    let mut f = vec![Finding {
+        level: Level::Info,
+        what: "mode: labs run as root; rootless labs (user namespaces) are not built yet".into(),
+        fix: None,
+    }];
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|v| v.trim().to_string())
+    };
+    let absent = |what: String, fix: &str| Finding {
+        level: Level::Absent,
+        what,
+        fix: Some(fix.into()),
+    };
+    match read("/proc/sys/user/max_user_namespaces").as_deref() {
+        Some("0") => f.push(absent(
+            "user namespaces: user.max_user_namespaces = 0".into(),
+            "sysctl -w user.max_user_namespaces=15000",
+        )),
+        Some(n) => f.push(ok(format!(
+            "user namespaces: user.max_user_namespaces = {n}"
+        ))),
+        None => f.push(absent(
+            "user namespaces: the kernel has none (/proc/sys/user/max_user_namespaces)".into(),
+            "a kernel with CONFIG_USER_NS",
+        )),
+    }
+    if read("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
+        f.push(absent(
+            "kernel.unprivileged_userns_clone = 0: ordinary users may not create user namespaces"
+                .into(),
+            "sysctl -w kernel.unprivileged_userns_clone=1",
+        ));
+    }
+    if read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1") {
+        f.push(absent(
+            "kernel.apparmor_restrict_unprivileged_userns = 1 (Ubuntu): AppArmor denies \
+             ordinary users' user namespaces capabilities"
+                .into(),
+            "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0, or an AppArmor profile \
+             with `userns,` for the lab binary",
+        ));
+    }
+    let seccomp = read("/proc/self/status").and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim().to_string()))
+    });
+    if seccomp.as_deref() == Some("2") {
+        f.push(Finding {
+            level: Level::Info,
+            what: "a seccomp filter is active (a container?): it may refuse unshare(CLONE_NEWUSER)"
+                .into(),
+            fix: None,
+        });
+    }
+    if root {
+        // The real test: an ordinary user (nobody) becomes root of a new user namespace and
+        // creates a network namespace and a veth pair in it; all of it vanishes on exit.
+        let probe = {
+            use std::os::unix::process::CommandExt;
+            Command::new("unshare")
+                .args(["--user", "--map-root-user", "--net", "--"])
+                .args([
+                    "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+                ])
+                .uid(65534)
+                .gid(65534)
+                .stdin(Stdio::null())
+                .output()
+        };
+        match probe {
+            Ok(o) if o.status.success() => f.push(ok(
+                "an ordinary user (nobody) can unshare a user and a network namespace and create a veth pair in it",
+            )),
+            Ok(o) => f.push(absent(
+                format!(
+                    "an ordinary user (nobody) cannot: unshare --user --map-root-user --net: {}",
+                    String::from_utf8_lossy(&o.stderr).lines().next().unwrap_or("failed")
+                ),
+                "see the user namespace findings above",
+            )),
+            Err(e) => f.push(absent(
+                format!("unshare (util-linux) could not run: {e}"),
+                "apt-get install -y util-linux",
+            )),
+        }
     }
     f
 }

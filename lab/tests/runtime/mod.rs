@@ -609,6 +609,45 @@ fn doctor_reports_the_nft_queue_statement_as_the_kernel_has_it() {
     }
 }
 
+/// `lab doctor` reports what rootless labs would need (issue 15) as the machine has it: the
+/// user-namespace limit, and whether nobody can unshare a user and a network namespace.
+#[test]
+fn doctor_reports_user_namespaces_as_the_machine_has_them() {
+    if !privileged("doctor_reports_user_namespaces_as_the_machine_has_them") {
+        return;
+    }
+    let out = lab_bin().arg("doctor").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("mode: labs run as root; rootless labs (user namespaces) are not built yet"),
+        "{text}"
+    );
+    let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap();
+    assert!(
+        text.contains(&format!("user.max_user_namespaces = {}", max.trim())),
+        "{text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.contains("an ordinary user (nobody) can"))
+        .unwrap_or_else(|| panic!("no unprivileged unshare line in:\n{text}"));
+    let probe = {
+        use std::os::unix::process::CommandExt;
+        Command::new("unshare")
+            .args(["-Urn", "true"])
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    let verdict = if probe.status.success() {
+        "ok"
+    } else {
+        "absent"
+    };
+    assert!(line.trim_start().starts_with(verdict), "{text}");
+}
+
 /// `lab down` ends what `lab exec` started and left running in the lab's hosts: found by the
 /// network namespace it runs in, never by name (issue 13, case 10).
 #[test]
