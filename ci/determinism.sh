@@ -23,4 +23,4 @@ if [ "$(id -u)" != 0 ]; then
     exit 2
 fi
 export LAB_REQUIRE_PRIVILEGED=1 INSTA_UPDATE=no CARGO_TERM_COLOR=never
-cargo test -p lab --test tests determinism -- --nocapture --test-threads=1
+cargo test -p lab --test determinism -- --nocapture --test-threads=1

@@ -2,7 +2,6 @@
 
 mod capture;
 mod capture_cli;
-mod determinism;
 mod mininet;
 mod run_cli;
 mod runner;
