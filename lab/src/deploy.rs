@@ -53,15 +53,18 @@ fn netlink_message(e: &rtnetlink::Error) -> String {
     }
 }
 
+/// The namespace of `node` among `nss`, or the error that says it was not created.
+fn namespace_of<'a>(nss: &'a HashMap<String, NetNs>, node: &str) -> Result<&'a NetNs, LabError> {
+    nss.get(node).ok_or_else(|| LabError::Namespace {
+        node: node.to_string(),
+        netns: String::new(),
+        message: "namespace was not created".into(),
+    })
+}
+
 /// Configures links, addresses, routes, sysctls and firewalls in already created namespaces.
 pub fn configure(plan: &Plan, nss: &HashMap<String, NetNs>) -> Result<(), LabError> {
-    let ns = |node: &str| {
-        nss.get(node).ok_or_else(|| LabError::Namespace {
-            node: node.to_string(),
-            netns: String::new(),
-            message: "namespace was not created".into(),
-        })
-    };
+    let ns = |node: &str| namespace_of(nss, node);
     // IPv6 off before any interface exists, so new interfaces inherit it (no ND/MLD noise).
     if std::path::Path::new("/proc/sys/net/ipv6").exists() {
         let ipv6_off = [
@@ -199,20 +202,13 @@ pub fn configure(plan: &Plan, nss: &HashMap<String, NetNs>) -> Result<(), LabErr
 /// Sets the hosts' sysctls and loads their firewalls, in namespaces whose interfaces and
 /// addresses exist (built by [`configure`], or by Mininet).
 pub fn configure_rules(plan: &Plan, nss: &HashMap<String, NetNs>) -> Result<(), LabError> {
-    let ns = |node: &str| {
-        nss.get(node).ok_or_else(|| LabError::Namespace {
-            node: node.to_string(),
-            netns: String::new(),
-            message: "namespace was not created".into(),
-        })
-    };
     for host in plan.hosts.iter().filter(|h| !h.sysctls.is_empty()) {
         let pairs: Vec<(&str, &str)> = host
             .sysctls
             .iter()
             .map(|s| (s.key.as_str(), s.value.as_str()))
             .collect();
-        write_sysctls(ns(&host.name)?.path(), &pairs)
+        write_sysctls(namespace_of(nss, &host.name)?.path(), &pairs)
             .map_err(|e| sysctl_err(&host.name, &pairs, e))?;
     }
     apply_firewalls(plan, nss)

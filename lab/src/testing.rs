@@ -49,21 +49,67 @@ pub fn privileged_with(test: &str, tool: &str) -> bool {
     false
 }
 
+/// Namespaces of lab `name` that exist under /run/netns.
+pub fn namespaces_of(name: &str) -> Vec<String> {
+    let prefix = format!("{}-{name}-", crate::lab::PREFIX);
+    std::fs::read_dir(crate::state::NETNS_DIR)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The root namespace, to compare before and after a test: links (names and flags),
+/// addresses, routes of every table, policy rules, the iptables and ip6tables rules and the nft
+/// ruleset. A firewall tool that is not installed shows as such (and fails under
+/// `LAB_REQUIRE_PRIVILEGED=1`, where ci/setup.sh has installed it).
+pub fn root_namespace_state() -> String {
+    let mut out = String::new();
+    let runs: [&[&str]; 7] = [
+        &["ip", "-o", "link"],
+        &["ip", "-o", "addr"],
+        &["ip", "route", "show", "table", "all"],
+        &["ip", "rule"],
+        &["iptables-save"],
+        &["ip6tables-save"],
+        &["nft", "list", "ruleset"],
+    ];
+    for argv in runs {
+        out.push_str(&format!("## {}\n", argv.join(" ")));
+        let o = match Command::new(argv[0]).args(&argv[1..]).output() {
+            Ok(o) => o,
+            Err(e) if argv[0] != "ip" && e.kind() == std::io::ErrorKind::NotFound => {
+                assert_ne!(
+                    std::env::var("LAB_REQUIRE_PRIVILEGED").as_deref(),
+                    Ok("1"),
+                    "`{}` is required (ci/setup.sh installs it)",
+                    argv[0]
+                );
+                out.push_str("not installed\n");
+                continue;
+            }
+            Err(e) => panic!("{}: {e}", argv[0]),
+        };
+        for l in String::from_utf8_lossy(&o.stdout).lines() {
+            // Link lines carry counters and qdisc state of nothing a test creates;
+            // iptables-save stamps the time in comments.
+            if !l.starts_with('#') {
+                out.push_str(l.split(" qdisc").next().unwrap_or(l));
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 static ROOT_NAMESPACE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Held by a test that compares the root namespace before and after, and by one that changes
 /// it for a while (a Mininet lab's switch ports): such tests of one binary run one at a time.
 pub fn root_namespace_lock() -> std::sync::MutexGuard<'static, ()> {
     ROOT_NAMESPACE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-static QUIET_MACHINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Held by a test that loads the machine in bursts (a Mininet build: a Python process, a shell
-/// per node, hundreds of `ip` commands) and by a test whose claim is about the kernel on an
-/// otherwise quiet machine (the 20-run determinism proofs): they do not run side by side.
-pub fn quiet_machine_lock() -> std::sync::MutexGuard<'static, ()> {
-    QUIET_MACHINE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 type Job = Box<dyn FnOnce() + Send>;

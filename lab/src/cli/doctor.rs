@@ -33,6 +33,15 @@ fn fail(what: impl Into<String>, fix: impl Into<String>) -> Finding {
     }
 }
 
+/// Something optional this machine lacks, and the command that adds it.
+fn absent(what: impl Into<String>, fix: impl Into<String>) -> Finding {
+    Finding {
+        level: Level::Absent,
+        what: what.into(),
+        fix: Some(fix.into()),
+    }
+}
+
 /// CapEff bits from /proc/self/status.
 fn has_cap(bit: u32) -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -208,11 +217,10 @@ fn findings() -> Vec<Finding> {
                     match (r, required) {
                         (Ok(()), _) => f.push(ok(*what)),
                         (Err(e), true) => f.push(fail(format!("{what}: {e}"), *fix)),
-                        (Err(e), false) => f.push(Finding {
-                            level: Level::Absent,
-                            what: format!("{what}: {e} (scenarios that need it skip, saying why)"),
-                            fix: Some((*fix).into()),
-                        }),
+                        (Err(e), false) => f.push(absent(
+                            format!("{what}: {e} (scenarios that need it skip, saying why)"),
+                            *fix,
+                        )),
                     }
                 }
             }
@@ -239,11 +247,7 @@ fn findings() -> Vec<Finding> {
     if std::path::Path::new("/proc/net/ip_vs").exists() {
         f.push(ok("IPVS"));
     } else {
-        f.push(Finding {
-            level: Level::Absent,
-            what: "IPVS: /proc/net/ip_vs is missing".into(),
-            fix: Some("modprobe ip_vs".into()),
-        });
+        f.push(absent("IPVS: /proc/net/ip_vs is missing", "modprobe ip_vs"));
     }
     f.extend(mininet_findings());
     f.extend(rootless_findings(root));
@@ -261,11 +265,10 @@ fn findings() -> Vec<Finding> {
                 format!("{program} is not installed"),
                 format!("ci/setup.sh (or: apt-get install -y {package})"),
             )),
-            None => f.push(Finding {
-                level: Level::Absent,
-                what: format!("{program} is not installed (optional)"),
-                fix: Some(format!("ci/setup.sh (or: apt-get install -y {package})")),
-            }),
+            None => f.push(absent(
+                format!("{program} is not installed (optional)"),
+                format!("ci/setup.sh (or: apt-get install -y {package})"),
+            )),
         }
     }
     f
@@ -276,11 +279,6 @@ fn findings() -> Vec<Finding> {
 fn mininet_findings() -> Vec<Finding> {
     use lab::state::SwitchKind;
     let mut f = Vec::new();
-    let absent = |what: String, fix: &str| Finding {
-        level: Level::Absent,
-        what,
-        fix: Some(fix.into()),
-    };
     match lab::mininet::version() {
         Some(v) => f.push(ok(format!(
             "Mininet {v} ({}): --backend mininet, --custom FILE.py",
@@ -348,36 +346,29 @@ fn rootless_findings(root: bool) -> Vec<Finding> {
             .ok()
             .map(|v| v.trim().to_string())
     };
-    let absent = |what: String, fix: &str| Finding {
-        level: Level::Absent,
-        what,
-        fix: Some(fix.into()),
-    };
     match read("/proc/sys/user/max_user_namespaces").as_deref() {
         Some("0") => f.push(absent(
-            "user namespaces: user.max_user_namespaces = 0".into(),
+            "user namespaces: user.max_user_namespaces = 0",
             "sysctl -w user.max_user_namespaces=15000",
         )),
         Some(n) => f.push(ok(format!(
             "user namespaces: user.max_user_namespaces = {n}"
         ))),
         None => f.push(absent(
-            "user namespaces: the kernel has none (/proc/sys/user/max_user_namespaces)".into(),
+            "user namespaces: the kernel has none (/proc/sys/user/max_user_namespaces)",
             "a kernel with CONFIG_USER_NS",
         )),
     }
     if read("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
         f.push(absent(
-            "kernel.unprivileged_userns_clone = 0: ordinary users may not create user namespaces"
-                .into(),
+            "kernel.unprivileged_userns_clone = 0: ordinary users may not create user namespaces",
             "sysctl -w kernel.unprivileged_userns_clone=1",
         ));
     }
     if read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1") {
         f.push(absent(
             "kernel.apparmor_restrict_unprivileged_userns = 1 (Ubuntu): AppArmor denies \
-             ordinary users' user namespaces capabilities"
-                .into(),
+             ordinary users' user namespaces capabilities",
             "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0, or an AppArmor profile \
              with `userns,` for the lab binary",
         ));

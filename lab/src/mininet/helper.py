@@ -13,7 +13,7 @@
 # Errors: one line on stdout, {"error": "..."}, and exit status 1.
 
 import json
-import os
+import shutil
 import sys
 
 
@@ -35,8 +35,7 @@ def jsonable(v):
 
 def topo(path, spec):
     from mininet.topo import Topo
-    from mininet.util import buildTopo, customClass  # noqa: F401
-    import mininet.topo as mt
+    from mininet.util import buildTopo
 
     env = {"__file__": path, "__name__": "custom"}
     try:
@@ -76,9 +75,9 @@ def topo(path, spec):
 def build():
     from mininet.log import setLogLevel
     from mininet.net import Mininet
-    from mininet.node import Host, OVSSwitch
+    from mininet.node import OVSSwitch
     from mininet.nodelib import LinuxBridge
-    from mininet.link import Link, TCLink, TCIntf
+    from mininet.link import Link, TCIntf
 
     setLogLevel("error")
     # Mininet.init() raises the machine's limits and sysctls (fixLimits: net.core.rmem_max,
@@ -141,7 +140,6 @@ def build():
             kwargs.setdefault("cls2", StrictTCIntf)
             QuietLink.__init__(self, *args, **kwargs)
 
-    import shutil
     if spec.get("switch") == "ovs":
         if not shutil.which("ovs-vsctl"):
             fail("Open vSwitch is not installed (apt-get install openvswitch-switch)")

@@ -116,14 +116,7 @@ fn spec(record: &MininetRecord, plan: &Plan) -> serde_json::Value {
 
 /// Whether Mininet can build labs with `switch` here; the reason and the fix when not.
 pub fn installed(switch: SwitchKind) -> Result<(), String> {
-    let out = Command::new(python())
-        .args([
-            "-c",
-            "import mininet.net, mininet.nodelib; print(mininet.net.VERSION)",
-        ])
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", python().display()))?;
-    if !out.status.success() {
+    if version().is_none() {
         return Err(format!(
             "Mininet is not installed for {} (ci/setup.sh installs it)",
             python().display()
@@ -164,10 +157,14 @@ fn kernel_has_openvswitch() -> bool {
         .exists()
 }
 
-/// Mininet's version, as its Python package says.
+/// Mininet's version, as its Python package says; `None` when it (or its nodelib, where
+/// LinuxBridge is) does not import.
 pub fn version() -> Option<String> {
     let out = Command::new(python())
-        .args(["-c", "import mininet.net; print(mininet.net.VERSION)"])
+        .args([
+            "-c",
+            "import mininet.net, mininet.nodelib; print(mininet.net.VERSION)",
+        ])
         .output()
         .ok()?;
     out.status

@@ -4,12 +4,14 @@
 //! or fail under LAB_REQUIRE_PRIVILEGED=1.
 //!
 //! Mininet's switches live in the root namespace, so these tests compare it before and after;
-//! they run one at a time (`root_namespace_lock`, with the other tests that compare it) so one test's switch ports are not in another's picture.
+//! they run one at a time (`root_namespace_lock`, with the other tests that compare it) so one
+//! test's switch ports are not in another's picture.
 
-use lab::state::{NETNS_DIR, SwitchKind};
-use lab::testing::privileged;
+use lab::state::SwitchKind;
+use lab::testing::{namespaces_of, privileged, root_namespace_lock, root_namespace_state};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 /// Root, and Mininet installed (required where privileged tests are).
@@ -31,39 +33,14 @@ fn ready(test: &str) -> bool {
     }
 }
 
-fn lab_bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lab"))
+/// [`ready`], then the root namespace to this test alone (its switch ports must not be in
+/// another test's before/after picture); `None` when the test skips.
+fn ready_alone(test: &str) -> Option<MutexGuard<'static, ()>> {
+    ready(test).then(root_namespace_lock)
 }
 
-/// The root namespace as the issue defines "identical": links (names and flags), addresses,
-/// routes of every table, policy rules, the iptables rules and the nft ruleset.
-fn root_state() -> String {
-    let mut out = String::new();
-    let runs: [&[&str]; 7] = [
-        &["ip", "-o", "link"],
-        &["ip", "-o", "addr"],
-        &["ip", "route", "show", "table", "all"],
-        &["ip", "rule"],
-        &["iptables-save"],
-        &["ip6tables-save"],
-        &["nft", "list", "ruleset"],
-    ];
-    for argv in runs {
-        let o = Command::new(argv[0])
-            .args(&argv[1..])
-            .output()
-            .unwrap_or_else(|e| panic!("{}: {e}", argv[0]));
-        out.push_str(&format!("## {}\n", argv.join(" ")));
-        for l in String::from_utf8_lossy(&o.stdout).lines() {
-            // Link lines carry counters and qdisc state of nothing we create; iptables-save
-            // stamps the time in comments.
-            if !l.starts_with('#') {
-                out.push_str(l.split(" qdisc").next().unwrap_or(l));
-                out.push('\n');
-            }
-        }
-    }
-    out
+fn lab_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lab"))
 }
 
 /// Pids of Mininet's shells (`bash … mininet:h1`) and of lab's Mininet helper.
@@ -81,17 +58,6 @@ fn mininet_processes() -> Vec<i32> {
         .collect()
 }
 
-fn namespaces_of(name: &str) -> Vec<String> {
-    let prefix = format!("lab-{name}-");
-    std::fs::read_dir(NETNS_DIR)
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn run_ok(cmd: &mut Command) -> String {
     let o = cmd.output().expect("run lab");
     assert!(
@@ -105,13 +71,12 @@ fn run_ok(cmd: &mut Command) -> String {
 
 #[test]
 fn twenty_cycles_and_five_sigkills_leave_the_root_namespace_as_it_was() {
-    let test = "twenty_cycles_and_five_sigkills_leave_the_root_namespace_as_it_was";
-    if !ready(test) {
+    let Some(_alone) =
+        ready_alone("twenty_cycles_and_five_sigkills_leave_the_root_namespace_as_it_was")
+    else {
         return;
-    }
-    let _root = lab::testing::root_namespace_lock();
-    let _quiet = lab::testing::quiet_machine_lock();
-    let before = root_state();
+    };
+    let before = root_namespace_state();
     let shells_before = mininet_processes();
     let id = std::process::id() % 100_000;
     for i in 0..20 {
@@ -125,12 +90,16 @@ fn twenty_cycles_and_five_sigkills_leave_the_root_namespace_as_it_was() {
         );
         assert_eq!(namespaces_of(&name).len(), 3);
         assert_ne!(
-            root_state(),
+            root_namespace_state(),
             before,
             "cycle {i}: the switch is in the root namespace"
         );
         run_ok(lab_bin().args(["down", &name]));
-        assert_eq!(root_state(), before, "cycle {i}: root namespace changed");
+        assert_eq!(
+            root_namespace_state(),
+            before,
+            "cycle {i}: root namespace changed"
+        );
         assert_eq!(namespaces_of(&name), Vec::<String>::new());
         assert_eq!(
             mininet_processes(),
@@ -167,7 +136,11 @@ fn twenty_cycles_and_five_sigkills_leave_the_root_namespace_as_it_was() {
             std::thread::sleep(Duration::from_millis(20));
         }
         run_ok(lab_bin().args(["clean"]));
-        assert_eq!(root_state(), before, "kill {i}: root namespace changed");
+        assert_eq!(
+            root_namespace_state(),
+            before,
+            "kill {i}: root namespace changed"
+        );
         assert_eq!(namespaces_of(&name), Vec::<String>::new(), "kill {i}");
         assert_eq!(
             mininet_processes(),
@@ -185,13 +158,10 @@ fn twenty_cycles_and_five_sigkills_leave_the_root_namespace_as_it_was() {
 /// router.
 #[test]
 fn a_mininet_custom_topology_runs_on_both_backends() {
-    let test = "a_mininet_custom_topology_runs_on_both_backends";
-    if !ready(test) {
+    let Some(_alone) = ready_alone("a_mininet_custom_topology_runs_on_both_backends") else {
         return;
-    }
-    let _root = lab::testing::root_namespace_lock();
-    let _quiet = lab::testing::quiet_machine_lock();
-    let before = root_state();
+    };
+    let before = root_namespace_state();
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/mininet/routed.py");
     let id = std::process::id() % 100_000;
     for backend in ["native", "mininet"] {
@@ -260,7 +230,7 @@ fn a_mininet_custom_topology_runs_on_both_backends() {
         assert!(route.contains("default via 10.1.0.1"), "{backend}: {route}");
         run_ok(lab_bin().args(["down", &name]));
     }
-    assert_eq!(root_state(), before);
+    assert_eq!(root_namespace_state(), before);
 }
 
 /// `lab convert` prints what `lab up --custom` runs: Mininet's ports, the routes, the router.
@@ -296,12 +266,9 @@ fn convert_prints_the_custom_topology_as_a_topology_file() {
 /// backend; the native backend refuses it, naming the link and the parameter, and builds nothing.
 #[test]
 fn tclink_bandwidth_through_the_mininet_backend_only() {
-    let test = "tclink_bandwidth_through_the_mininet_backend_only";
-    if !ready(test) {
+    let Some(_alone) = ready_alone("tclink_bandwidth_through_the_mininet_backend_only") else {
         return;
-    }
-    let _root = lab::testing::root_namespace_lock();
-    let _quiet = lab::testing::quiet_machine_lock();
+    };
     let file = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../fixtures/topologies/tclink.toml"

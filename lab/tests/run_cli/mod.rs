@@ -2,7 +2,7 @@
 //! (pass/fail per expectation, the snapshot diff, artifacts), a missing `lb`, Ctrl-C, and that
 //! no namespace is left behind.
 
-use lab::testing::privileged;
+use lab::testing::{namespaces_of, privileged};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -28,17 +28,6 @@ fn labs_in(report: &str) -> Vec<String> {
         .filter_map(|l| l.split_whitespace().next())
         .map(str::to_string)
         .collect()
-}
-
-fn namespaces_of(lab: &str) -> Vec<String> {
-    let prefix = format!("lab-{lab}-");
-    std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]

@@ -2,8 +2,8 @@
 //! parallel labs, SIGKILLed owners, half-way failures and the CLI.
 
 use lab::check::check_connectivity;
-use lab::state::{NETNS_DIR, StateRecord};
-use lab::testing::{privileged, privileged_with};
+use lab::state::StateRecord;
+use lab::testing::{namespaces_of, privileged, privileged_with, root_namespace_state};
 use lab::topology::{Origin, builtin};
 use lab::{Lab, LabError, LabOptions, Plan, Topology, resolve};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -22,37 +22,6 @@ fn up(spec: &str) -> Lab {
 
 fn lab_bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_lab"))
-}
-
-/// Namespaces of lab `name` that exist under /run/netns.
-fn namespaces_of(name: &str) -> Vec<String> {
-    let prefix = format!("lab-{name}-");
-    std::fs::read_dir(NETNS_DIR)
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// What the root namespace looks like: links, addresses, routes and rules.
-fn root_snapshot() -> String {
-    let mut out = String::new();
-    for args in [
-        &["-o", "link"][..],
-        &["-o", "addr"],
-        &["route", "show", "table", "all"],
-        &["rule"],
-    ] {
-        let o = Command::new("ip").args(args).output().expect("ip");
-        out.push_str(&String::from_utf8_lossy(&o.stdout));
-    }
-    // Link state lines carry counters of nothing we create; keep names and flags only.
-    out.lines()
-        .map(|l| l.split(" qdisc").next().unwrap_or(l).to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[test]
@@ -92,7 +61,7 @@ fn teardown_leaves_no_namespace_link_or_record() {
         return;
     }
     let _root = lab::testing::root_namespace_lock();
-    let before = root_snapshot();
+    let before = root_namespace_state();
     let lab = up("linear,3");
     let name = lab.name().to_string();
     assert_eq!(namespaces_of(&name).len(), 6);
@@ -100,7 +69,7 @@ fn teardown_leaves_no_namespace_link_or_record() {
     lab.down().unwrap();
     assert_eq!(namespaces_of(&name), Vec::<String>::new());
     assert!(!StateRecord::path_of(&name).exists());
-    assert_eq!(root_snapshot(), before, "the root namespace changed");
+    assert_eq!(root_namespace_state(), before, "the root namespace changed");
 }
 
 #[test]
@@ -121,7 +90,7 @@ fn eight_labs_in_parallel() {
         return;
     }
     let _root = lab::testing::root_namespace_lock();
-    let before = root_snapshot();
+    let before = root_namespace_state();
     let names: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
             .map(|_| {
@@ -144,7 +113,7 @@ fn eight_labs_in_parallel() {
     for n in &names {
         assert_eq!(namespaces_of(n), Vec::<String>::new());
     }
-    assert_eq!(root_snapshot(), before, "the root namespace changed");
+    assert_eq!(root_namespace_state(), before, "the root namespace changed");
 }
 
 #[test]
@@ -271,7 +240,7 @@ iptables = ["-A INPUT -p tcp --dport 22 -j ACCEPT", "-A INPUT -p tcp -j NOSUCHCH
     )
     .unwrap();
     let _root = lab::testing::root_namespace_lock();
-    let before = root_snapshot();
+    let before = root_namespace_state();
     let name = format!("half{}", std::process::id());
     let err = Lab::up(
         resolve(&t).unwrap(),
@@ -296,7 +265,7 @@ iptables = ["-A INPUT -p tcp --dport 22 -j ACCEPT", "-A INPUT -p tcp -j NOSUCHCH
     );
     assert_eq!(namespaces_of(&name), Vec::<String>::new());
     assert!(!StateRecord::path_of(&name).exists());
-    assert_eq!(root_snapshot(), before);
+    assert_eq!(root_namespace_state(), before);
 }
 
 #[test]

@@ -3,9 +3,21 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-use sim::{Captured, TapPoint, World};
+use sim::{Captured, SocketId, TapPoint, World};
 
 use crate::support::{sa, single3};
+
+/// h1 and h3 each send a datagram to h2:5000 at t=0; returns h2's socket and h1's.
+fn h1_and_h3_send_to_h2(w: &mut World) -> (SocketId, SocketId) {
+    let rx = w
+        .udp_bind("h2", SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 5000))
+        .expect("bind");
+    let s1 = w.udp_bind("h1", sa(1, 0)).expect("bind");
+    let s3 = w.udp_bind("h3", sa(3, 0)).expect("bind");
+    w.udp_send_to(s1, sa(2, 5000), b"from h1").expect("send");
+    w.udp_send_to(s3, sa(2, 5000), b"from h3").expect("send");
+    (rx, s1)
+}
 
 /// Everyone sends at t=0 (so every event is simultaneous); all frames seen, per host.
 fn busy_run(seed: u64) -> (Vec<Vec<Captured>>, Vec<Vec<u8>>) {
@@ -14,13 +26,7 @@ fn busy_run(seed: u64) -> (Vec<Vec<Captured>>, Vec<Vec<u8>>) {
         .iter()
         .map(|h| w.tap(h, TapPoint::Any).expect("tap"))
         .collect();
-    let rx = w
-        .udp_bind("h2", SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 5000))
-        .expect("bind");
-    let s1 = w.udp_bind("h1", sa(1, 0)).expect("bind");
-    let s3 = w.udp_bind("h3", sa(3, 0)).expect("bind");
-    w.udp_send_to(s1, sa(2, 5000), b"from h1").expect("send");
-    w.udp_send_to(s3, sa(2, 5000), b"from h3").expect("send");
+    let (rx, s1) = h1_and_h3_send_to_h2(&mut w);
     w.udp_send_to(s1, sa(3, 6000), b"to h3, unbound")
         .expect("send");
     w.run_for(Duration::from_secs(1));
@@ -85,13 +91,7 @@ fn explored_orders(seed: u64) -> (usize, std::collections::BTreeSet<Vec<Vec<u8>>
             ..sim::SimConfig::with_seed(seed)
         };
         let mut w = World::new(&spec, config).expect("world");
-        let rx = w
-            .udp_bind("h2", SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 5000))
-            .expect("bind");
-        let s1 = w.udp_bind("h1", sa(1, 0)).expect("bind");
-        let s3 = w.udp_bind("h3", sa(3, 0)).expect("bind");
-        w.udp_send_to(s1, sa(2, 5000), b"from h1").expect("send");
-        w.udp_send_to(s3, sa(2, 5000), b"from h3").expect("send");
+        let (rx, _) = h1_and_h3_send_to_h2(&mut w);
         w.run_for(Duration::from_secs(1));
         runs += 1;
         orders.insert(
