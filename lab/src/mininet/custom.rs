@@ -116,7 +116,10 @@ struct Host {
     name: String,
     ip: String,
     route: Option<String>,
+    /// The host's `mac`: its first interface's.
     mac: Option<String>,
+    /// MAC addresses a link's `addr1`/`addr2` give an interface (short name).
+    link_macs: Vec<(String, String)>,
     /// (port, short interface name)
     ports: Vec<(u64, String)>,
     /// Addresses a link's `params1`/`params2` give an interface (short name).
@@ -143,6 +146,7 @@ fn to_toml(v: &Value, origin: &str) -> Result<String, String> {
             ip: mininet_ip(i + 1),
             route: None,
             mac: None,
+            link_macs: vec![],
             ports: vec![],
             extra: vec![],
             router: false,
@@ -273,13 +277,7 @@ fn to_toml(v: &Value, origin: &str) -> Result<String, String> {
                     h.extra.push((short.clone(), ip));
                 }
                 if let Some(mac) = &macs[j] {
-                    if h.mac.is_some() && port.unwrap_or(1) == 0 {
-                        return Err(format!(
-                            "{what}: addr{} and the host's mac both set it",
-                            j + 1
-                        ));
-                    }
-                    h.mac.get_or_insert_with(|| mac.clone());
+                    h.link_macs.push((short.clone(), mac.clone()));
                 }
             } else if ips[j].is_some() {
                 return Err(format!(
@@ -339,14 +337,20 @@ fn to_toml(v: &Value, origin: &str) -> Result<String, String> {
                     addrs.push((first.clone(), h.ip.clone()));
                 }
                 addrs.extend(h.extra.iter().cloned());
-                let shown = addrs
-                    .iter()
-                    .map(|(i, a)| format!("{i} = {}", toml_str(a)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let _ = writeln!(out, "interfaces = {{ {shown} }}");
+                let _ = writeln!(out, "interfaces = {}", inline_table(&addrs));
+                // `mac` on the first interface; `addr1`/`addr2` on their link's.
+                let mut macs = h.link_macs.clone();
                 if let Some(mac) = &h.mac {
-                    let _ = writeln!(out, "mac = {{ {first} = {} }}", toml_str(mac));
+                    if macs.iter().any(|(i, _)| i == first) {
+                        return Err(format!(
+                            "host {}: its mac and a link's addr1/addr2 both set {first}'s",
+                            h.name
+                        ));
+                    }
+                    macs.insert(0, (first.clone(), mac.clone()));
+                }
+                if !macs.is_empty() {
+                    let _ = writeln!(out, "mac = {}", inline_table(&macs));
                 }
             }
             None => {
@@ -364,6 +368,16 @@ fn to_toml(v: &Value, origin: &str) -> Result<String, String> {
         }
     }
     Ok(out)
+}
+
+/// `{ eth0 = "…", eth1 = "…" }`.
+fn inline_table(pairs: &[(String, String)]) -> String {
+    let body = pairs
+        .iter()
+        .map(|(k, v)| format!("{k} = {}", toml_str(v)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("{{ {body} }}")
 }
 
 fn toml_str(s: &str) -> String {
@@ -411,6 +425,34 @@ mod tests {
         );
         let parsed = Topology::parse(&t, Origin::Builtin("t".into())).unwrap();
         crate::resolve(&parsed).unwrap();
+    }
+
+    /// `addLink(s1, r1, addr2=…)` on r1's second interface: that interface's MAC, not the
+    /// first one's; with the host's own `mac` on the first.
+    #[test]
+    fn a_link_mac_goes_to_its_own_interface() {
+        let t = report(
+            r#"{"hosts": [{"name": "r1", "params": {"mac": "00:00:00:00:01:00"}}],
+                "switches": [{"name": "s1", "params": {}}, {"name": "s2", "params": {}}],
+                "links": [
+                  {"node1": "s1", "node2": "r1", "params": {"port1": 1, "port2": 0}},
+                  {"node1": "s2", "node2": "r1", "params": {"port1": 1, "port2": 1, "addr2": "00:00:00:00:01:01"}}]}"#,
+        )
+        .unwrap();
+        assert!(
+            t.contains(r#"mac = { eth0 = "00:00:00:00:01:00", eth1 = "00:00:00:00:01:01" }"#),
+            "{t}"
+        );
+        let e = report(
+            r#"{"hosts": [{"name": "h1", "params": {"mac": "00:00:00:00:00:01"}}],
+                "switches": [{"name": "s1", "params": {}}],
+                "links": [{"node1": "h1", "node2": "s1", "params": {"port1": 0, "port2": 1, "addr1": "00:00:00:00:00:02"}}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "host h1: its mac and a link's addr1/addr2 both set eth0's"
+        );
     }
 
     #[test]
