@@ -119,6 +119,9 @@ pub enum LabError {
     /// Mininet could not build the lab (the helper's own message).
     #[error("mininet: {0}")]
     Mininet(String),
+    /// A user namespace for a rootless lab could not be made or entered.
+    #[error("rootless: {0}")]
+    Rootless(String),
     /// Teardown left something behind.
     #[error("removing lab `{lab}` left problems: {}", problems.join("; "))]
     Teardown {

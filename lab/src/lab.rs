@@ -89,6 +89,13 @@ impl Lab {
         if !is_root() {
             return Err(LabError::NotRoot);
         }
+        if crate::rootless::mode() == crate::rootless::Mode::UserNamespace
+            && std::env::var_os("LAB_STATE_DIR").is_none()
+        {
+            return Err(LabError::Rootless(
+                "inside a user namespace lab did not make, set LAB_STATE_DIR and LAB_ARTIFACTS to directories of yours (run `lab` as yourself instead: it makes its own)".into(),
+            ));
+        }
         let name = match &opts.name {
             Some(n) if !valid_lab_name(n) => return Err(LabError::BadName(n.clone())),
             Some(n) => n.clone(),
@@ -135,6 +142,7 @@ impl Lab {
             processes: vec![],
             plan,
             mininet,
+            userns: crate::rootless::userns_record(),
         };
         // The record lists every namespace before the first one exists.
         record.create()?;

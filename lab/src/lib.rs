@@ -21,6 +21,7 @@ pub mod net;
 pub mod netns;
 pub mod remove;
 pub mod resolve;
+pub mod rootless;
 pub mod scenario;
 pub mod snapshot;
 pub mod state;

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 mod cli;
 
-use cli::{capture, doctor, lifecycle, list, run};
+use cli::rootless::Need;
+use cli::{capture, doctor, lifecycle, list, rootless, run};
 
 /// A network namespace test lab: hosts, switches and links from a topology file.
 #[derive(Parser)]
@@ -112,7 +113,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .without_time()
         .init();
-    match dispatch(Cli::parse()) {
+    let cli = Cli::parse();
+    // An ordinary user's lab enters a user namespace now, while this process has one thread.
+    let entered = match &cli.command {
+        Cmd::Doctor => Ok(rootless::enter_for_doctor()),
+        cmd => rootless::enter(need(cmd)),
+    };
+    let outcome = entered.and_then(|failure| dispatch(cli, failure));
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             eprintln!("lab: {e:#}");
@@ -144,7 +152,24 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     1
 }
 
-fn dispatch(cli: Cli) -> Result<ExitCode> {
+/// The namespaces a command needs when an ordinary user runs it.
+fn need(cmd: &Cmd) -> Need {
+    match cmd {
+        Cmd::Up { hold: false, .. } => Need::Holder,
+        Cmd::Up { hold: true, .. } | Cmd::Run(_) | Cmd::Doctor => Need::Private,
+        Cmd::Exec { lab, .. } | Cmd::Check { lab } => Need::Join(lab.clone()),
+        Cmd::Capture(args) => Need::Join(args.lab.clone()),
+        Cmd::Down {
+            name: Some(name),
+            all: false,
+        } => Need::Down(name.clone()),
+        Cmd::Down { .. } | Cmd::List { .. } | Cmd::Clean { .. } | Cmd::Convert { .. } => {
+            Need::Nothing
+        }
+    }
+}
+
+fn dispatch(cli: Cli, rootless_failure: Option<String>) -> Result<ExitCode> {
     match cli.command {
         Cmd::Up {
             topology,
@@ -174,7 +199,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             lifecycle::check(&lab)
         }
         Cmd::Clean { all, artifacts } => lifecycle::clean(all, artifacts),
-        Cmd::Doctor => Ok(doctor::doctor()),
+        Cmd::Doctor => Ok(doctor::doctor(rootless_failure)),
         Cmd::Capture(args) => capture::run(args),
         Cmd::Run(args) => run::run(args),
     }

@@ -70,10 +70,33 @@ fn stop_all(ids: &[ProcessId]) {
 }
 
 /// Removes everything `record` lists. Idempotent: what is already gone is skipped.
+///
+/// A rootless lab seen from outside its user namespace is removed by its processes: the
+/// lab's own, then every process left in the namespace once it is the lab's alone (a holder
+/// started for this lab, or a namespace whose holder has ended). The namespaces, their
+/// names and everything in them go with the last one. A lab held by a live process that is
+/// not the lab's alone (`lab run`, a test binary) is removed from inside: join it first
+/// ([`crate::rootless::join`]).
 pub fn remove(record: &mut StateRecord) -> Result<(), LabError> {
     record.status = Status::Removing;
     record.creator = Some(ProcessId::current());
     let _ = record.save();
+    if let Some(u) = record.userns.clone() {
+        let inside = crate::rootless::current_user_ns() == Some(u.user_ns);
+        if !inside {
+            if !u.dedicated && u.holder.alive() {
+                return Err(LabError::Rootless(format!(
+                    "lab `{}` lives in the user namespace of process {}, which still runs: remove it from there (`lab down {}` as its user joins it), or end that process",
+                    record.name, u.holder.pid, record.name
+                )));
+            }
+            for p in record.processes.iter().rev() {
+                stop_process(p.id);
+            }
+            stop_all(&crate::rootless::processes_in_user_ns(u.user_ns));
+            return record.delete();
+        }
+    }
     for p in record.processes.iter().rev() {
         stop_process(p.id);
     }
@@ -108,6 +131,12 @@ pub fn remove(record: &mut StateRecord) -> Result<(), LabError> {
         // one, each waiting for RCU. Then whatever is left, and the bridges, by name.
         crate::mininet::await_ports_gone(m, GRACE * 2);
         problems.extend(crate::mininet::remove_root(m));
+    }
+    if let Some(u) = &record.userns
+        && u.dedicated
+    {
+        // The holder started for this lab, and anything else still in its user namespace.
+        stop_all(&crate::rootless::processes_in_user_ns(u.user_ns));
     }
     if !problems.is_empty() {
         return Err(LabError::Teardown {

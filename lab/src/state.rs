@@ -144,6 +144,19 @@ pub struct MininetRecord {
     pub processes: Vec<ProcessId>,
 }
 
+/// Where a lab lives when it was made inside a user namespace (a rootless lab): its
+/// namespaces' names are mounts in that namespace's own mount namespace, seen only from inside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsernsRecord {
+    /// The process whose user, mount and network namespaces hold the lab: `lab up`'s holder,
+    /// or the process that entered them (`lab run`, a test binary). `lab exec` joins it.
+    pub holder: ProcessId,
+    /// True when `holder` was started for this lab alone: removing the lab stops it.
+    pub dedicated: bool,
+    /// The user namespace's inode: what is left in it once `holder` is gone belongs to the lab.
+    pub user_ns: u64,
+}
+
 /// Everything needed to list and remove one lab.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateRecord {
@@ -170,6 +183,9 @@ pub struct StateRecord {
     /// What Mininet built outside the namespaces, for a lab built by Mininet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mininet: Option<MininetRecord>,
+    /// The user namespace the lab lives in, for a lab not made by the machine's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<UsernsRecord>,
 }
 
 /// Milliseconds since the epoch.
@@ -291,9 +307,16 @@ impl StateRecord {
             .count()
     }
 
-    /// True if the owner is gone (never true for persistent labs).
+    /// True if the owner is gone (for a persistent lab: only if it was left half built, or
+    /// its rootless holder ended).
     pub fn orphaned(&self) -> bool {
-        self.owner.is_some_and(|o| !o.alive()) || self.half_done()
+        self.owner.is_some_and(|o| !o.alive()) || self.half_done() || self.holder_gone()
+    }
+
+    /// True for a rootless lab whose holder has ended: its namespaces went with it (or live on
+    /// only through processes left in them, which `lab clean` stops).
+    pub fn holder_gone(&self) -> bool {
+        self.userns.as_ref().is_some_and(|u| !u.holder.alive())
     }
 
     /// True when the process creating or removing the lab died before it finished: the lab is

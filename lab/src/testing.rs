@@ -12,12 +12,49 @@ pub fn privileged(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    let reason = "needs root (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN for unshare)";
+    // An ordinary user's test binary enters a user namespace before main
+    // (`lab::rootless_test_binary!`); here it did not, or could not.
+    let reason = match crate::rootless::test_failure() {
+        Some(why) => format!("needs root or a user namespace, and entering one failed: {why}"),
+        None => "needs root, or a user namespace: this test binary does not enter one (LAB_ROOTLESS=0, or no `lab::rootless_test_binary!()`)".to_string(),
+    };
     if std::env::var("LAB_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
         panic!("{test}: {reason}, and LAB_REQUIRE_PRIVILEGED=1 forbids skipping");
     }
     eprintln!("SKIP {test}: {reason}; set LAB_REQUIRE_PRIVILEGED=1 to fail instead");
     false
+}
+
+/// True when `uid` exists in this process's user namespace (always, in the machine's first
+/// one; a rootless run's maps only uid 0, the user itself).
+pub fn uid_mapped(uid: u32) -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|map| {
+        map.lines().any(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            f.len() == 3 && (f[0]..f[0] + f[2]).contains(&u64::from(uid))
+        })
+    })
+}
+
+/// A command for `tcpdump` reading a file. tcpdump started as root switches to the user
+/// `tcpdump`, which a rootless run's user namespace (one uid) does not have, and stops; there
+/// it runs as uid 65534 of a nested user namespace instead (`unshare --map-user`), where it
+/// stays who it is.
+pub fn tcpdump_reader(tcpdump: &std::path::Path) -> Command {
+    let tcpdump_user = nix::unistd::User::from_name("tcpdump").ok().flatten();
+    if crate::rootless::mode() == crate::rootless::Mode::UserNamespace
+        && tcpdump_user.is_some_and(|u| !uid_mapped(u.uid.as_raw()))
+    {
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--user", "--map-user=65534", "--map-group=65534", "--"])
+            .arg(tcpdump);
+        cmd
+    } else {
+        Command::new(tcpdump)
+    }
 }
 
 /// Returns the path of `tool` when it is installed; otherwise prints why `test` skips.

@@ -4,5 +4,9 @@
 //! exchange once in 20 runs, which says nothing about the lab's determinism.
 //! `cargo test -p lab --test determinism`; `ci/determinism.sh` runs it with `--nocapture`.
 
+// An ordinary user's run enters a user namespace of its own before main, so the privileged
+// tests run rootless instead of skipping.
+lab::rootless_test_binary!();
+
 #[path = "determinism/mod.rs"]
 mod proofs;

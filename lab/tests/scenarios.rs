@@ -16,6 +16,10 @@
 //! behaviour), with no root and the same snapshot. Those never skip: a scenario the simulator
 //! refuses ("… cannot be simulated yet") fails, with the simulator's own reason.
 
+// An ordinary user's run enters a user namespace of its own before main, so the privileged
+// tests run rootless instead of skipping.
+lab::rootless_test_binary!();
+
 use lab::Builder;
 use lab::backend::native::Native;
 use lab::scenario::{self, ReportOptions, RunOptions, Scenario, Silent, discover, render};

@@ -2,6 +2,10 @@
 //! agent`s registering from h2, h4 and h5, TCP clients in h3, `lb ctl` over each process's
 //! socket. Privileged: skipped without root unless LAB_REQUIRE_PRIVILEGED=1.
 
+// An ordinary user's run enters a user namespace of its own before main, so the privileged
+// tests run rootless instead of skipping.
+lab::rootless_test_binary!();
+
 mod harness;
 
 use harness::{LB, privileged, start_lb};

@@ -20,7 +20,7 @@ use std::time::Duration;
 pub struct CaptureArgs {
     /// Lab name (optional when only one lab is up).
     #[arg(long = "lab")]
-    lab: Option<String>,
+    pub lab: Option<String>,
     /// Where to capture: HOST (every interface) or HOST:IFACE (`h2:eth0` or `h2:h2-eth0`).
     #[arg(value_name = "HOST[:IFACE]")]
     target: String,

@@ -99,12 +99,19 @@ fn tool_version(program: &str, arg: &str) -> Option<String> {
     Some(text.lines().next().unwrap_or("").trim().to_string())
 }
 
-fn findings() -> Vec<Finding> {
+fn findings(rootless_failure: Option<String>) -> Vec<Finding> {
     let mut f = Vec::new();
     let root = nix::unistd::geteuid().is_root();
     let (net_admin, sys_admin) = (has_cap(12), has_cap(21));
+    f.push(mode_finding(rootless_failure.as_deref()));
     if root && net_admin && sys_admin {
-        f.push(ok("root, with CAP_NET_ADMIN and CAP_SYS_ADMIN"));
+        f.push(ok(if lab::rootless::in_initial_user_namespace() {
+            "root, with CAP_NET_ADMIN and CAP_SYS_ADMIN"
+        } else {
+            "root inside a user namespace, with CAP_NET_ADMIN and CAP_SYS_ADMIN there"
+        }));
+    } else if rootless_failure.is_some() {
+        // Said by the mode finding, with its fix.
     } else {
         f.push(fail(
             format!(
@@ -332,15 +339,37 @@ fn mininet_findings() -> Vec<Finding> {
     f
 }
 
-/// What an ordinary user would need for rootless labs (issue 15): user namespaces allowed, and
-/// an unprivileged `unshare --user --map-root-user --net` that works. Labs need root today, so
-/// these are facts about the machine, reported as `info` or `absent`, never a failure.
+/// Which mode this `lab` runs labs in, and where their state lives.
+fn mode_finding(rootless_failure: Option<&str>) -> Finding {
+    use lab::rootless::{Mode, entered_private, mode};
+    let state = lab::state::state_dir();
+    match (rootless_failure, mode()) {
+        (Some(why), _) => fail(
+            format!("mode: rootless (uid {}), but {why}", nix::unistd::getuid()),
+            "allow user namespaces (the findings below), or run lab with sudo",
+        ),
+        (None, Mode::Root) => ok(format!(
+            "mode: root: labs in the machine's namespaces, names under /run/netns, state in {}",
+            state.display()
+        )),
+        (None, Mode::UserNamespace) if entered_private() => ok(format!(
+            "mode: rootless: each lab lives in a user namespace of yours (with its own /run and \
+             network namespace), state in {}, artifacts in {}",
+            state.display(),
+            lab::state::artifact_root().display()
+        )),
+        (None, _) => ok(format!(
+            "mode: root inside a user namespace: labs live in it, state in {}",
+            state.display()
+        )),
+    }
+}
+
+/// What an ordinary user needs for rootless labs: user namespaces allowed, and an unprivileged
+/// `unshare --user --map-root-user --net` that works. As root these are facts about the
+/// machine (`info` or `absent`); rootless, the mode finding above says whether they held.
 fn rootless_findings(root: bool) -> Vec<Finding> {
-    let mut f = vec![Finding {
-        level: Level::Info,
-        what: "mode: labs run as root; rootless labs (user namespaces) are not built yet".into(),
-        fix: None,
-    }];
+    let mut f = vec![];
     let read = |p: &str| {
         std::fs::read_to_string(p)
             .ok()
@@ -385,7 +414,7 @@ fn rootless_findings(root: bool) -> Vec<Finding> {
             fix: None,
         });
     }
-    if root {
+    if root && lab::rootless::in_initial_user_namespace() {
         // The real test: an ordinary user (nobody) becomes root of a new user namespace and
         // creates a network namespace and a veth pair in it; all of it vanishes on exit.
         let probe = {
@@ -429,9 +458,9 @@ fn ovs_running() -> bool {
 }
 
 /// Prints every finding; exit 1 if anything required is missing.
-pub fn doctor() -> ExitCode {
+pub fn doctor(rootless_failure: Option<String>) -> ExitCode {
     println!("lab doctor: can this machine run labs?");
-    let all = findings();
+    let all = findings(rootless_failure);
     for x in &all {
         let tag = match x.level {
             Level::Ok => "ok    ",

@@ -132,12 +132,16 @@ pub fn down(name: Option<String>, all: bool) -> Result<ExitCode> {
         name.into_iter().collect()
     };
     for n in &names {
-        lab::lab::down(n).with_context(|| format!("cannot remove lab `{n}`"))?;
+        StateRecord::load(n)
+            .map_err(anyhow::Error::from)
+            .and_then(|rec| remove(&rec))
+            .with_context(|| format!("cannot remove lab `{n}`"))?;
         println!("lab {n} removed");
     }
     if all && names.is_empty() {
         println!("no labs");
     }
+    lab::rootless::tidy_state_dir();
     Ok(ExitCode::SUCCESS)
 }
 
@@ -176,8 +180,12 @@ pub fn clean(all: bool, artifacts: bool) -> Result<ExitCode> {
             } else {
                 "--all"
             };
-            lab::lab::down(&rec.name)
-                .with_context(|| format!("cannot remove lab `{}`", rec.name))?;
+            let why = if rec.holder_gone() && !rec.half_done() {
+                "its holder is gone"
+            } else {
+                why
+            };
+            remove(&rec).with_context(|| format!("cannot remove lab `{}`", rec.name))?;
             println!("lab {} removed ({why})", rec.name);
             removed += 1;
         } else {
@@ -199,7 +207,34 @@ pub fn clean(all: bool, artifacts: bool) -> Result<ExitCode> {
     if removed == 0 {
         println!("nothing to clean");
     }
+    lab::rootless::tidy_state_dir();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Removes one lab. A rootless lab that another live program holds (`lab up --hold`, `lab
+/// run`) is removed from inside its namespaces, which only a process with one thread may
+/// enter: a `lab down NAME` of its own does it.
+fn remove(rec: &StateRecord) -> Result<()> {
+    let held_elsewhere = rec.userns.as_ref().is_some_and(|u| {
+        !u.dedicated && u.holder.alive() && lab::rootless::current_user_ns() != Some(u.user_ns)
+    });
+    if lab::rootless::mode() == lab::rootless::Mode::Rootless && held_elsewhere {
+        let exe = std::env::current_exe().context("locating the lab executable")?;
+        let out = std::process::Command::new(exe)
+            .args(["down", &rec.name])
+            .output()
+            .context("running lab down")?;
+        if !out.status.success() {
+            bail!(
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+                    .trim()
+                    .trim_start_matches("lab: ")
+            );
+        }
+        return Ok(());
+    }
+    Ok(lab::lab::down(&rec.name)?)
 }
 
 /// Deletes every directory under the artifact root except those of `live` labs; returns how

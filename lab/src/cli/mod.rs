@@ -5,6 +5,7 @@ pub mod doctor;
 pub mod explore;
 pub mod lifecycle;
 pub mod list;
+pub mod rootless;
 pub mod run;
 
 /// Who builds a lab's network (`--backend`, `--switch`).

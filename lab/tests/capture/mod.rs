@@ -276,7 +276,7 @@ fn pcap_files_are_readable_by_tcpdump() {
     for (point, link) in points.iter().zip(["EN10MB", "LINUX_SLL"]) {
         let path = dir.join(format!("{}.pcap", point.host));
         lab::capture::write_pcap_file(point, &path).expect("write pcap");
-        let out = std::process::Command::new(&tcpdump)
+        let out = lab::testing::tcpdump_reader(&tcpdump)
             .args(["-nn", "-e", "-r"])
             .arg(&path)
             .args(["udp", "and", "port", "9000"])

@@ -148,7 +148,7 @@ fn capture_cli_prints_live_lines_writes_pcap_and_stops() {
         "capture_cli_prints_live_lines_writes_pcap_and_stops",
         "tcpdump",
     ) {
-        let out = Command::new(tcpdump)
+        let out = lab::testing::tcpdump_reader(&tcpdump)
             .args(["-n", "-r", pcap_s])
             .output()
             .unwrap();

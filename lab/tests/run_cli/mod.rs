@@ -145,18 +145,16 @@ fn run_without_lb_binary_says_how_to_build_it() {
     }
     // Found by default next to the running `lab`: a `lab` without an `lb` beside it says how
     // to build one. (A hard link, so the executable's own path is in that directory.)
-    let dir =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lonely-lab-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let lonely = dir.join("lab");
-    std::fs::hard_link(env!("CARGO_BIN_EXE_lab"), &lonely).unwrap();
+    // A rootless run of binaries root built may neither write target/tmp nor hard-link a file
+    // of root's (fs.protected_hardlinks): then a copy in the temporary directory.
+    let lonely = lonely_lab();
     let out = Command::new(&lonely)
         .arg("run")
         .arg(fixture("missing-lb.toml"))
         .env_remove("LB_BIN")
         .output()
         .unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(lonely.parent().unwrap()).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("the `lb` binary was not found"), "{text}");
@@ -200,4 +198,19 @@ fn run_interrupted_removes_its_lab() {
         Vec::<String>::new(),
         "lab {lab} left namespaces"
     );
+}
+
+/// A `lab` executable alone in a directory of its own.
+fn lonely_lab() -> std::path::PathBuf {
+    let name = format!("lonely-lab-{}", std::process::id());
+    let linked = Path::new(env!("CARGO_TARGET_TMPDIR")).join(&name);
+    if std::fs::create_dir_all(&linked).is_ok()
+        && std::fs::hard_link(env!("CARGO_BIN_EXE_lab"), linked.join("lab")).is_ok()
+    {
+        return linked.join("lab");
+    }
+    let copied = std::env::temp_dir().join(name);
+    std::fs::create_dir_all(&copied).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_lab"), copied.join("lab")).unwrap();
+    copied.join("lab")
 }

@@ -578,8 +578,9 @@ fn doctor_reports_the_nft_queue_statement_as_the_kernel_has_it() {
     }
 }
 
-/// `lab doctor` reports what rootless labs would need (issue 15) as the machine has it: the
-/// user-namespace limit, and whether nobody can unshare a user and a network namespace.
+/// `lab doctor` says which mode it runs labs in, and reports what rootless labs need as the
+/// machine has it: the user-namespace limit and, as root, whether nobody can unshare a user
+/// and a network namespace.
 #[test]
 fn doctor_reports_user_namespaces_as_the_machine_has_them() {
     if !privileged("doctor_reports_user_namespaces_as_the_machine_has_them") {
@@ -587,13 +588,21 @@ fn doctor_reports_user_namespaces_as_the_machine_has_them() {
     }
     let out = lab_bin().arg("doctor").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("mode: labs run as root; rootless labs (user namespaces) are not built yet"),
-        "{text}"
-    );
     let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap();
     assert!(
         text.contains(&format!("user.max_user_namespaces = {}", max.trim())),
+        "{text}"
+    );
+    if !lab::rootless::in_initial_user_namespace() {
+        // A rootless run: this test's `lab` is root of the test binary's user namespace.
+        assert!(
+            text.contains("ok     mode: root inside a user namespace: labs live in it"),
+            "{text}"
+        );
+        return;
+    }
+    assert!(
+        text.contains("ok     mode: root: labs in the machine's namespaces"),
         "{text}"
     );
     let line = text
