@@ -156,6 +156,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 fn need(cmd: &Cmd) -> Need {
     match cmd {
         Cmd::Up { hold: false, .. } => Need::Holder,
+        // The simulator needs no namespace, and runs where user namespaces are refused.
+        Cmd::Run(args) if args.sim => Need::Nothing,
         Cmd::Up { hold: true, .. } | Cmd::Run(_) | Cmd::Doctor => Need::Private,
         Cmd::Exec { lab, .. } | Cmd::Check { lab } => Need::Join(lab.clone()),
         Cmd::Capture(args) => Need::Join(args.lab.clone()),

@@ -160,6 +160,16 @@ fn own_dir(dir: &Path, uid: u32) -> Result<(), LabError> {
 ///
 /// Must run before the process has a second thread (it sets environment variables).
 pub fn prepare_dirs() -> Result<(), LabError> {
+    user_dirs(true)
+}
+
+/// Like [`prepare_dirs`] for a command that only reads or removes records (`lab list`,
+/// `clean`, `down`, `run --sim`): the variables are set, nothing is created.
+pub fn name_dirs() -> Result<(), LabError> {
+    user_dirs(false)
+}
+
+fn user_dirs(create: bool) -> Result<(), LabError> {
     if mode() != Mode::Rootless {
         return Ok(());
     }
@@ -170,7 +180,9 @@ pub fn prepare_dirs() -> Result<(), LabError> {
         ("LAB_ARTIFACTS", &dirs.artifacts),
     ] {
         if std::env::var_os(var).is_none() {
-            own_dir(dir, uid)?;
+            if create {
+                own_dir(dir, uid)?;
+            }
             // SAFETY: the caller guarantees this process has one thread.
             unsafe { std::env::set_var(var, dir) };
         }

@@ -24,14 +24,24 @@ pub fn list(json: bool) -> Result<ExitCode> {
                             .map_or("persistent".into(), |o| format!("pid {}", o.pid)),
                         r.status
                     ),
+                    None if r.holder_gone() => {
+                        "persistent (lab up; its holder is gone: `lab clean` removes it)".into()
+                    }
                     None => "persistent (lab up)".to_string(),
                     Some(o) if o.alive() => format!("pid {}", o.pid),
                     Some(o) => format!("pid {} (gone: `lab clean` removes it)", o.pid),
                 };
-                let backend = match &r.mininet {
+                let mut backend = match &r.mininet {
                     None => "native".to_string(),
                     Some(m) => format!("mininet ({})", m.switch.name()),
                 };
+                if let Some(u) = &r.userns {
+                    backend.push_str(&format!(
+                        ", rootless: user namespace of {} {}",
+                        if u.dedicated { "holder" } else { "pid" },
+                        u.holder.pid
+                    ));
+                }
                 println!(
                     "{}  {}  {:?}  backend {}  owner {}  age {}  artifacts {}",
                     r.name,

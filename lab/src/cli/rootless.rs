@@ -32,7 +32,11 @@ pub fn enter(need: Need) -> Result<Option<String>> {
     if rootless::mode() != Mode::Rootless {
         return Ok(None);
     }
-    rootless::prepare_dirs()?;
+    if matches!(need, Need::Nothing | Need::Down(_)) {
+        rootless::name_dirs()?;
+    } else {
+        rootless::prepare_dirs()?;
+    }
     match need {
         Need::Nothing => {}
         Need::Private => rootless::enter_private()?,

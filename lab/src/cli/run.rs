@@ -39,7 +39,7 @@ pub struct RunArgs {
     lb: Option<PathBuf>,
     /// Run in the simulator: no root, no namespaces, virtual time, deterministic by seed.
     #[arg(long, conflicts_with_all = ["backend", "switch"])]
-    sim: bool,
+    pub sim: bool,
     #[command(flatten)]
     build: super::BuildArgs,
     /// The kernel whose behaviour the simulator shows (`3.6`, `4.18`, `6.12`; default: the

@@ -167,16 +167,12 @@ impl Backend for Sim {
 }
 
 /// Where the simulator's artifacts go: `LAB_ARTIFACTS`, else `/var/tmp/lab` for root and
-/// `$XDG_RUNTIME_DIR/lab` (or `/tmp/lab-UID`) for anyone else: no root needed.
+/// `/var/tmp/lab-UID` for anyone else, as for rootless labs: no root needed.
 fn artifact_root() -> PathBuf {
     if std::env::var_os("LAB_ARTIFACTS").is_some() || crate::lab::is_root() {
         return crate::state::artifact_root();
     }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) => PathBuf::from(d).join("lab"),
-        // SAFETY: getuid cannot fail.
-        None => PathBuf::from(format!("/tmp/lab-{}", unsafe { libc::getuid() })),
-    }
+    crate::rootless::UserDirs::of(nix::unistd::getuid().as_raw()).artifacts
 }
 
 /// `sim-<scenario>-<pid>-<n>`: unique among the networks of this machine.
