@@ -17,6 +17,30 @@ use std::process::{Child, Command, Stdio};
 /// Namespace names are `<PREFIX>-<lab>-<node>`.
 pub const PREFIX: &str = "lab";
 
+/// The directory, in a lab's artifact directory, of the `/etc/hosts` and `/etc/resolv.conf`
+/// bound for the commands it runs in its hosts ([`netns::host_command_in`]).
+pub const ETC_DIR: &str = "etc";
+
+/// `/etc/resolv.conf` for a lab's hosts: no resolver is reachable from them, so ask `lo`,
+/// which refuses at once, instead of the machine's, which cannot answer.
+pub const RESOLV_CONF: &str = "# No resolver is reachable from a lab host: lo refuses at once (written by lab).\n\
+     nameserver 127.0.0.1\noptions timeout:1 attempts:1\n";
+
+/// `/etc/hosts` for a lab's hosts: localhost, then every interface address of every host with
+/// the host's name (addresses on `lo`, such as a DSR backend's VIP, are shared: left out).
+pub fn hosts_file(plan: &Plan) -> String {
+    let mut out = String::from(
+        "# The lab's hosts, bound over /etc/hosts for what runs in them (written by lab).\n\
+         127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    );
+    for h in &plan.hosts {
+        for a in h.interfaces.iter().flat_map(|i| &i.addresses) {
+            out.push_str(&format!("{}\t{}\n", a.addr, h.name));
+        }
+    }
+    out
+}
+
 /// How to bring a lab up.
 #[derive(Debug, Clone, Default)]
 pub struct LabOptions {
@@ -164,6 +188,15 @@ impl Lab {
         tracing::debug!(lab = %lab.name(), ms = t0.elapsed().as_secs_f64() * 1e3, "configured");
         std::fs::create_dir_all(&lab.record.artifact_dir)
             .map_err(|e| LabError::io(&lab.record.artifact_dir, e))?;
+        let etc = lab.record.artifact_dir.join(ETC_DIR);
+        std::fs::create_dir_all(&etc).map_err(|e| LabError::io(&etc, e))?;
+        for (file, text) in [
+            ("hosts", hosts_file(&lab.record.plan)),
+            ("resolv.conf", RESOLV_CONF.to_string()),
+        ] {
+            let path = etc.join(file);
+            std::fs::write(&path, text).map_err(|e| LabError::io(&path, e))?;
+        }
         lab.record.status = Status::Up;
         lab.record.save()?;
         Ok(lab)
@@ -338,7 +371,8 @@ impl Lab {
     /// name `node` (a UTS namespace of its own: `hostname` says `h2`).
     pub fn command(&self, node: &str, program: impl AsRef<OsStr>) -> Result<Command, LabError> {
         let path = self.netns_path(node)?;
-        netns::host_command_in(&path, node, program).map_err(|e| LabError::io(&path, e))
+        let etc = self.record.artifact_dir.join(ETC_DIR);
+        netns::host_command_in(&path, node, Some(&etc), program).map_err(|e| LabError::io(&path, e))
     }
 
     /// Starts a background process in `host`, stdout and stderr to `<artifacts>/<host>-<name>.log`.

@@ -722,3 +722,50 @@ fn clean_removes_a_lab_whose_creator_died_while_creating() {
     assert_eq!(namespaces_of(&name), Vec::<String>::new());
     assert!(!record.exists());
 }
+
+/// What runs in a host resolves the lab's host names from the lab's own /etc/hosts (bound in a
+/// mount namespace of the command's), the machine's /etc/hosts is untouched, and telnet no
+/// longer waits for a resolver no lab host can reach before it sends.
+#[test]
+fn exec_resolves_the_labs_host_names_and_leaves_etc_hosts_alone() {
+    if !privileged("exec_resolves_the_labs_host_names_and_leaves_etc_hosts_alone") {
+        return;
+    }
+    let machine = std::fs::read_to_string("/etc/hosts").unwrap();
+    let name = format!("hosts{}", std::process::id() % 100_000);
+    let out = lab_bin()
+        .args(["up", "--topo", "single,3", "--name", &name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exec = |host: &str, argv: &[&str]| {
+        let out = lab_bin()
+            .args(["exec", "--lab", &name, host, "--"])
+            .args(argv)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let h2 = exec("h3", &["getent", "hosts", "h2"]);
+    assert_eq!(
+        h2.split_whitespace().collect::<Vec<_>>(),
+        ["10.0.0.2", "h2"]
+    );
+    let own = exec("h1", &["sh", "-c", "getent hosts $(hostname)"]);
+    assert_eq!(
+        own.split_whitespace().collect::<Vec<_>>(),
+        ["10.0.0.1", "h1"]
+    );
+    assert_eq!(std::fs::read_to_string("/etc/hosts").unwrap(), machine);
+    let out = lab_bin().args(["down", &name]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string("/etc/hosts").unwrap(), machine);
+}
