@@ -383,6 +383,14 @@ pub fn spawn_holder() -> Result<ProcessId, LabError> {
         Err(e) => Err(LabError::Rootless(format!("fork: {e}"))),
         Ok(nix::unistd::ForkResult::Child) => {
             drop(read);
+            // Only the report pipe stays open: a descriptor inherited from whoever ran `lab up`
+            // (a pipe someone waits on to close) must not live as long as the lab.
+            let fd = write.as_raw_fd() as libc::c_uint;
+            // SAFETY: close_range on descriptors this process does not use after this point.
+            unsafe {
+                libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, fd - 1, 0);
+                libc::syscall(libc::SYS_close_range, fd + 1, libc::c_uint::MAX, 0);
+            }
             let mut report = std::fs::File::from(write);
             let outcome = holder_setup();
             let message = match &outcome {
@@ -432,7 +440,9 @@ fn holder_setup() -> Result<(), LabError> {
         // SAFETY: PR_SET_NAME copies at most 16 bytes from a valid C string.
         unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
     }
-    unshare_set()
+    unshare_set()?;
+    // It would keep `lab up`'s directory busy for as long as the lab lives.
+    std::env::set_current_dir("/").map_err(|e| LabError::io(Path::new("/"), e))
 }
 
 /// Joins the user, mount and network namespaces of `holder` (a lab's holder process, or the

@@ -79,6 +79,9 @@ pub fn print_hosts(r: &StateRecord) {
     }
     for s in &r.plan.switches {
         let place = match r.mininet.as_ref().and_then(|m| m.bridges.get(&s.name)) {
+            Some(bridge) if r.userns.is_some() => {
+                format!("the lab's stand-in root namespace (rootless), as {bridge}")
+            }
             Some(bridge) => format!("root namespace, as {bridge}"),
             None => {
                 let ns = r.namespaces.iter().find(|n| n.node == s.name);

@@ -24,6 +24,19 @@ fn lab_bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_lab"))
 }
 
+/// `lab up --topo TOPO --name NAME`, which must succeed.
+fn lab_up(topo: &str, name: &str) {
+    let out = lab_bin()
+        .args(["up", "--topo", topo, "--name", name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn default_lab_every_host_reaches_every_other() {
     if !privileged("default_lab_every_host_reaches_every_other") {
@@ -634,15 +647,7 @@ fn down_ends_processes_left_inside_the_labs_namespaces() {
         return;
     }
     let name = format!("exe{}", std::process::id() % 100_000);
-    let out = lab_bin()
-        .args(["up", "--topo", "single,2", "--name", &name])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab_up("single,2", &name);
     // A background process in h2, detached from this test: `lab exec` itself returns at once.
     let out = lab_bin()
         .args(["exec", "--lab", &name, "h2", "--", "sh", "-c"])
@@ -733,15 +738,7 @@ fn exec_resolves_the_labs_host_names_and_leaves_etc_hosts_alone() {
     }
     let machine = std::fs::read_to_string("/etc/hosts").unwrap();
     let name = format!("hosts{}", std::process::id() % 100_000);
-    let out = lab_bin()
-        .args(["up", "--topo", "single,3", "--name", &name])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab_up("single,3", &name);
     let exec = |host: &str, argv: &[&str]| {
         let out = lab_bin()
             .args(["exec", "--lab", &name, host, "--"])
