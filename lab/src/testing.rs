@@ -143,8 +143,10 @@ pub fn root_namespace_state() -> String {
 
 static ROOT_NAMESPACE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Held by a test that compares the root namespace before and after, and by one that changes
-/// it for a while (a Mininet lab's switch ports): such tests of one binary run one at a time.
+/// Held by a test that compares the root namespace before and after, by one that changes it
+/// for a while (a Mininet lab's switch ports), and by one that runs `lab clean` (which removes
+/// every orphaned lab, another test's half-built one included): such tests of one binary run
+/// one at a time.
 pub fn root_namespace_lock() -> std::sync::MutexGuard<'static, ()> {
     ROOT_NAMESPACE.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -3,7 +3,9 @@
 
 use lab::check::check_connectivity;
 use lab::state::StateRecord;
-use lab::testing::{namespaces_of, privileged, privileged_with, root_namespace_state};
+use lab::testing::{
+    namespaces_of, privileged, privileged_with, root_namespace_lock, root_namespace_state,
+};
 use lab::topology::{Origin, builtin};
 use lab::{Lab, LabError, LabOptions, Plan, Topology, resolve};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -134,6 +136,8 @@ fn lab_of_a_sigkilled_owner_is_removed_by_clean() {
     if !privileged("lab_of_a_sigkilled_owner_is_removed_by_clean") {
         return;
     }
+    // `lab clean` removes every orphaned lab of the machine's, this test's included.
+    let _clean = root_namespace_lock();
     let name = format!("kill{}", std::process::id());
     let mut child = lab_bin()
         .args(["up", "--name", &name, "--hold"])
@@ -176,6 +180,8 @@ fn clean_artifacts_deletes_only_those_of_labs_that_are_gone() {
     if !privileged("clean_artifacts_deletes_only_those_of_labs_that_are_gone") {
         return;
     }
+    // `lab clean` removes every orphaned lab of the machine's, this test's included.
+    let _clean = root_namespace_lock();
     // A private state directory and artifact root, so that other tests' artifacts are safe:
     // one live lab (a copy of a real record, owner alive) and one directory nobody owns.
     let lab = up("single,2");
@@ -217,6 +223,8 @@ fn clean_keeps_labs_whose_owner_lives() {
     if !privileged("clean_keeps_labs_whose_owner_lives") {
         return;
     }
+    // `lab clean` removes every orphaned lab of the machine's, this test's included.
+    let _clean = root_namespace_lock();
     let lab = up("single,2");
     let out = lab_bin().arg("clean").output().unwrap();
     assert!(out.status.success());
@@ -690,6 +698,8 @@ fn clean_removes_a_lab_whose_creator_died_while_creating() {
     if !privileged("clean_removes_a_lab_whose_creator_died_while_creating") {
         return;
     }
+    // `lab clean` removes every orphaned lab of the machine's, this test's included.
+    let _clean = root_namespace_lock();
     let name = format!("half{}", std::process::id() % 100_000);
     let mut child = lab_bin()
         .args(["up", "--topo", "single,150", "--name", &name])
@@ -713,7 +723,8 @@ fn clean_removes_a_lab_whose_creator_died_while_creating() {
     let list = lab_bin().arg("list").output().unwrap();
     let list = String::from_utf8_lossy(&list.stdout);
     let clean = lab_bin().arg("clean").output().unwrap();
-    let clean = String::from_utf8_lossy(&clean.stdout);
+    let clean = String::from_utf8_lossy(&clean.stdout).into_owned()
+        + &String::from_utf8_lossy(&clean.stderr);
     assert!(
         list.contains("(its Creating process died: `lab clean` removes it)"),
         "{list}"
