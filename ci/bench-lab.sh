@@ -14,6 +14,8 @@
 #   MNB_RUNS=5         timed runs of `lab up --backend mininet` + down per topology
 #   TOPOS="3 50"       K values of single,K
 #   NO_MININET=1       skip Mininet (lab figures only)
+#   ROOTLESS_USER=U    also time lab run by the ordinary user U (rootless: a holder process and
+#                      user namespaces per lab, docs/rootless.md); U must be able to run LAB_BIN
 #
 # What is timed: wall clock of `lab up --topo single,K --name NAME` and then `lab down NAME`,
 # two separate processes as a user runs them, summed; for Mininet the single process
@@ -149,7 +151,25 @@ lab_once() {
 }
 
 lab_failed=0
-declare -A LAB_MED LAB_MIN UP_MED DOWN_MED MN_MED MN_MIN MNB_MED MNB_MIN
+declare -A LAB_MED LAB_MIN UP_MED DOWN_MED MN_MED MN_MIN MNB_MED MNB_MIN RL_MED RL_MIN
+ROOTLESS_USER=${ROOTLESS_USER:-}
+
+# Times lab up + down on single,$1 as $ROOTLESS_USER, 1 warm-up + $RUNS runs, in one shell of
+# that user's (runuser itself is not timed); prints "total up down" in ns per timed run.
+rootless_runs() {
+  runuser -u "$ROOTLESS_USER" -- env -i PATH=/usr/bin:/bin:/usr/sbin:/sbin bash -c '
+    lab=$1 k=$2 runs=$3
+    for i in $(seq 0 "$runs"); do
+      n=rl-$$-$k-$i
+      t0=$(date +%s%N)
+      "$lab" up --topo "single,$k" --name "$n" >/dev/null || exit 1
+      t1=$(date +%s%N)
+      "$lab" down "$n" >/dev/null || exit 1
+      t2=$(date +%s%N)
+      ((i > 0)) && echo "$((t2 - t0)) $((t1 - t0)) $((t2 - t1))"
+    done
+    exit 0' bench "$LAB_BIN" "$1" "$RUNS"
+}
 
 for k in $TOPOS; do
   echo "== single,$k: lab, 1 warm-up + $RUNS runs"
@@ -168,6 +188,24 @@ for k in $TOPOS; do
     read -r UP_MED[$k] _ < <(stats "${ups[@]}")
     read -r DOWN_MED[$k] _ < <(stats "${downs[@]}")
     echo "   up + down: median ${LAB_MED[$k]} ms, min ${LAB_MIN[$k]} ms   (up ${UP_MED[$k]} ms + down ${DOWN_MED[$k]} ms, medians)"
+  fi
+
+  if [[ -n $ROOTLESS_USER ]]; then
+    echo "== single,$k: lab as $ROOTLESS_USER (rootless), 1 warm-up + $RUNS runs"
+    if mapfile -t rl < <(rootless_runs "$k") && ((${#rl[@]} == RUNS)); then
+      totals=() ups=() downs=()
+      for r in "${rl[@]}"; do
+        read -r tot up down <<<"$r"
+        totals+=("$tot") ups+=("$up") downs+=("$down")
+      done
+      read -r RL_MED[$k] RL_MIN[$k] < <(stats "${totals[@]}")
+      read -r rl_up _ < <(stats "${ups[@]}")
+      read -r rl_down _ < <(stats "${downs[@]}")
+      echo "   up + down: median ${RL_MED[$k]} ms, min ${RL_MIN[$k]} ms   (up $rl_up ms + down $rl_down ms, medians)"
+    else
+      echo "bench-lab: lab as $ROOTLESS_USER failed on single,$k" >&2
+      lab_failed=1
+    fi
   fi
 
   if ((mn_ok)); then
@@ -227,6 +265,13 @@ for k in $TOPOS; do
   printf '%-10s  %-19s  %-23s  %-21s  %-8s  %-4s  %s\n' "single,$k" "$labcol" "$mnbcol" "$mncol" \
     "${target:+<= $target}" "$met" "$ratio"
 done
+if [[ -n $ROOTLESS_USER ]]; then
+  for k in $TOPOS; do
+    if [[ -n "${RL_MED[$k]:-}" && -n "${LAB_MED[$k]:-}" ]]; then
+      echo "rootless single,$k: ${RL_MED[$k]} (${RL_MIN[$k]}) ms as $ROOTLESS_USER, $(awk -v r="${RL_MED[$k]}" -v l="${LAB_MED[$k]}" 'BEGIN { printf "%.2f", r / l }') x root's"
+    fi
+  done
+fi
 if [[ -z "${MN_MED[*]:-}" && -n "${LAB_MED[*]:-}" ]]; then
   echo "Mininet not measured: ${mn_why:-unknown}; the issue measured it at 420 ms (single,3) and 2430 ms (single,50):"
   for k in $TOPOS; do
