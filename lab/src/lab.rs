@@ -170,6 +170,8 @@ impl Lab {
         };
         // The record lists every namespace before the first one exists.
         record.create()?;
+        // A rootless holder started for this lab is named by the record now: it may outlive us.
+        crate::rootless::commit_holder();
         let mut lab = Lab {
             record,
             children: vec![],

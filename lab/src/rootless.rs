@@ -376,22 +376,24 @@ pub fn entered_private() -> bool {
 /// its input and output on /dev/null, until `lab down` stops it. Returns once the namespaces
 /// are ready. The calling process must have one thread.
 pub fn spawn_holder() -> Result<ProcessId, LabError> {
-    let (read, write) =
-        nix::unistd::pipe().map_err(|e| LabError::Rootless(format!("pipe: {e}")))?;
+    let pipe = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| LabError::Rootless(format!("pipe: {e}")))
+    };
+    // report: the holder says whether its namespaces are ready; commit: `lab up` says that the
+    // lab's record, which names the holder, exists.
+    let (report_read, report_write) = pipe()?;
+    let (commit_read, commit_write) = pipe()?;
     // SAFETY: this process has one thread (the caller's guarantee), so the child may run any code.
     match unsafe { nix::unistd::fork() } {
         Err(e) => Err(LabError::Rootless(format!("fork: {e}"))),
         Ok(nix::unistd::ForkResult::Child) => {
-            drop(read);
-            // Only the report pipe stays open: a descriptor inherited from whoever ran `lab up`
+            drop(report_read);
+            drop(commit_write);
+            // Only its two pipes stay open: a descriptor inherited from whoever ran `lab up`
             // (a pipe someone waits on to close) must not live as long as the lab.
-            let fd = write.as_raw_fd() as libc::c_uint;
-            // SAFETY: close_range on descriptors this process does not use after this point.
-            unsafe {
-                libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, fd - 1, 0);
-                libc::syscall(libc::SYS_close_range, fd + 1, libc::c_uint::MAX, 0);
-            }
-            let mut report = std::fs::File::from(write);
+            close_all_but(&[report_write.as_raw_fd(), commit_read.as_raw_fd()]);
+            let mut report = std::fs::File::from(report_write);
             let outcome = holder_setup();
             let message = match &outcome {
                 Ok(()) => String::new(),
@@ -402,14 +404,22 @@ pub fn spawn_holder() -> Result<ProcessId, LabError> {
             if outcome.is_err() {
                 std::process::exit(1);
             }
+            // A `lab up` killed before the record existed would leave a holder nobody knows
+            // of: without the commit byte (end of file instead), the holder ends.
+            let mut byte = [0u8; 1];
+            let committed = matches!(std::fs::File::from(commit_read).read(&mut byte), Ok(1));
+            if !committed {
+                std::process::exit(0);
+            }
             loop {
                 nix::unistd::pause();
             }
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
-            drop(write);
+            drop(report_write);
+            drop(commit_read);
             let mut message = String::new();
-            let _ = std::fs::File::from(read).read_to_string(&mut message);
+            let _ = std::fs::File::from(report_read).read_to_string(&mut message);
             if !message.is_empty() {
                 let _ = nix::sys::wait::waitpid(child, None);
                 return Err(LabError::Rootless(format!(
@@ -419,8 +429,41 @@ pub fn spawn_holder() -> Result<ProcessId, LabError> {
             let id = ProcessId::of(child.as_raw()).ok_or_else(|| {
                 LabError::Rootless("the lab's holder process ended as it started".into())
             })?;
+            if let Ok(mut pending) = COMMIT.lock() {
+                *pending = Some(std::fs::File::from(commit_write));
+            }
             Ok(id)
         }
+    }
+}
+
+/// The write end of the commit pipe of the holder this process started, until the lab's
+/// record names the holder.
+static COMMIT: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::new(None);
+
+/// Tells the holder this process started ([`spawn_holder`]) that the lab's record names it, so
+/// it stays when this process ends: called once the record exists. Nothing when no holder
+/// waits.
+pub fn commit_holder() {
+    if let Ok(mut pending) = COMMIT.lock()
+        && let Some(mut pipe) = pending.take()
+    {
+        let _ = pipe.write_all(b"1");
+    }
+}
+
+/// Closes every descriptor from 3 up but those in `keep` (in a child after fork).
+fn close_all_but(keep: &[i32]) {
+    let open: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in open.into_iter().filter(|fd| *fd > 2 && !keep.contains(fd)) {
+        // SAFETY: closing a descriptor this process no longer uses (the directory's own
+        // descriptor is already closed, or closing it fails harmlessly).
+        unsafe { libc::close(fd) };
     }
 }
 

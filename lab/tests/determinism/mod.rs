@@ -133,8 +133,13 @@ fn in_ns<T>(lab: &Lab, host: &str, f: impl FnOnce() -> std::io::Result<T>) -> T 
 /// One run of the client/server traffic in a fresh `single,3`: h3 and h2 exchange a UDP
 /// datagram each way, then h3 opens a TCP connection to h2, sends 5 bytes, gets 2 back and
 /// closes first; h2 closes after. Captured at h2 (every interface) and h3 (h3-eth0).
-fn client_server_run(plan: &Plan, names: &NameMap, options: &TraceOptions) -> Vec<CapturePoint> {
+fn client_server_run(
+    plan: &Plan,
+    names: &NameMap,
+    options: &TraceOptions,
+) -> (Vec<CapturePoint>, String) {
     let lab = Lab::up(plan.clone(), &LabOptions::default()).expect("lab up");
+    let softnet = softnet_drops();
     // Binding and listening send nothing: done before the captures.
     let udp_server = in_ns(&lab, "h2", || UdpSocket::bind("10.0.0.2:9000"));
     let listener = in_ns(&lab, "h2", || TcpListener::bind("10.0.0.2:8080"));
@@ -177,6 +182,7 @@ fn client_server_run(plan: &Plan, names: &NameMap, options: &TraceOptions) -> Ve
     h2.wait_for(last);
     h3.wait_for(last);
     let mut points = vec![h2.stop(), h3.stop()];
+    let losses = losses(&lab, &points, softnet);
     // The exchange ends at `last`; whatever follows it is in a capture or not depending on
     // when that capture stops, so it is no part of the proof. Twice in CI runs of a loaded
     // machine h3 sent its last ACK again and h2 answered with a RST, seen by one capture and
@@ -191,7 +197,66 @@ fn client_server_run(plan: &Plan, names: &NameMap, options: &TraceOptions) -> Ve
             p.frames.truncate(end + 1);
         }
     }
-    points
+    (points, losses)
+}
+
+/// Where frames were lost in a run, if anywhere (empty in a clean run). A run of 20 in some CI
+/// runs lacked one packet in one capture; these counters, printed with the run, say whether the
+/// capture socket, a device of the lab or the kernel's receive backlog dropped it.
+fn losses(lab: &Lab, points: &[CapturePoint], softnet_before: u64) -> String {
+    let mut out = Vec::new();
+    for p in points {
+        let s = &p.stats;
+        if s.kernel_drops > 0 || s.unread > 0 {
+            out.push(format!(
+                "capture {}: kernel counted {}, captured {}, socket drops {}, unread {}",
+                p.host, s.kernel_packets, s.captured, s.kernel_drops, s.unread
+            ));
+        }
+    }
+    for node in ["h2", "h3", "s1"] {
+        let Ok(mut cmd) = lab.command(node, "ip") else {
+            continue;
+        };
+        let Ok(o) = cmd.args(["-s", "-j", "link"]).output() else {
+            continue;
+        };
+        let links: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        for l in links.as_array().into_iter().flatten() {
+            let stats = &l["stats64"];
+            let counters = [
+                ("rx dropped", &stats["rx"]["dropped"]),
+                ("rx errors", &stats["rx"]["errors"]),
+                ("tx dropped", &stats["tx"]["dropped"]),
+                ("tx errors", &stats["tx"]["errors"]),
+            ];
+            for (what, v) in counters {
+                if v.as_u64().unwrap_or(0) > 0 {
+                    out.push(format!("{node} {}: {what} {v}", l["ifname"]));
+                }
+            }
+        }
+    }
+    let softnet = softnet_drops().saturating_sub(softnet_before);
+    if softnet > 0 {
+        out.push(format!(
+            "/proc/net/softnet_stat: {softnet} dropped from a receive backlog"
+        ));
+    }
+    if out.is_empty() {
+        String::new()
+    } else {
+        format!("losses in lab {}: {}", lab.name(), out.join("; "))
+    }
+}
+
+/// Frames dropped from the CPUs' receive backlogs (second column of /proc/net/softnet_stat).
+fn softnet_drops() -> u64 {
+    std::fs::read_to_string("/proc/net/softnet_stat")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        .sum()
 }
 
 #[test]
@@ -204,7 +269,13 @@ fn real_traffic_gives_one_trace_in_20_fresh_labs() {
     let options = TraceOptions::default();
     let mut last = Vec::new();
     same_every_run("single,3: UDP exchange, TCP handshake, data, FIN", || {
-        last = client_server_run(&plan, &names, &options);
+        let losses;
+        (last, losses) = client_server_run(&plan, &names, &options);
+        // Printed, not compared: a frame the bridge floods before a host's interface is up
+        // is dropped (`tx dropped` on a switch port) without changing the trace.
+        if !losses.is_empty() {
+            println!("{losses}");
+        }
         trace_and_ladder(&last, &names, &options)
     });
     lab::assert_trace!("real_traffic_trace", Trace::build(&last, &names, &options));

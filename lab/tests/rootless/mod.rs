@@ -1,7 +1,8 @@
 //! Rootless labs as an ordinary user sees them (issue 15): the machine's root starts `lab` as
-//! nobody, whose labs live in user namespaces of its own. `lab up`, `exec`, `check`, `down`,
-//! and `clean` after the holder was SIGKILLed, leave nothing: no process, no record, no state
-//! directory, and the root namespace exactly as it was.
+//! nobody, whose labs live in user namespaces of its own. `lab up`, `exec`, `check`, `down`;
+//! `clean` after the holder was SIGKILLed; and `clean` after `lab up` was SIGKILLed while it
+//! built, leave nothing: no process, no record, no state directory, and the root namespace
+//! exactly as it was.
 //!
 //! Starting a process as another user needs the machine's root, so a rootless run of this
 //! binary (already inside a user namespace of one uid) skips it; `.ci/run`'s rootless pass runs
@@ -181,6 +182,46 @@ fn an_ordinary_users_lab_lives_in_user_namespaces_and_leaves_nothing() {
     );
     assert_eq!(nobodys_processes(), Vec::<String>::new());
     assert!(!state.exists(), "{} is left", state.display());
+    assert_eq!(root_namespace_state(), before);
+
+    // `lab up` SIGKILLed while it builds: before its record exists (the holder, never told
+    // that a record names it, ends by itself) and after (`lab clean` removes the half-built
+    // lab and stops the holder).
+    for wait_for_record in [false, true] {
+        let mut up = Command::new(&bin)
+            .args(["up", "--topo", "single,150", "--name", &name])
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .current_dir("/")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("LAB_STATE_DIR")
+            .env_remove("LAB_ARTIFACTS")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let record = state.join(format!("{name}.json"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while wait_for_record && !record.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        up.kill().unwrap();
+        up.wait().unwrap();
+        ok(&as_nobody(&bin, &["clean"]));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !nobodys_processes().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(
+            nobodys_processes(),
+            Vec::<String>::new(),
+            "after a SIGKILLed lab up (record written: {})",
+            record.exists()
+        );
+        assert!(!record.exists(), "{} is left", record.display());
+        ok(&as_nobody(&bin, &["clean"]));
+        assert!(!state.exists(), "{} is left", state.display());
+    }
     assert_eq!(root_namespace_state(), before);
 
     let _ = std::fs::remove_dir_all(format!("/var/tmp/lab-{NOBODY}/{name}"));
