@@ -26,18 +26,22 @@ fn lab_for_nobody() -> (PathBuf, PathBuf) {
     (dir, bin)
 }
 
-fn as_nobody(bin: &Path, args: &[&str]) -> Output {
-    Command::new(bin)
-        .args(args)
+/// `lab ARGS` as nobody, with none of this process's lab variables.
+fn nobody_command(bin: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
         .uid(NOBODY)
         .gid(NOBODY)
         .current_dir("/")
         .env_remove("XDG_RUNTIME_DIR")
         .env_remove("LAB_STATE_DIR")
         .env_remove("LAB_ARTIFACTS")
-        .env_remove("LAB_USERNS_HOLDER")
-        .output()
-        .unwrap()
+        .env_remove("LAB_USERNS_HOLDER");
+    cmd
+}
+
+fn as_nobody(bin: &Path, args: &[&str]) -> Output {
+    nobody_command(bin, args).output().unwrap()
 }
 
 fn ok(out: &Output) -> String {
@@ -188,14 +192,7 @@ fn an_ordinary_users_lab_lives_in_user_namespaces_and_leaves_nothing() {
     // that a record names it, ends by itself) and after (`lab clean` removes the half-built
     // lab and stops the holder).
     for wait_for_record in [false, true] {
-        let mut up = Command::new(&bin)
-            .args(["up", "--topo", "single,150", "--name", &name])
-            .uid(NOBODY)
-            .gid(NOBODY)
-            .current_dir("/")
-            .env_remove("XDG_RUNTIME_DIR")
-            .env_remove("LAB_STATE_DIR")
-            .env_remove("LAB_ARTIFACTS")
+        let mut up = nobody_command(&bin, &["up", "--topo", "single,150", "--name", &name])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
