@@ -26,6 +26,15 @@ fn lab_bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_lab"))
 }
 
+/// Runs `lab down NAME` when dropped, so a failing test leaves no lab behind.
+struct DownOnDrop(String);
+
+impl Drop for DownOnDrop {
+    fn drop(&mut self) {
+        let _ = lab_bin().args(["down", &self.0]).output();
+    }
+}
+
 /// `lab up --topo TOPO --name NAME`, which must succeed.
 fn lab_up(topo: &str, name: &str) {
     let out = lab_bin()
@@ -750,6 +759,7 @@ fn exec_resolves_the_labs_host_names_and_leaves_etc_hosts_alone() {
     let machine = std::fs::read_to_string("/etc/hosts").unwrap();
     let name = format!("hosts{}", std::process::id() % 100_000);
     lab_up("single,3", &name);
+    let _down = DownOnDrop(name.clone());
     let exec = |host: &str, argv: &[&str]| {
         let out = lab_bin()
             .args(["exec", "--lab", &name, host, "--"])
