@@ -149,6 +149,9 @@ fn client_server_run(
     }
     let mut h2 = Watch::start(&lab, "h2", None, names, options);
     let mut h3 = Watch::start(&lab, "h3", Some("h3-eth0"), names, options);
+    // Not part of the proof: the switch's own view, which says where a frame that one end sent
+    // and the other never saw was lost.
+    let s1 = Watch::start(&lab, "s1", Some("s1-eth3"), names, options);
 
     let mut buf = [0u8; 16];
     udp_client.send_to(b"ping", "10.0.0.2:9000").expect("send");
@@ -182,7 +185,8 @@ fn client_server_run(
     h2.wait_for(last);
     h3.wait_for(last);
     let mut points = vec![h2.stop(), h3.stop()];
-    let losses = losses(&lab, &points, softnet);
+    let switch = s1.stop();
+    let losses = losses(&lab, &points, &switch, names, options, softnet);
     // The exchange ends at `last`; whatever follows it is in a capture or not depending on
     // when that capture stops, so it is no part of the proof. Twice in CI runs of a loaded
     // machine h3 sent its last ACK again and h2 answered with a RST, seen by one capture and
@@ -212,8 +216,32 @@ fn lab_up(plan: &Plan) -> Lab {
 /// Where frames were lost in a run, if anywhere (empty in a clean run). A run of 20 in some CI
 /// runs lacked one packet in one capture; these counters, printed with the run, say whether the
 /// capture socket, a device of the lab or the kernel's receive backlog dropped it.
-fn losses(lab: &Lab, points: &[CapturePoint], softnet_before: u64) -> String {
+fn losses(
+    lab: &Lab,
+    points: &[CapturePoint],
+    switch: &CapturePoint,
+    names: &NameMap,
+    options: &TraceOptions,
+    softnet_before: u64,
+) -> String {
     let mut out = Vec::new();
+    // What h3's port of the switch sent towards h3, against what h3 received.
+    let lines = |p: &CapturePoint| {
+        let mut b = TraceBuilder::new(names, options, p.interface.is_none());
+        p.frames
+            .iter()
+            .filter_map(|f| b.push(f))
+            .collect::<Vec<_>>()
+    };
+    if let Some(h3) = points.iter().find(|p| p.host == "h3") {
+        let (sent, got) = (lines(switch), lines(h3));
+        for l in sent.iter().filter(|l| !got.contains(l)) {
+            out.push(format!("s1-eth3 sent `{l}`, which h3-eth0 never received"));
+        }
+        for l in got.iter().filter(|l| !sent.contains(l)) {
+            out.push(format!("h3-eth0 received `{l}`, which s1-eth3 never sent"));
+        }
+    }
     for p in points {
         let s = &p.stats;
         if s.kernel_drops > 0 || s.unread > 0 {
