@@ -24,31 +24,8 @@ cd "$(dirname "$0")/.."
 secs=${1:-4}
 runs=${2:-3}
 
-bash ci/setup.sh >/dev/null
-cargo build --release -q -p lb -p lab
-cargo build --release -q -p lb --example udp-blast
-lab=target/release/lab
-lb=$PWD/target/release/lb
-blast=$PWD/target/release/examples/udp-blast
-name=lbbench$$
-$lab up fixtures/topologies/bench3.toml --name "$name" >/dev/null
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  $lab down "$name" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-x() { local h=$1; shift; $lab exec --lab "$name" "$h" -- "$@"; }
-
-# The same placement in every mode: the generator alone on one CPU (kernel forwarding runs in
-# its context, as softirq work of its sends), receiver, balancer and agent on the other.
-# Unpinned, the scheduler's placement (and any other load) changes the offered rate by 2x from
-# run to run.
-cpu_gen=0
-cpu_rest=$(( $(nproc) > 1 ? 1 : 0 ))
-
-x h3 ip route add 10.0.0.50/32 via 10.0.0.1
-work=$(mktemp -d)
+# shellcheck source=ci/lb-bench-lab.sh
+source ci/lb-bench-lab.sh lbbench
 flows=${FLOWS:-1}
 receivers=(h2)
 backends=(--backend h2=10.0.0.2)

@@ -30,26 +30,8 @@ cd "$(dirname "$0")/.."
 secs=${1:-4}
 runs=${2:-3}
 
-bash ci/setup.sh >/dev/null
-cargo build --release -q -p lb -p lab
-cargo build --release -q -p lb --example udp-blast
-lab=target/release/lab
-lb=$PWD/target/release/lb
-blast=$PWD/target/release/examples/udp-blast
-name=fastprobe$$
-$lab up fixtures/topologies/bench3.toml --name "$name" >/dev/null
-pids=()
-work=$(mktemp -d)
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  $lab down "$name" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-x() { local h=$1; shift; $lab exec --lab "$name" "$h" -- "$@"; }
-cpu_gen=0
-cpu_rest=$(( $(nproc) > 1 ? 1 : 0 ))
-x h3 ip route add 10.0.0.50/32 via 10.0.0.1
+# shellcheck source=ci/lb-bench-lab.sh
+source ci/lb-bench-lab.sh fastprobe
 
 measure() {
   $lab exec --lab "$name" h2 -- taskset -c "$cpu_rest" "$blast" recv 10.0.0.50:9000 500 1 >"$work/recv.txt" &
