@@ -116,8 +116,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // An ordinary user's lab enters a user namespace now, while this process has one thread.
     let entered = match &cli.command {
-        Cmd::Doctor => Ok(rootless::enter_for_doctor()),
-        cmd => rootless::enter(need(cmd)),
+        // `lab doctor` reports a failure to enter instead of failing.
+        Cmd::Doctor => Ok(rootless::enter(need(&cli.command))
+            .err()
+            .map(|e| e.to_string())),
+        cmd => rootless::enter(need(cmd)).map(|()| None),
     };
     let outcome = entered.and_then(|failure| dispatch(cli, failure));
     match outcome {

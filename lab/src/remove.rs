@@ -36,11 +36,9 @@ fn ns_inode(path: &std::path::Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-/// Processes (other than this one) whose network namespace is one of `inodes`.
-pub fn processes_in(inodes: &[(u64, u64)]) -> Vec<ProcessId> {
-    if inodes.is_empty() {
-        return vec![];
-    }
+/// Processes (other than this one) whose `kind` namespace (`/proc/PID/ns/KIND`: `net`, `user`)
+/// is one `wanted` accepts, by its (device, inode).
+pub fn processes_in(kind: &str, wanted: impl Fn((u64, u64)) -> bool) -> Vec<ProcessId> {
     let me = std::process::id() as i32;
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return vec![];
@@ -48,11 +46,15 @@ pub fn processes_in(inodes: &[(u64, u64)]) -> Vec<ProcessId> {
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| pid != me)
         .filter(|pid| {
-            ns_inode(std::path::Path::new(&format!("/proc/{pid}/ns/net")))
-                .is_some_and(|i| inodes.contains(&i))
+            ns_inode(std::path::Path::new(&format!("/proc/{pid}/ns/{kind}"))).is_some_and(&wanted)
         })
         .filter_map(ProcessId::of)
         .collect()
+}
+
+/// Processes (other than this one) in the user namespace of inode `ns`: a rootless lab's.
+fn processes_in_user_ns(ns: u64) -> Vec<ProcessId> {
+    processes_in("user", |(_, ino)| ino == ns)
 }
 
 /// SIGTERM to each process, SIGKILL to those still alive after the grace period.
@@ -81,24 +83,22 @@ pub fn remove(record: &mut StateRecord) -> Result<(), LabError> {
     record.status = Status::Removing;
     record.creator = Some(ProcessId::current());
     let _ = record.save();
-    if let Some(u) = record.userns.clone() {
-        let inside = crate::rootless::current_user_ns() == Some(u.user_ns);
-        if !inside {
-            if !u.dedicated && u.holder.alive() {
-                return Err(LabError::Rootless(format!(
-                    "lab `{}` lives in the user namespace of process {}, which still runs: remove it from there (`lab down {}` as its user joins it), or end that process",
-                    record.name, u.holder.pid, record.name
-                )));
-            }
-            for p in record.processes.iter().rev() {
-                stop_process(p.id);
-            }
-            stop_all(&crate::rootless::processes_in_user_ns(u.user_ns));
-            return record.delete();
-        }
+    if let Some(u) = &record.userns
+        && crate::rootless::held_elsewhere(record)
+    {
+        return Err(LabError::Rootless(format!(
+            "lab `{}` lives in the user namespace of process {}, which still runs: remove it from there (`lab down {}` as its user joins it), or end that process",
+            record.name, u.holder.pid, record.name
+        )));
     }
     for p in record.processes.iter().rev() {
         stop_process(p.id);
+    }
+    if let Some(u) = &record.userns
+        && crate::rootless::current_user_ns() != Some(u.user_ns)
+    {
+        stop_all(&processes_in_user_ns(u.user_ns));
+        return record.delete();
     }
     // What `lab exec` (or anyone) started inside the lab and left running: found by the
     // namespace it runs in, never by name.
@@ -107,7 +107,9 @@ pub fn remove(record: &mut StateRecord) -> Result<(), LabError> {
         .iter()
         .filter_map(|ns| ns_inode(&ns.path()))
         .collect();
-    stop_all(&processes_in(&inodes));
+    if !inodes.is_empty() {
+        stop_all(&processes_in("net", |i| inodes.contains(&i)));
+    }
     let mut problems = Vec::new();
     if let Some(m) = &record.mininet {
         // Mininet's helper and shells, by identity.
@@ -136,7 +138,7 @@ pub fn remove(record: &mut StateRecord) -> Result<(), LabError> {
         && u.dedicated
     {
         // The holder started for this lab, and anything else still in its user namespace.
-        stop_all(&crate::rootless::processes_in_user_ns(u.user_ns));
+        stop_all(&processes_in_user_ns(u.user_ns));
     }
     if !problems.is_empty() {
         return Err(LabError::Teardown {

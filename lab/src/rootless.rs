@@ -44,17 +44,6 @@ pub enum Mode {
     Rootless,
 }
 
-impl Mode {
-    /// How it reads in `lab doctor` and `lab list`.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Mode::Root => "root",
-            Mode::UserNamespace => "root inside a user namespace",
-            Mode::Rootless => "rootless (user namespaces)",
-        }
-    }
-}
-
 /// The mode of this process.
 pub fn mode() -> Mode {
     if !nix::unistd::geteuid().is_root() {
@@ -66,11 +55,23 @@ pub fn mode() -> Mode {
     }
 }
 
+/// This process's `/proc/self/uid_map`: (inside, outside, count) per line.
+pub fn uid_map() -> Option<Vec<[u64; 3]>> {
+    let text = std::fs::read_to_string("/proc/self/uid_map").ok()?;
+    text.lines()
+        .map(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            f.try_into().ok()
+        })
+        .collect()
+}
+
 /// True in the machine's first user namespace, whose `uid_map` maps every uid to itself.
 pub fn in_initial_user_namespace() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map")
-        .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
-        .unwrap_or(true)
+    uid_map().is_none_or(|m| m == [[0, 0, 4_294_967_295]])
 }
 
 /// The inode of a process's user namespace (`/proc/PID/ns/user`), which identifies it.
@@ -85,16 +86,14 @@ pub fn current_user_ns() -> Option<u64> {
     user_ns_of(std::process::id() as i32)
 }
 
-/// Processes whose user namespace is `ns` (other than this one).
-pub fn processes_in_user_ns(ns: u64) -> Vec<ProcessId> {
-    let me = std::process::id() as i32;
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return vec![];
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| pid != me && user_ns_of(pid) == Some(ns))
-        .filter_map(ProcessId::of)
-        .collect()
+/// True for a rootless lab that another live program holds (`lab up --hold`, `lab run`, a
+/// test binary) in a user namespace this process is not in: it is removed from inside, by
+/// joining that program's namespaces.
+pub fn held_elsewhere(record: &crate::state::StateRecord) -> bool {
+    record
+        .userns
+        .as_ref()
+        .is_some_and(|u| !u.dedicated && u.holder.alive() && current_user_ns() != Some(u.user_ns))
 }
 
 /// Removes the state directory of an ordinary user when no lab is left in it, so that `lab

@@ -28,14 +28,9 @@ pub fn privileged(test: &str) -> bool {
 /// True when `uid` exists in this process's user namespace (always, in the machine's first
 /// one; a rootless run's maps only uid 0, the user itself).
 pub fn uid_mapped(uid: u32) -> bool {
-    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|map| {
-        map.lines().any(|l| {
-            let f: Vec<u64> = l
-                .split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            f.len() == 3 && (f[0]..f[0] + f[2]).contains(&u64::from(uid))
-        })
+    crate::rootless::uid_map().is_some_and(|map| {
+        map.iter()
+            .any(|[inside, _, count]| (*inside..inside + count).contains(&u64::from(uid)))
     })
 }
 

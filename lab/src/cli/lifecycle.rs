@@ -175,15 +175,12 @@ pub fn clean(all: bool, artifacts: bool) -> Result<ExitCode> {
         if all || rec.orphaned() {
             let why = if rec.half_done() {
                 "its creator died before it was up"
+            } else if rec.holder_gone() {
+                "its holder is gone"
             } else if rec.orphaned() {
                 "owner is gone"
             } else {
                 "--all"
-            };
-            let why = if rec.holder_gone() && !rec.half_done() {
-                "its holder is gone"
-            } else {
-                why
             };
             remove(&rec).with_context(|| format!("cannot remove lab `{}`", rec.name))?;
             println!("lab {} removed ({why})", rec.name);
@@ -215,10 +212,8 @@ pub fn clean(all: bool, artifacts: bool) -> Result<ExitCode> {
 /// run`) is removed from inside its namespaces, which only a process with one thread may
 /// enter: a `lab down NAME` of its own does it.
 fn remove(rec: &StateRecord) -> Result<()> {
-    let held_elsewhere = rec.userns.as_ref().is_some_and(|u| {
-        !u.dedicated && u.holder.alive() && lab::rootless::current_user_ns() != Some(u.user_ns)
-    });
-    if lab::rootless::mode() == lab::rootless::Mode::Rootless && held_elsewhere {
+    if lab::rootless::mode() == lab::rootless::Mode::Rootless && lab::rootless::held_elsewhere(rec)
+    {
         let exe = std::env::current_exe().context("locating the lab executable")?;
         let out = std::process::Command::new(exe)
             .args(["down", &rec.name])

@@ -26,11 +26,10 @@ pub enum Need {
     Down(String),
 }
 
-/// Enters what `need` asks for; returns why the namespaces could not be entered when the
-/// command can go on without them (`lab doctor` reports it).
-pub fn enter(need: Need) -> Result<Option<String>> {
+/// Enters what `need` asks for.
+pub fn enter(need: Need) -> Result<()> {
     if rootless::mode() != Mode::Rootless {
-        return Ok(None);
+        return Ok(());
     }
     if matches!(need, Need::Nothing | Need::Down(_)) {
         rootless::name_dirs()?;
@@ -51,26 +50,12 @@ pub fn enter(need: Need) -> Result<Option<String>> {
         Need::Down(name) => {
             let record =
                 StateRecord::load(&name).with_context(|| format!("cannot remove lab `{name}`"))?;
-            if let Some(u) = &record.userns
-                && !u.dedicated
-                && u.holder.alive()
-            {
+            if rootless::held_elsewhere(&record) {
                 join(&record)?;
             }
         }
     }
-    Ok(None)
-}
-
-/// Like [`enter`] for `lab doctor`: a failure is reported, not fatal.
-pub fn enter_for_doctor() -> Option<String> {
-    if rootless::mode() != Mode::Rootless {
-        return None;
-    }
-    if let Err(e) = rootless::prepare_dirs() {
-        return Some(e.to_string());
-    }
-    rootless::enter_private().err().map(|e| e.to_string())
+    Ok(())
 }
 
 fn join(record: &StateRecord) -> Result<()> {

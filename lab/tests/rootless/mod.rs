@@ -8,6 +8,7 @@
 //! binary (already inside a user namespace of one uid) skips it; `.ci/run`'s rootless pass runs
 //! the same steps as its own user (`ci/rootless-smoke.sh`).
 
+use lab::state::ProcessId;
 use lab::testing::{privileged, root_namespace_lock, root_namespace_state};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -63,15 +64,11 @@ fn nobodys_processes() -> Vec<String> {
             std::fs::metadata(format!("/proc/{pid}"))
                 .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == NOBODY)
         })
+        // Zombies wait for their parent (init) and hold nothing: not alive.
+        .filter(|&pid| ProcessId::of(pid).is_some_and(|p| p.alive()))
         .filter_map(|pid| {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // Zombies wait for their parent (init) and hold nothing.
-            let zombie = state
-                .rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('Z'));
-            (!zombie).then(|| format!("{pid} {}", comm.trim()))
+            Some(format!("{pid} {}", comm.trim()))
         })
         .collect()
 }
