@@ -491,15 +491,22 @@ fn holder_setup() -> Result<(), LabError> {
 /// process that owns the lab), keeping the working directory. The process must have one thread.
 pub fn join(holder: ProcessId) -> Result<(), LabError> {
     use nix::sched::{CloneFlags, setns};
-    if !holder.alive() {
-        return Err(LabError::Rootless(format!(
+    let gone = || {
+        LabError::Rootless(format!(
             "the process holding the lab's namespaces ({}) is gone: `lab clean` removes what is left",
             holder.pid
-        )));
+        ))
+    };
+    if !holder.holds_namespaces() {
+        return Err(gone());
     }
+    // It may end from one moment to the next.
     let open = |kind: &str| {
         let path = format!("/proc/{}/ns/{kind}", holder.pid);
-        std::fs::File::open(&path).map_err(|e| LabError::io(Path::new(&path), e))
+        std::fs::File::open(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => gone(),
+            _ => LabError::io(Path::new(&path), e),
+        })
     };
     let (user, mnt, net) = (open("user")?, open("mnt")?, open("net")?);
     let cwd = std::env::current_dir().ok();

@@ -65,6 +65,12 @@ impl ProcessId {
     pub fn alive(&self) -> bool {
         Self::stat(self.pid).is_some_and(|(state, start)| start == self.start_time && state != 'Z')
     }
+
+    /// True while this process runs with its namespaces (a rootless lab's holder): one that is
+    /// ending gives them up before it is a zombie, while /proc still shows it running.
+    pub fn holds_namespaces(&self) -> bool {
+        self.alive() && std::fs::metadata(format!("/proc/{}/ns/mnt", self.pid)).is_ok()
+    }
 }
 
 /// How far a lab got.
@@ -316,7 +322,9 @@ impl StateRecord {
     /// True for a rootless lab whose holder has ended: its namespaces went with it (or live on
     /// only through processes left in them, which `lab clean` stops).
     pub fn holder_gone(&self) -> bool {
-        self.userns.as_ref().is_some_and(|u| !u.holder.alive())
+        self.userns
+            .as_ref()
+            .is_some_and(|u| !u.holder.holds_namespaces())
     }
 
     /// True when the process creating or removing the lab died before it finished: the lab is
