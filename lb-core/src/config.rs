@@ -136,6 +136,9 @@ pub struct ServerSection {
     pub mtu: u16,
     /// Clamp the MSS of forwarded SYNs to fit the encapsulation.
     pub clamp_mss: bool,
+    /// The fast path: the kernel forwards a flow's packets after its first, from a map that the
+    /// balancer fills (`dsr` and `dsr-kernel`, NFQUEUE intake, connection table on).
+    pub fast_path: bool,
     /// First NFQUEUE number.
     pub queue: u16,
     /// Number of queues (one thread each; `--queue-balance` spreads flows).
@@ -238,6 +241,7 @@ impl Default for ServerSection {
             conn_capacity: 1 << 20,
             mtu: 1500,
             clamp_mss: false,
+            fast_path: false,
             queue: 0,
             queues: 1,
             queue_len: 4096,
@@ -399,6 +403,21 @@ impl FileConfig {
         }
         if s.ports.contains(&0) {
             return err("server.ports", "port 0 cannot be queued".into());
+        }
+        if s.fast_path {
+            let why = match (s.forward, s.intake) {
+                (ForwardMode::UdpEncap, _) => Some(
+                    "needs forward = \"dsr\" or \"dsr-kernel\": the kernel here cannot encapsulate (no fou, ipip or gre)",
+                ),
+                (_, Intake::Packet) => Some("needs the nfqueue intake"),
+                _ if s.conn_capacity == 0 => {
+                    Some("needs the connection table (conn_capacity above 0)")
+                }
+                _ => None,
+            };
+            if let Some(why) = why {
+                return err("server.fast_path", why.into());
+            }
         }
         for (i, b) in s.backends.iter().enumerate() {
             if b.name.is_empty() {

@@ -132,6 +132,61 @@ impl QueueRules {
     }
 }
 
+/// The fast path's nftables table (`lb server --fast-path`): a map from flow key to backend
+/// address, and a chain at the ingress of the VIP's interface that forwards a packet of a
+/// flow in the map to its backend itself (`fwd ip to … device`: the neighbour layer puts the
+/// backend's MAC on the frame and the TTL is decremented, as routing would), before the IP
+/// stack, NFQUEUE included, sees it. A packet of a flow not in the map, a fragment, and a TCP
+/// segment with FIN or RST go on to the queue rules as before. `lb` fills the map
+/// (`crate::decide::fastpath`); the kernel counts each element's packets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastPathRules {
+    /// The VIP.
+    pub vip: Ipv4Addr,
+    /// The interface the VIP's packets arrive on and the backends are reached through.
+    pub ifname: String,
+    /// Protocols balanced (`tcp`, `udp`).
+    pub protocols: Vec<String>,
+    /// Most flows the map holds: the connection table's capacity.
+    pub size: usize,
+}
+
+/// The name of the fast path's map in its table.
+pub const FLOW_MAP: &str = "flows";
+
+impl FastPathRules {
+    /// The table's name, `lb_` and the VIP (`lb_10_0_0_50`): one per balancer, so that a
+    /// restart finds what a crashed run left.
+    pub fn table(&self) -> String {
+        format!("lb_{}", self.vip.to_string().replace('.', "_"))
+    }
+
+    /// The `nft -f` input that replaces any table of the same name (a crashed run's, whose
+    /// flows are dropped: the next packet of each is decided again) with a fresh one.
+    pub fn ruleset(&self) -> String {
+        let table = self.table();
+        let (vip, dev) = (self.vip, &self.ifname);
+        let key = "ip saddr . ip daddr . meta l4proto . th sport . th dport";
+        let fwd = format!("fwd ip to {key} map @{FLOW_MAP} device \"{dev}\"");
+        let head = format!("ip daddr {vip} ip frag-off & 0x3fff == 0");
+        let mut rules = Vec::new();
+        for proto in &self.protocols {
+            match proto.as_str() {
+                "tcp" => rules.push(format!("{head} tcp flags & (fin | rst) == 0 {fwd}")),
+                p => rules.push(format!("{head} meta l4proto {p} {fwd}")),
+            }
+        }
+        format!(
+            "table netdev {table}\ndelete table netdev {table}\ntable netdev {table} {{\n  map {FLOW_MAP} {{\n    type ipv4_addr . ipv4_addr . inet_proto . inet_service . inet_service : ipv4_addr\n    size {}\n    counter\n  }}\n  chain ingress {{\n    type filter hook ingress device \"{dev}\" priority -500; policy accept;\n{}  }}\n}}\n",
+            self.size,
+            rules
+                .iter()
+                .map(|r| format!("    {r}\n"))
+                .collect::<String>()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +255,28 @@ mod tests {
                 "mangle PREROUTING -d 10.0.0.50/32 -p udp --dport 8080 -m comment --comment lb:10.0.0.50 -j NFQUEUE --queue-num 0",
             ]
         );
+    }
+
+    #[test]
+    fn the_fast_path_forwards_open_flows_of_the_map_at_ingress() {
+        let r = FastPathRules {
+            vip: Ipv4Addr::new(10, 0, 0, 50),
+            ifname: "h1-eth0".into(),
+            protocols: vec!["tcp".into(), "udp".into()],
+            size: 65536,
+        };
+        assert_eq!(r.table(), "lb_10_0_0_50");
+        let text = r.ruleset();
+        assert!(text.starts_with("table netdev lb_10_0_0_50\ndelete table netdev lb_10_0_0_50\n"));
+        assert!(text.contains("type ipv4_addr . ipv4_addr . inet_proto . inet_service . inet_service : ipv4_addr\n    size 65536\n    counter"));
+        assert!(
+            text.contains(
+                "type filter hook ingress device \"h1-eth0\" priority -500; policy accept;"
+            )
+        );
+        assert!(text.contains("    ip daddr 10.0.0.50 ip frag-off & 0x3fff == 0 tcp flags & (fin | rst) == 0 fwd ip to ip saddr . ip daddr . meta l4proto . th sport . th dport map @flows device \"h1-eth0\"\n"));
+        assert!(text.contains(
+            "    ip daddr 10.0.0.50 ip frag-off & 0x3fff == 0 meta l4proto udp fwd ip to"
+        ));
     }
 }

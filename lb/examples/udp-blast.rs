@@ -4,7 +4,13 @@
 //! ```text
 //! udp-blast send 10.0.0.50:9000 SECONDS [PAYLOAD_BYTES [PPS [FLOWS]]]   # prints: sent N pps P
 //! udp-blast recv 10.0.0.50:9000 IDLE_MS [FLOWS]                  # prints: received N pps P
+//! udp-blast newflows 10.0.0.50:9000 SECONDS [PPS [PORTS]]          # prints: sent N pps P
 //! ```
+//! `newflows` makes every datagram a new flow (64-byte payloads): it writes the IPv4 and UDP
+//! headers itself on a raw socket, the source port counting up from 1024 and, once the 64,512
+//! source ports are used, the destination port moving on to the next of PORTS (default 16)
+//! ports from PORT, so a run of up to a million datagrams repeats no 5-tuple. The receiver
+//! is `recv` with FLOWS = PORTS.
 //! One flow (one socket, one source port); with FLOWS > 1, that many flows to the ports
 //! PORT..PORT+FLOWS-1, interleaved datagram by datagram (one unconnected socket, a destination
 //! per message), and a receiver with one socket per port. PPS 0 is unpaced. With PPS the
@@ -21,7 +27,7 @@ const BATCH: usize = 64;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: udp-blast send ADDR:PORT SECONDS [BYTES [PPS [FLOWS]]] | recv ADDR:PORT IDLE_MS [FLOWS]";
+    let usage = "usage: udp-blast send ADDR:PORT SECONDS [BYTES [PPS [FLOWS]]] | recv ADDR:PORT IDLE_MS [FLOWS] | newflows ADDR:PORT SECONDS [PPS [PORTS]]";
     if args.len() < 4 {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -43,6 +49,12 @@ fn main() {
             flows(args.get(6)),
         ),
         "recv" => recv(addr, Duration::from_millis(n), flows(args.get(4))),
+        "newflows" => new_flows(
+            addr,
+            Duration::from_secs(n),
+            args.get(4).and_then(|s| s.parse().ok()),
+            flows(args.get(5).or(Some(&"16".to_string()))),
+        ),
         _ => {
             eprintln!("{usage}");
             std::process::exit(2);
@@ -110,16 +122,83 @@ fn send(to: SocketAddrV4, secs: Duration, size: usize, pps: Option<u64>, flows: 
     let start = Instant::now();
     let mut sent = 0u64;
     while start.elapsed() < secs {
-        if let Some(pps) = pps.filter(|&p| p > 0) {
-            // The time at which `sent` packets are due.
-            let due = start + Duration::from_secs_f64(sent as f64 / pps as f64);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-        }
+        pace(start, sent, pps);
         // SAFETY: valid socket and headers.
         let r = unsafe { libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), burst as u32, 0) };
+        if r > 0 {
+            sent += r as u64;
+        }
+    }
+    let t = start.elapsed().as_secs_f64();
+    println!("sent {sent} pps {:.0}", sent as f64 / t);
+}
+
+/// Waits until `sent` datagrams are due at `pps` (none or 0: unpaced) since `start`.
+fn pace(start: Instant, sent: u64, pps: Option<u64>) {
+    if let Some(pps) = pps.filter(|&p| p > 0) {
+        let due = start + Duration::from_secs_f64(sent as f64 / pps as f64);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+    }
+}
+
+fn new_flows(to: SocketAddrV4, secs: Duration, pps: Option<u64>, ports: u16) {
+    // The source address the kernel would pick towards `to`.
+    let probe = UdpSocket::bind("0.0.0.0:0").expect("bind");
+    probe.connect(to).expect("route to the destination");
+    let std::net::SocketAddr::V4(local) = probe.local_addr().expect("local address") else {
+        unreachable!("an IPv4 socket")
+    };
+    // SAFETY: plain socket(2); IP_HDRINCL is implied by IPPROTO_RAW.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+    assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+    const LEN: usize = 20 + 8 + 64;
+    let mut packets = vec![[0u8; LEN]; BATCH];
+    for p in &mut packets {
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(LEN as u16).to_be_bytes());
+        p[6] = 0x40; // DF
+        p[8] = 64;
+        p[9] = 17;
+        p[12..16].copy_from_slice(&local.ip().octets());
+        p[16..20].copy_from_slice(&to.ip().octets());
+        p[24..26].copy_from_slice(&((8 + 64) as u16).to_be_bytes());
+        // The kernel fills in the IP checksum (and the ID); a UDP checksum of 0 is "none".
+    }
+    let dest = sockaddr(to);
+    // SAFETY: zeroed headers; their pointers are set before each send.
+    let mut iovs: Vec<libc::iovec> = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
+    let mut hdrs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
+    let burst = if pps.is_some_and(|p| p > 0) {
+        16
+    } else {
+        BATCH
+    };
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < secs {
+        pace(start, sent, pps);
+        for (i, p) in packets.iter_mut().take(burst).enumerate() {
+            let n = sent + i as u64;
+            let sport = 1024 + (n % 64_512) as u16;
+            let dport = to.port() + ((n / 64_512) % u64::from(ports)) as u16;
+            p[20..22].copy_from_slice(&sport.to_be_bytes());
+            p[22..24].copy_from_slice(&dport.to_be_bytes());
+        }
+        for ((h, iov), p) in hdrs.iter_mut().zip(iovs.iter_mut()).zip(packets.iter_mut()) {
+            *iov = libc::iovec {
+                iov_base: p.as_mut_ptr().cast(),
+                iov_len: LEN,
+            };
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_name = (&dest as *const libc::sockaddr_in).cast_mut().cast();
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        }
+        // SAFETY: valid socket and headers pointing at live packets.
+        let r = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), burst as u32, 0) };
         if r > 0 {
             sent += r as u64;
         }

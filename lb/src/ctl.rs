@@ -511,6 +511,19 @@ fn server_rows(s: &ServerState) -> Rows {
         ),
         ("data_path", text(&s.data_path)),
         (
+            "fast_path",
+            match &s.fast_path {
+                Some(f) => Item::Group(rows([
+                    ("flows", num(f.flows)),
+                    ("added", num(f.added)),
+                    ("removed", num(f.removed)),
+                    ("kernel_packets", num(f.kernel_packets)),
+                    ("refused", num(f.refused)),
+                ])),
+                None => text("off"),
+            },
+        ),
+        (
             "drops",
             Item::Group(s.drops.iter().map(|(r, n)| (r.clone(), num(*n))).collect()),
         ),

@@ -1,6 +1,7 @@
 //! The balancer's state and its pure decision function [`decide`].
 
 mod counters;
+pub mod fastpath;
 
 pub use counters::Counters;
 

@@ -288,6 +288,24 @@ pub struct ServerState {
     pub drops: BTreeMap<String, u64>,
     /// The registrar's counters.
     pub control_counters: ControlCounters,
+    /// The fast path's counters (`--fast-path` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast_path: Option<Box<FastPathCounters>>,
+}
+
+/// The fast path's counters (`fast_path` in a [`ServerState`]), all data paths together.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FastPathCounters {
+    /// Flows the kernel forwards now (elements of its map).
+    pub flows: u64,
+    /// Flows handed to the kernel so far.
+    pub added: u64,
+    /// Flows taken back (FIN/RST, idle, backend gone or down).
+    pub removed: u64,
+    /// Packets the kernel forwarded, as its map counted them (read every second).
+    pub kernel_packets: u64,
+    /// Batches of map changes the kernel refused (a full map): those flows stayed in user space.
+    pub refused: u64,
 }
 
 /// The registrar's counters (`control_counters` in a [`ServerState`]).
@@ -626,6 +644,7 @@ mod tests {
                 registrations: 1,
                 ..ControlCounters::default()
             },
+            fast_path: None,
         }
     }
 

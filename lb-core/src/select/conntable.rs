@@ -408,6 +408,11 @@ impl ConnTable {
         }
     }
 
+    /// The entry for `key` (whose hash is `hash`), live or expired, without changing anything.
+    pub fn get(&self, hash: u64, key: &FlowKey) -> Option<&Conn> {
+        self.entry(self.position(hash, key)?)
+    }
+
     /// The entry for `key` (whose hash is `hash`), live or expired, in one probe.
     #[inline]
     pub fn find(&mut self, hash: u64, key: &FlowKey, now: Nanos) -> Found<'_> {

@@ -151,6 +151,10 @@ pub(crate) struct ServerArgs {
     /// Clamp forwarded SYNs' MSS to fit the encapsulation.
     #[arg(long)]
     pub(crate) clamp_mss: bool,
+    /// The fast path: only a flow's first packet (and its FIN/RST) crosses user space; the kernel
+    /// forwards the rest from a flow map the balancer fills (dsr, dsr-kernel).
+    #[arg(long)]
+    pub(crate) fast_path: bool,
     /// Accept agent registrations on IP[:PORT] (TCP, default port 1338).
     #[arg(long, value_parser = parse_endpoint)]
     pub(crate) control: Option<SocketAddrV4>,

@@ -121,6 +121,7 @@ pub(crate) fn server_settings(a: ServerArgs) -> Result<ServerSettings> {
     s.conn_capacity = a.conn_capacity.unwrap_or(s.conn_capacity);
     s.mtu = a.mtu.unwrap_or(s.mtu);
     s.clamp_mss |= a.clamp_mss;
+    s.fast_path |= a.fast_path;
     if let Some(c) = a.control {
         s.control = Some(Endpoint(c));
     }

@@ -14,6 +14,7 @@ pub mod registrar;
 mod settings;
 
 use crate::cli::BadInput;
+use crate::sys::flowmap;
 use crate::sys::markroute::MarkRoutes;
 use crate::sys::netlink;
 use crate::sys::rules::Apply as _;
@@ -24,7 +25,7 @@ use datapath::{Totals, new_path};
 use intake::packet::packet_loop;
 use lb_core::config::{BackendEntry, Intake, VerdictMode};
 use lb_core::forward::ENCAP_PORT;
-use lb_core::rules::{Hook, QueueRules};
+use lb_core::rules::{FastPathRules, Hook, QueueRules};
 use lb_core::{BackendSpec, Config, ForwardConfig, ForwardMode, Framing, MacAddr, State};
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -40,6 +41,7 @@ pub use settings::ServerSettings;
 /// What a stop must undo; dropping it undoes what was done, in reverse order.
 struct Installed {
     routes: Option<MarkRoutes>,
+    fast: Option<FastPathRules>,
     rules: Option<QueueRules>,
     vip: Option<(u32, Ipv4Addr)>,
 }
@@ -56,6 +58,12 @@ impl Drop for Installed {
             match rules.remove() {
                 Ok(n) => tracing::info!(rules = n, "removed the NFQUEUE rules"),
                 Err(e) => tracing::error!("remove NFQUEUE rules: {e:#}"),
+            }
+        }
+        if let Some(fast) = self.fast.take() {
+            match flowmap::remove(&fast) {
+                Ok(()) => tracing::info!(table = %fast.table(), "removed the fast path"),
+                Err(e) => tracing::error!("remove the fast path: {e:#}"),
             }
         }
         if let Some(routes) = self.routes.take() {
@@ -197,6 +205,21 @@ pub fn queue_rules(s: &ServerSettings) -> Option<QueueRules> {
     })
 }
 
+/// The fast path's table for these settings (`--fast-path`), on the VIP's interface `ifname`.
+pub fn fast_path_rules(s: &ServerSettings, ifname: &str) -> Option<FastPathRules> {
+    s.server.fast_path.then(|| FastPathRules {
+        vip: s.vip,
+        ifname: ifname.to_string(),
+        protocols: s
+            .server
+            .protocols
+            .iter()
+            .map(|p| p.name().to_string())
+            .collect(),
+        size: s.server.conn_capacity * usize::from(s.server.queues),
+    })
+}
+
 /// The line `lb server` prints once it is ready: the VIP and its interface, the intake, the
 /// forwarding, the backends, the registration listener and the ctl socket (`ctl`) if any.
 pub fn ready_line(
@@ -209,7 +232,10 @@ pub fn ready_line(
         .iter()
         .map(|b| format!("{} {}", b.name, b.addr))
         .collect();
-    let mode = s.server.forward.name();
+    let mode = match s.server.fast_path {
+        true => format!("{} with the fast path", s.server.forward.name()),
+        false => s.server.forward.name().to_string(),
+    };
     let mut extra = String::new();
     if let Some(c) = s.server.control {
         extra += &format!(
@@ -278,6 +304,7 @@ pub fn run(s: ServerSettings) -> Result<()> {
 
     let mut installed = Installed {
         routes: None,
+        fast: None,
         rules: None,
         vip: None,
     };
@@ -290,6 +317,12 @@ pub fn run(s: ServerSettings) -> Result<()> {
             &iface.ifname,
             &addrs,
         )?);
+    }
+    let fast = fast_path_rules(&s, &iface.ifname);
+    if let Some(rules) = &fast {
+        // Before the queue rules: the first flow decided finds its map.
+        installed.fast = Some(rules.clone());
+        flowmap::install(rules)?;
     }
     let mut threads = Vec::new();
     let mut handles = Vec::new();
@@ -307,7 +340,7 @@ pub fn run(s: ServerSettings) -> Result<()> {
             for queue in queues {
                 let (handle, ctl) = mailbox::channel().context("eventfd")?;
                 handles.push(handle);
-                let path = new_path(&s, &cfg, &specs, &iface, ctl)?;
+                let path = new_path(&s, &cfg, &specs, &iface, ctl, fast.as_ref())?;
                 let stop = Arc::clone(&stop);
                 let (batch, mode) = (s.server.batch, s.server.verdict);
                 threads.push(
@@ -326,7 +359,7 @@ pub fn run(s: ServerSettings) -> Result<()> {
             let _ = set_rcvbuf(sock.as_raw_fd(), s.server.rcvbuf);
             let (handle, ctl) = mailbox::channel().context("eventfd")?;
             handles.push(handle);
-            let path = new_path(&s, &cfg, &specs, &iface, ctl)?;
+            let path = new_path(&s, &cfg, &specs, &iface, ctl, fast.as_ref())?;
             let stop = Arc::clone(&stop);
             let batch = s.server.batch;
             threads.push(

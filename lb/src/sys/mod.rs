@@ -1,6 +1,7 @@
 //! The balancer's contact with the kernel: route netlink, iptables rules, sockets and sysctls.
 //! Everything here runs in the namespace of the calling process.
 
+pub mod flowmap;
 pub mod markroute;
 pub mod netlink;
 pub mod rules;

@@ -114,6 +114,38 @@ pub fn tcp_ask(lab: &Lab, host: &str, line: &str) -> std::io::Result<String> {
     Ok(answer.trim_end().to_string())
 }
 
+/// A long-lived TCP connection from a host to VIP:8080.
+pub struct Client {
+    conn: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(lab: &Lab, host: &str) -> std::io::Result<Client> {
+        let conn = lab
+            .run_in(host, || {
+                TcpStream::connect_timeout(&SocketAddr::from((VIP, PORT)), Duration::from_secs(3))
+            })
+            .expect("run in host")?;
+        conn.set_read_timeout(Some(Duration::from_secs(3)))?;
+        Ok(Client {
+            r: BufReader::new(conn.try_clone()?),
+            conn,
+        })
+    }
+
+    /// Sends a line; returns the backend that answered.
+    pub fn ask(&mut self, line: &str) -> std::io::Result<String> {
+        (&self.conn).write_all(format!("{line}\n").as_bytes())?;
+        let mut answer = String::new();
+        self.r.read_line(&mut answer)?;
+        match answer.split_once(": ") {
+            Some((who, said)) if said.trim_end() == line => Ok(who.to_string()),
+            _ => Err(std::io::Error::other(format!("odd answer {answer:?}"))),
+        }
+    }
+}
+
 /// From `host`: one datagram to VIP:8080, the answer (from the VIP: direct server return).
 pub fn udp_ask(lab: &Lab, host: &str, msg: &str) -> std::io::Result<String> {
     udp_ask_to(lab, host, VIP, msg)

@@ -224,6 +224,11 @@ fn start_server(
     if s.server.control.is_some() {
         return Err(Refusal::NotSimulated("registration (`--control`)".into()));
     }
+    if s.server.fast_path {
+        return Err(Refusal::NotSimulated(
+            "`--fast-path` (an nftables map and `fwd` at the interface's ingress)".into(),
+        ));
+    }
     if s.server.forward == ForwardMode::Dsr {
         return Err(Refusal::NotSimulated(
             "`--forward dsr` (frames sent from a packet socket)".into(),

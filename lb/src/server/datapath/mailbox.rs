@@ -58,6 +58,8 @@ pub struct PathReport {
     pub backends: BTreeMap<String, BackendTraffic>,
     /// Drops by reason.
     pub drops: BTreeMap<String, u64>,
+    /// `--fast-path`: the flows handed to the kernel.
+    pub fast_path: Option<super::fastpath::FastStats>,
 }
 
 impl PathReport {
@@ -70,6 +72,14 @@ impl PathReport {
         self.tracked += o.tracked;
         self.flows_moved += o.flows_moved;
         self.conn_table_full += o.conn_table_full;
+        if let Some(f) = &o.fast_path {
+            let t = self.fast_path.get_or_insert_default();
+            t.added += f.added;
+            t.removed += f.removed;
+            t.kernel_packets += f.kernel_packets;
+            t.refused += f.refused;
+            t.flows += f.flows;
+        }
         for (n, t) in &o.backends {
             let e = self.backends.entry(n.clone()).or_default();
             e.packets += t.packets;

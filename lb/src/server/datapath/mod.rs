@@ -1,5 +1,6 @@
 //! One data-path thread's work: decide, emit and a batched send, whatever the intake.
 
+pub(crate) mod fastpath;
 pub mod mailbox;
 
 use crate::server::settings::ServerSettings;
@@ -67,6 +68,8 @@ pub struct DataPath {
     ctl: Mailbox,
     /// When idle flows were last expired.
     last_expire: lb_core::Nanos,
+    /// `--fast-path`: the kernel forwards the flows this thread hands it.
+    fast: Option<fastpath::FastPath>,
 }
 
 impl DataPath {
@@ -76,8 +79,15 @@ impl DataPath {
         let (readable, woken) = wait_or_wake(fd, &self.ctl.waker, timeout)?;
         if woken {
             self.control();
-        } else if !readable {
-            self.state.expire(now(), 4096);
+        }
+        // Not only when nothing at all happened: `lb ctl` asking every 100 ms must not stop
+        // the connection table's aging or the fast path's look at the kernel.
+        if !readable {
+            let t = now();
+            self.state.expire(t, 4096);
+            if let Some(f) = &mut self.fast {
+                f.sync_if_due(&mut self.state, t);
+            }
         }
         Ok(readable)
     }
@@ -89,6 +99,24 @@ impl DataPath {
             self.last_expire = t;
             self.state.expire(t, 4096);
         }
+        if let Some(f) = &mut self.fast {
+            f.sync_if_due(&mut self.state, t);
+        }
+    }
+
+    /// Hands the flows of the batch to the kernel (`--fast-path`) if they may go before its
+    /// verdicts are sent (see `FastPath::flush_before_verdicts`).
+    pub(crate) fn before_verdicts(&mut self) {
+        if let Some(f) = &mut self.fast {
+            f.flush_before_verdicts();
+        }
+    }
+
+    /// Hands the rest of the batch's flows to the kernel: call after its verdicts are sent.
+    pub(crate) fn after_verdicts(&mut self) {
+        if let Some(f) = &mut self.fast {
+            f.flush();
+        }
     }
 
     /// Applies waiting control messages and answers reports.
@@ -98,6 +126,9 @@ impl DataPath {
                 PathMsg::Apply(updates) => {
                     for u in &updates {
                         mailbox::apply(&mut self.state, u);
+                    }
+                    if let Some(f) = &mut self.fast {
+                        f.backends_changed();
                     }
                 }
                 PathMsg::Sync(done) => {
@@ -109,6 +140,7 @@ impl DataPath {
                     r.sent = self.stats.sent;
                     r.send_failed = self.stats.send_failed;
                     r.icmp_frag_needed = self.stats.icmp_sent;
+                    r.fast_path = self.fast.as_ref().map(|f| f.stats);
                     let _ = reply.send(r);
                 }
             }
@@ -128,6 +160,14 @@ impl DataPath {
         self.stats.received += packets.len() as u64;
         let mut actions = std::mem::take(&mut self.actions);
         decide_batch(&mut self.state, now, packets, &mut actions);
+        if let Some(f) = &mut self.fast {
+            // After the whole batch: a later packet's FIN closes its flow before this asks.
+            for (action, packet) in actions.iter().zip(packets) {
+                if let Some(op) = self.state.map_op(packet, action) {
+                    f.queue(op);
+                }
+            }
+        }
         for ((&action, packet), &csum) in actions.iter().zip(packets).zip(csum_not_ready) {
             out.push(self.act(action, packet, csum));
         }
@@ -267,6 +307,7 @@ pub(crate) fn new_path(
     specs: &[BackendSpec],
     iface: &IfAddr,
     ctl: Mailbox,
+    fast: Option<&lb_core::rules::FastPathRules>,
 ) -> Result<DataPath> {
     let mut state = State::new(cfg.clone()).context("balancer configuration")?;
     for spec in specs {
@@ -288,6 +329,12 @@ pub(crate) fn new_path(
         }
         ForwardMode::DsrKernel => Out::Kernel,
     };
+    let fast = match fast {
+        Some(rules) => Some(fastpath::FastPath::new(crate::sys::flowmap::FlowMap::open(
+            &rules.table(),
+        )?)),
+        None => None,
+    };
     Ok(DataPath {
         state,
         fwd: cfg.forward,
@@ -300,5 +347,6 @@ pub(crate) fn new_path(
         stats: PathStats::default(),
         last_expire: lb_core::Nanos::ZERO,
         ctl,
+        fast,
     })
 }

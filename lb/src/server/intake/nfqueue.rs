@@ -102,8 +102,10 @@ pub fn nfqueue_loop(
         }
         // Send first, then drop the originals: nothing is lost if the process dies between.
         path.flush();
+        path.before_verdicts();
         q.send_verdicts(&mut verdicts)
             .with_context(|| format!("verdict on NFQUEUE {}", q.num()))?;
+        path.after_verdicts();
     }
     Ok(path)
 }
