@@ -1,24 +1,33 @@
 #!/usr/bin/env bash
-# End-to-end speed of the balancer: small UDP datagrams h3 -> VIP -> h2 (64-byte payloads, one
-# flow, unlimited rate, from lb/examples/udp-blast.rs: sendmmsg/recvmmsg in batches of 64, a
-# 64 MiB receive buffer, so neither end is the bottleneck the way iperf3's one-datagram-per-
-# syscall receiver is), delivered packets per second at h2, for
-#   kernel     plain IP forwarding on h1 (route VIP via h2): the reference
-#   lb-dsrk    lb server --forward dsr-kernel: NFQUEUE in PREROUTING, ACCEPT verdicts with the
-#              backend's mark, the kernel forwards by policy routing (nothing copied back in)
-#   lb-dsr     lb server, NFQUEUE batch verdicts, L2 DSR frames sent by lb (AF_PACKET)
-#   lb-encap   lb server, NFQUEUE batch verdicts, UDP encapsulation to lb agent on h2
-#   lb-1by1    lb server, one packet per receive and one verdict per packet (Caplance's loop)
-# in the same run with the same generator; each mode RUNS times (median shown), plus NFQUEUE
-# drops (queue_dropped + user_dropped in /proc/net/netfilter/nfnetlink_queue).
-# Then the target itself: lb-dsrk and lb-dsr with the generator paced at 0.8 x the kernel's
-# median, which must arrive in full with zero queue drops; and the headroom: lb-dsrk paced at
-# 1.0 x the kernel's median. The ratios are printed last. Run as root:  ci/bench-lb.sh [SECONDS] [RUNS]
+# End-to-end speed of the balancer, every mode side by side in one run, against the kernel's own
+# forwarding on the same lab: small UDP datagrams h3 -> VIP -> h2 (64-byte payloads, from
+# lb/examples/udp-blast.rs: sendmmsg/recvmmsg in batches of 64, a 64 MiB receive buffer, so
+# neither end is the bottleneck), delivered packets per second at h2. The modes:
+#   kernel       plain IP forwarding on h1 (route VIP via h2): the reference
+#   lb-fast      lb server --forward dsr-kernel --fast-path: a flow's first packet through
+#                NFQUEUE, the rest forwarded by the kernel from lb's flow map at the ingress
+#   lb-fast-dsr  lb server --forward dsr --fast-path: the same, the first packet sent by lb
+#   lb-dsrk      lb server --forward dsr-kernel: every packet through NFQUEUE, ACCEPT verdicts
+#                with the backend's mark, the kernel forwards by policy routing
+#   lb-dsr       lb server, NFQUEUE batch verdicts, L2 DSR frames sent by lb (AF_PACKET)
+#   lb-encap     lb server, NFQUEUE batch verdicts, UDP encapsulation to lb agent on h2
+#   lb-1by1      lb server, one packet per receive and one verdict per packet (Caplance's loop)
+# For each mode, RUNS runs of SECONDS each (medians shown):
+#   unpaced      one long flow, the generator unpaced;
+#   paced X      one long flow, the generator paced at X = 0.8, 0.9, 1.0 x the kernel's median;
+#   new flows    every datagram a new flow (udp-blast newflows: a new source port each), the
+#                generator unpaced: delivered flows per second;
+#   50k flows/s  the same paced at 50,000 new flows per second (lb-fast only);
+# each with the NFQUEUE drops of the run (queue_dropped + user_dropped in
+# /proc/net/netfilter/nfnetlink_queue) and, for lb, the balancer's CPU time per million
+# delivered packets (utime + stime of its process over the unpaced runs). It ends with one line
+# per mode:  summary MODE: unpaced U, paced-0.9 P drops D, new-flows F/s (kernel K/s)
+# (U and P as fractions of kernel forwarding). Run as root:  ci/bench-lb.sh [SECONDS] [RUNS]
 # (LB_ARGS="--queue-len 65536 --batch 256" passes extra flags to every lb server run;
 #  PAYLOAD=1400 sends datagrams of that many bytes instead of 64; FLOWS=16 sends that many
-#  flows (to VIP ports 9000..), interleaved datagram by datagram, over two backends, h2 and h4,
-#  with the kernel reference doing multipath routing by L4 hash; then the modes are kernel,
-#  lb-dsrk and lb-dsr.)
+#  long flows (to VIP ports 9000..), interleaved datagram by datagram, over two backends, h2 and
+#  h4, with the kernel reference doing multipath routing by L4 hash; then the modes are kernel,
+#  lb-fast, lb-dsrk and lb-dsr; MODES="kernel lb-fast" picks modes.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-4}
@@ -37,20 +46,25 @@ if ((flows > 1)); then
   x h1 sysctl -qw net.ipv4.fib_multipath_hash_policy=1   # L4 hash: flows spread over both
 fi
 
-# One run; prints "delivered_pps sent_pps". With two receivers: all they got over the longer
-# of their two first-to-last spans.
+# One run; prints "delivered_pps sent_pps". KIND is `flow` (FLOWS long flows) or `new` (a new
+# flow per datagram, over 16 destination ports); PACE 0 is unpaced. With two receivers: all
+# they got over the longer of their two first-to-last spans.
 measure() {
-  local rcv=() h
+  local kind=$1 pace=$2 rcv=() h ports=$flows
+  [[ $kind == new ]] && ports=16
   for h in "${receivers[@]}"; do
-    $lab exec --lab "$name" "$h" -- taskset -c "$cpu_rest" "$blast" recv 10.0.0.50:9000 500 "$flows" >"$work/recv-$h.txt" &
+    $lab exec --lab "$name" "$h" -- taskset -c "$cpu_rest" "$blast" recv 10.0.0.50:9000 500 "$ports" >"$work/recv-$h.txt" &
     rcv+=($!)
     for _ in $(seq 100); do grep -qs listening "$work/recv-$h.txt" && break; sleep 0.02; done
   done
-  x h3 taskset -c "$cpu_gen" "$blast" send 10.0.0.50:9000 "$secs" "${PAYLOAD:-64}" "${PACE:-0}" "$flows" >"$work/send.txt"
+  if [[ $kind == new ]]; then
+    x h3 taskset -c "$cpu_gen" "$blast" newflows 10.0.0.50:9000 "$secs" "$pace" 16 >"$work/send.txt"
+  else
+    x h3 taskset -c "$cpu_gen" "$blast" send 10.0.0.50:9000 "$secs" "${PAYLOAD:-64}" "$pace" "$flows" >"$work/send.txt"
+  fi
   for r in "${rcv[@]}"; do wait "$r" || true; done
-  local sent delivered
+  local sent delivered files=()
   sent=$(awk '/^sent/ {print $4}' "$work/send.txt")
-  local files=()
   for h in "${receivers[@]}"; do files+=("$work/recv-$h.txt"); done
   delivered=$(awk '/^received/ && $4 > 0 {n += $2; t = ($2 / $4 > t) ? $2 / $4 : t} END {printf "%.0f", (t > 0 ? n / t : 0)}' "${files[@]}")
   echo "${delivered:-0} ${sent:-0}"
@@ -70,61 +84,103 @@ start_lb() {
 }
 stop_last() { kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'; }
 
-declare -A result drops
-run_mode() {
-  local mode=$1 vals=() d=0
+start_mode() {
+  case $1 in
+    kernel) x h1 ip route replace 10.0.0.50/32 "${kernel_route[@]}" ;;
+    lb-fast) start_lb --forward dsr-kernel --fast-path ;;
+    lb-fast-dsr) start_lb --forward dsr --fast-path ;;
+    lb-dsrk) start_lb --forward dsr-kernel ;;
+    lb-dsr) start_lb --forward dsr ;;
+    lb-encap)
+      $lab exec --lab "$name" h2 -- taskset -c "$cpu_rest" "$lb" agent --vip 10.0.0.50 --balancer 10.0.0.1 >"$work/agent.log" 2>&1 &
+      pids+=($!)
+      for _ in $(seq 200); do grep -qs '^ready:' "$work/agent.log" && break; sleep 0.05; done
+      start_lb --forward encap ;;
+    lb-1by1) start_lb --forward dsr --verdict per-packet ;;
+  esac
+}
+stop_mode() {
+  case $1 in
+    kernel) x h1 ip route del 10.0.0.50/32 ;;
+    lb-encap) stop_last; stop_last; x h2 ip addr replace 10.0.0.50/32 dev lo ;;
+    *) stop_last ;;
+  esac
+}
+# CPU ticks (utime + stime) of the balancer, the last process started.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/${pids[-1]}/stat"; }
+
+median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+
+# run MODE KIND PACE LABEL: RUNS runs; sets med[MODE/LABEL], drops[MODE/LABEL] (their sum) and,
+# for unpaced lb runs, cpu[MODE] (ms of CPU per million delivered packets).
+declare -A med drops cpu
+run() {
+  local mode=$1 kind=$2 pace=$3 label=$4 vals=() d=0 ticks=0 packets=0
   for _ in $(seq "$runs"); do
-    case $mode in
-      kernel) x h1 ip route replace 10.0.0.50/32 "${kernel_route[@]}" ;;
-      lb-dsrk|lb-dsrk-paced|lb-dsrk-at-kernel) start_lb --forward dsr-kernel ;;
-      lb-dsr) start_lb --forward dsr ;;
-      lb-encap)
-        $lab exec --lab "$name" h2 -- taskset -c "$cpu_rest" "$lb" agent --vip 10.0.0.50 --balancer 10.0.0.1 >"$work/agent.log" 2>&1 &
-        pids+=($!)
-        for _ in $(seq 200); do grep -qs '^ready:' "$work/agent.log" && break; sleep 0.05; done
-        start_lb --forward encap ;;
-      lb-1by1) start_lb --forward dsr --verdict per-packet ;;
-      lb-dsr-paced) start_lb --forward dsr ;;
-    esac
-    read -r delivered sent < <(measure)
+    start_mode "$mode"
+    local t0=0; [[ $mode != kernel ]] && t0=$(cpu_ticks)
+    read -r delivered sent < <(measure "$kind" "$pace")
     vals+=("$delivered")
-    printf '  %-9s delivered %8s pps of %8s sent' "$mode" "$delivered" "$sent"
-    case $mode in
-      kernel) x h1 ip route del 10.0.0.50/32; echo ;;
-      *) local q; q=$(queue_drops); d=$((d + q)); stop_last
-         [[ $mode == lb-encap ]] && { stop_last; x h2 ip addr replace 10.0.0.50/32 dev lo; }
-         echo "   queue drops $q" ;;
-    esac
+    local q=0 line
+    line=$(printf '  %-11s %-12s delivered %8s of %8s sent' "$mode" "$label" "$delivered" "$sent")
+    if [[ $mode != kernel ]]; then
+      q=$(queue_drops)
+      ticks=$((ticks + $(cpu_ticks) - t0))
+      packets=$((packets + delivered * secs))
+      line+="   queue drops $q"
+    fi
+    d=$((d + q))
+    echo "$line"
+    stop_mode "$mode"
   done
-  result[$mode]=$(printf '%s\n' "${vals[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  drops[$mode]=$d
+  med[$mode/$label]=$(printf '%s\n' "${vals[@]}" | median)
+  drops[$mode/$label]=$d
+  if [[ $mode != kernel && $label == unpaced ]] && ((packets > 0)); then
+    cpu[$mode]=$(python3 -c "print(f'{$ticks * 10 / ($packets / 1e6):.0f}')")
+  fi
 }
 
-echo "lb end-to-end: ${PAYLOAD:-64}-byte UDP, $flows flow(s) over ${#receivers[@]} backend(s), ${secs}s x $runs runs per mode ($(uname -r), $(nproc) cores; generator on CPU $cpu_gen, the rest on CPU $cpu_rest)"
-modes=(kernel lb-dsrk lb-dsr lb-encap lb-1by1)
-((flows > 1)) && modes=(kernel lb-dsrk lb-dsr)
-for m in "${modes[@]}"; do run_mode "$m"; done
+modes=(kernel lb-fast lb-fast-dsr lb-dsrk lb-dsr lb-encap lb-1by1)
+((flows > 1)) && modes=(kernel lb-fast lb-dsrk lb-dsr)
+[[ -n ${MODES:-} ]] && read -r -a modes <<<"$MODES"
+[[ ${modes[0]} == kernel ]] || modes=(kernel "${modes[@]}")
+echo "lb end-to-end: ${PAYLOAD:-64}-byte UDP, $flows flow(s) over ${#receivers[@]} backend(s), ${secs}s x $runs runs per measurement ($(uname -r), $(nproc) cores; generator on CPU $cpu_gen, the rest on CPU $cpu_rest)"
 echo
-printf '%-10s %12s %12s\n' mode "median pps" "queue drops"
+echo "unpaced, and new flows (a new 5-tuple per datagram), unpaced:"
 for m in "${modes[@]}"; do
-  printf '%-10s %12s %12s\n' "$m" "${result[$m]}" "${drops[$m]:--}"
+  run "$m" flow 0 unpaced
+  run "$m" new 0 new-flows
 done
-ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+kernel=${med[kernel/unpaced]}
+for x in 0.8 0.9 1.0; do
+  pace=$(python3 -c "print(int($kernel * $x))")
+  echo
+  echo "paced at $x x kernel = $pace pps:"
+  for m in "${modes[@]:1}"; do run "$m" flow "$pace" "paced-$x"; done
+done
+if [[ " ${modes[*]} " == *" lb-fast "* ]]; then
+  echo
+  echo "new flows paced at 50,000 per second:"
+  run lb-fast new 50000 new-50k
+fi
+
 echo
-unpaced="unpaced: lb-dsrk / kernel $(ratio "${result[lb-dsrk]}" "${result[kernel]}") (queue drops ${drops[lb-dsrk]}), lb-dsr / kernel $(ratio "${result[lb-dsr]}" "${result[kernel]}") (queue drops ${drops[lb-dsr]})"
-((flows == 1)) && unpaced+=", lb-encap / kernel $(ratio "${result[lb-encap]}" "${result[kernel]}"), lb-1by1 / kernel $(ratio "${result[lb-1by1]}" "${result[kernel]}")"
-echo "$unpaced"
-PACE=$((result[kernel] * 8 / 10))
+printf '%-11s %10s %6s %8s %10s %10s %10s %12s %8s\n' mode unpaced "x" drops "paced-0.8" "paced-0.9" "paced-1.0" "new flows/s" "cpu/Mpkt"
+for m in "${modes[@]}"; do
+  row=$(printf '%-11s %10s %6s %8s' "$m" "${med[$m/unpaced]}" "$(ratio "${med[$m/unpaced]}" "$kernel")" "${drops[$m/unpaced]}")
+  for x in 0.8 0.9 1.0; do
+    if [[ $m == kernel ]]; then row+=$(printf ' %10s' -); else
+      row+=$(printf ' %10s' "$(ratio "${med[$m/paced-$x]}" "$kernel")/${drops[$m/paced-$x]}"); fi
+  done
+  row+=$(printf ' %12s %8s' "${med[$m/new-flows]}/${drops[$m/new-flows]}" "${cpu[$m]:--}ms")
+  echo "$row"
+done
+echo "(paced columns: delivered / kernel, then the queue drops summed over the runs; new flows/s: the median, then the drops; cpu/Mpkt: the balancer's CPU time per million delivered packets, unpaced)"
+if [[ -n ${med[lb-fast/new-50k]:-} ]]; then
+  echo "lb-fast at 50,000 new flows/s: delivered ${med[lb-fast/new-50k]} flows/s, queue drops ${drops[lb-fast/new-50k]}"
+fi
 echo
-echo "target: the generator paced at 0.8 x kernel = $PACE pps"
-run_mode lb-dsrk-paced
-run_mode lb-dsr-paced
-PACE=${result[kernel]}
-echo
-echo "headroom: lb-dsrk with the generator paced at 1.0 x kernel = $PACE pps"
-run_mode lb-dsrk-at-kernel
-echo
-echo "headroom: lb-dsrk at 1.0 x kernel delivered ${result[lb-dsrk-at-kernel]} pps = $(ratio "${result[lb-dsrk-at-kernel]}" "${result[kernel]}"), queue drops ${drops[lb-dsrk-at-kernel]}"
-for m in lb-dsrk lb-dsr; do
-  echo "paced: $m delivered ${result[$m-paced]} pps = $(ratio "${result[$m-paced]}" "${result[kernel]}") of kernel forwarding, queue drops ${drops[$m-paced]} (target: >= 0.80 with 0 queue drops)"
+for m in "${modes[@]:1}"; do
+  echo "summary $m: unpaced $(ratio "${med[$m/unpaced]}" "$kernel"), paced-0.9 $(ratio "${med[$m/paced-0.9]}" "$kernel") drops ${drops[$m/paced-0.9]}, new-flows ${med[$m/new-flows]}/s (kernel ${med[kernel/new-flows]}/s)"
 done

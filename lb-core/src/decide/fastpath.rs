@@ -97,6 +97,21 @@ impl State {
     }
 }
 
+impl State {
+    /// Maps the connection table's memory now (see [`crate::ConnTable::populate`]): the fast
+    /// path is for high rates of new flows, which must not wait on page faults.
+    pub fn populate_conns(&self) {
+        self.conns.populate();
+    }
+
+    /// True while new and existing flows may go to the backend at `addr`: it exists and is
+    /// not down (draining backends keep their flows).
+    pub fn takes_flows(&self, addr: Ipv4Addr) -> bool {
+        self.backends()
+            .any(|b| b.spec.addr == addr && b.spec.state != BackendState::Down)
+    }
+}
+
 /// Bytes in a key of the kernel's flow map.
 pub const MAP_KEY_LEN: usize = 20;
 

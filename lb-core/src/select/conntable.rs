@@ -513,6 +513,22 @@ impl ConnTable {
             .flat_map(|b| b.0.iter().filter(|c| c.is_used()))
     }
 
+    /// Maps the whole table now (`MADV_POPULATE_WRITE`) instead of page by page as flows
+    /// arrive: a flood of new flows then meets no page faults (each zeroing a huge page while
+    /// the queue fills). Costs the table's full memory from the start; a hint, like the huge
+    /// pages: where the kernel refuses, the pages come on first touch as before.
+    pub fn populate(&self) {
+        let size = self.buckets.len() * std::mem::size_of::<Bucket>();
+        // SAFETY: the table's own mapping, with its size; populating changes no content.
+        unsafe {
+            libc::madvise(
+                self.buckets.ptr.as_ptr().cast(),
+                size,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+    }
+
     /// Removes every entry (and gives the memory back: the table starts over as zero pages).
     pub fn clear(&mut self) {
         self.buckets = Buckets::zeroed(self.buckets.len());

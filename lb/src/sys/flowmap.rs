@@ -4,8 +4,10 @@
 //!
 //! Elements go in batches, one `sendmsg` per received batch of packets, without waiting for an
 //! answer: the kernel answers only a failed batch (the whole batch is then undone: a full map,
-//! say), and [`FlowMap::flush`] counts those answers. Removals use `DESTROYSETELEM`, which,
-//! unlike `DELSETELEM`, does not fail (and so undo its batch) for an element already gone.
+//! say). Removals go in a batch of their own and use `DESTROYSETELEM`, which, unlike
+//! `DELSETELEM`, does not fail for an element already gone. What the kernel counted for a flow
+//! is asked element by element (`GETSETELEM` with its key): a dump of the whole map would cost
+//! the square of its size, as the kernel walks the hash from the start for each part.
 
 use anyhow::{Context, Result, bail};
 use lb_core::decide::fastpath::MAP_KEY_LEN;
@@ -24,7 +26,6 @@ const NFT_MSG_DESTROYSETELEM: u16 = 30;
 const NFPROTO_NETDEV: u8 = 5;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLA_F_NESTED: u16 = 0x8000;
@@ -105,8 +106,15 @@ pub struct FlowMap {
     /// The messages of the next batch (without its begin and end).
     pending: Vec<u8>,
     ops: usize,
-    /// Batches the kernel refused.
-    pub failed_batches: u64,
+    /// The removals of the next flush, a batch of their own: `DESTROYSETELEM` cannot fail, so
+    /// a refused batch of additions (a full map) never takes a removal with it.
+    removals: Vec<u8>,
+    /// The sequence number of the first message of the pending batch.
+    batch_begin: u32,
+    /// Queries waiting for [`FlowMap::send_queries`].
+    queries: Vec<u8>,
+    /// Queries sent and not answered yet, by sequence number.
+    asked: std::collections::HashMap<u32, [u8; MAP_KEY_LEN]>,
     recv: Vec<u8>,
 }
 
@@ -144,7 +152,10 @@ impl FlowMap {
             seq: 1,
             pending: Vec::new(),
             ops: 0,
-            failed_batches: 0,
+            removals: Vec::new(),
+            batch_begin: 0,
+            queries: Vec::new(),
+            asked: Default::default(),
             recv: vec![0; 1 << 17],
         })
     }
@@ -161,7 +172,16 @@ impl FlowMap {
 
     fn element_msg(&mut self, op: u16, flags: u16, key: &[u8], data: Option<Ipv4Addr>) {
         let seq = self.next_seq();
-        let b = &mut self.pending;
+        let b = if data.is_some() {
+            if self.ops == 0 {
+                // The batch's begin message takes a number of its own above this one.
+                self.batch_begin = seq;
+            }
+            self.ops += 1;
+            &mut self.pending
+        } else {
+            &mut self.removals
+        };
         let m = msg_start(
             b,
             (NFNL_SUBSYS_NFTABLES << 8) | op,
@@ -185,7 +205,6 @@ impl FlowMap {
         nest_end(b, elem);
         nest_end(b, list);
         msg_end(b, m);
-        self.ops += 1;
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -193,37 +212,48 @@ impl FlowMap {
         self.seq
     }
 
-    /// Sends the pending changes as one batch, and counts the batches the kernel refused
-    /// since the last flush (its answers to earlier ones).
-    pub fn flush(&mut self) -> Result<()> {
-        self.count_refusals();
-        if self.ops == 0 {
-            return Ok(());
+    /// Sends the pending changes: the removals as one batch, then the additions as another;
+    /// returns the sequence numbers the additions span (for [`Event::Refused`]), or `None`
+    /// when none were pending. The kernel handles a batch within the call: a refusal is
+    /// waiting on the socket when this returns.
+    pub fn flush(&mut self) -> Result<Option<(u32, u32)>> {
+        if !self.removals.is_empty() {
+            let body = std::mem::take(&mut self.removals);
+            self.send_batch(&body).context("send flow map removals")?;
+            self.removals = body;
+            self.removals.clear();
         }
-        let mut out = Vec::with_capacity(self.pending.len() + 40);
-        let (begin, end) = (self.next_seq(), self.next_seq());
-        let m = msg_start(
-            &mut out,
-            NFNL_MSG_BATCH_BEGIN,
-            NLM_F_REQUEST,
-            begin,
-            0,
-            NFNL_SUBSYS_NFTABLES,
-        );
-        msg_end(&mut out, m);
-        out.extend_from_slice(&self.pending);
-        let m = msg_start(
-            &mut out,
-            NFNL_MSG_BATCH_END,
-            NLM_F_REQUEST,
-            end,
-            0,
-            NFNL_SUBSYS_NFTABLES,
-        );
-        msg_end(&mut out, m);
+        if self.ops == 0 {
+            return Ok(None);
+        }
+        let body = std::mem::take(&mut self.pending);
+        let sent = self.send_batch(&body);
+        self.pending = body;
         self.pending.clear();
         self.ops = 0;
-        self.send(&out).context("send flow map changes")
+        let end = sent.context("send flow map changes")?;
+        Ok(Some((self.batch_begin, end)))
+    }
+
+    /// Sends `body` between a batch's begin and end messages; returns the end's number.
+    fn send_batch(&mut self, body: &[u8]) -> Result<u32> {
+        let mut out = Vec::with_capacity(body.len() + 40);
+        for (ty, part) in [
+            (NFNL_MSG_BATCH_BEGIN, None),
+            (0, Some(body)),
+            (NFNL_MSG_BATCH_END, None),
+        ] {
+            match part {
+                Some(body) => out.extend_from_slice(body),
+                None => {
+                    let seq = self.next_seq();
+                    let m = msg_start(&mut out, ty, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES);
+                    msg_end(&mut out, m);
+                }
+            }
+        }
+        self.send(&out)?;
+        Ok(self.seq)
     }
 
     fn send(&self, buf: &[u8]) -> Result<()> {
@@ -246,9 +276,54 @@ impl FlowMap {
         Ok(())
     }
 
-    /// Reads what waits on the socket without blocking; counts error answers.
-    fn count_refusals(&mut self) {
-        loop {
+    /// Asks the kernel about the element of `key` (its backend and counters) at the next
+    /// [`FlowMap::send_queries`]; [`FlowMap::poll`] hands over the answer.
+    pub fn query(&mut self, key: &[u8; MAP_KEY_LEN]) {
+        let seq = self.next_seq();
+        let b = &mut self.queries;
+        let m = msg_start(
+            b,
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+            NLM_F_REQUEST,
+            seq,
+            NFPROTO_NETDEV,
+            0,
+        );
+        attr_str(b, NFTA_SET_ELEM_LIST_TABLE, &self.table);
+        attr_str(b, NFTA_SET_ELEM_LIST_SET, FLOW_MAP);
+        let list = nest_start(b, NFTA_SET_ELEM_LIST_ELEMENTS);
+        let elem = nest_start(b, NFTA_LIST_ELEM);
+        let k = nest_start(b, NFTA_SET_ELEM_KEY);
+        attr(b, NFTA_DATA_VALUE, key);
+        nest_end(b, k);
+        nest_end(b, elem);
+        nest_end(b, list);
+        msg_end(b, m);
+        self.asked.insert(seq, *key);
+    }
+
+    /// Sends the queries asked since the last call, in one message train.
+    pub fn send_queries(&mut self) -> Result<()> {
+        if self.queries.is_empty() {
+            return Ok(());
+        }
+        let body = std::mem::take(&mut self.queries);
+        let sent = self.send(&body);
+        self.queries = body;
+        self.queries.clear();
+        sent.context("ask about flow map elements")
+    }
+
+    /// Queries without an answer yet.
+    pub fn asking(&self) -> usize {
+        self.asked.len()
+    }
+
+    /// Reads what waits on the socket without blocking, at most `reads` receives, and hands
+    /// each answer to `on`.
+    pub fn poll(&mut self, reads: usize, mut on: impl FnMut(Event)) {
+        let mut elements = Vec::new();
+        for _ in 0..reads {
             // SAFETY: receiving into an owned buffer of the given length.
             let n = unsafe {
                 libc::recv(
@@ -261,66 +336,38 @@ impl FlowMap {
             if n <= 0 {
                 return;
             }
-            for (ty, body) in messages(&self.recv[..n as usize]) {
-                if ty == NLMSG_ERROR && error_code(body) != 0 {
-                    self.failed_batches += 1;
-                    tracing::debug!(
-                        errno = error_code(body),
-                        "the kernel refused a batch of flow map changes"
-                    );
-                }
-            }
-        }
-    }
-
-    /// Every element of the map, with its counters.
-    pub fn dump(&mut self) -> Result<Vec<Element>> {
-        self.count_refusals();
-        let seq = self.next_seq();
-        let mut req = Vec::new();
-        let m = msg_start(
-            &mut req,
-            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
-            NLM_F_REQUEST | NLM_F_DUMP,
-            seq,
-            NFPROTO_NETDEV,
-            0,
-        );
-        attr_str(&mut req, NFTA_SET_ELEM_LIST_TABLE, &self.table);
-        attr_str(&mut req, NFTA_SET_ELEM_LIST_SET, FLOW_MAP);
-        msg_end(&mut req, m);
-        self.send(&req).context("ask for the flow map")?;
-        let mut out = Vec::new();
-        loop {
-            // SAFETY: receiving into an owned buffer of the given length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.recv.as_mut_ptr().cast(),
-                    self.recv.len(),
-                    0,
-                )
-            };
-            if n < 0 {
-                return Err(std::io::Error::last_os_error()).context("read the flow map");
-            }
-            for (ty, body) in messages_with_seq(&self.recv[..n as usize], seq) {
-                match ty {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => {
-                        let code = error_code(body);
-                        if code != 0 {
-                            bail!(
-                                "read the flow map: {}",
-                                std::io::Error::from_raw_os_error(-code)
-                            );
+            for (ty, seq, body) in messages(&self.recv[..n as usize]) {
+                let asked = self.asked.remove(&seq);
+                match (ty, asked) {
+                    (NLMSG_ERROR, Some(key)) => on(Event::Missing(key)),
+                    (NLMSG_ERROR, None) if error_code(body) != 0 => {
+                        tracing::debug!(errno = error_code(body), seq, "the kernel refused");
+                        on(Event::Refused(seq));
+                    }
+                    (NLMSG_ERROR | NLMSG_DONE, None) => {}
+                    _ => {
+                        elements.clear();
+                        parse_elements(body, &mut elements);
+                        for e in elements.drain(..) {
+                            on(Event::Element(e));
                         }
                     }
-                    _ => parse_elements(body, &mut out),
                 }
             }
         }
     }
+}
+
+/// What [`FlowMap::poll`] read.
+#[derive(Debug)]
+pub enum Event {
+    /// The answer to a query: the element, with the kernel's counts.
+    Element(Element),
+    /// The answer to a query: the kernel has no element for this key.
+    Missing([u8; MAP_KEY_LEN]),
+    /// The kernel refused the batch holding the message with this sequence number: none of
+    /// its changes happened.
+    Refused(u32),
 }
 
 /// Starts a netlink message with its nfgenmsg header; returns where it starts.
@@ -366,29 +413,21 @@ fn nest_end(b: &mut [u8], start: usize) {
     b[start..start + 2].copy_from_slice(&len.to_ne_bytes());
 }
 
-/// The (type, body after the 16-byte header) of each netlink message in `buf`.
-fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    messages_with_seq(buf, 0)
-}
-
-/// As [`messages`], but only those answering `seq` (all when `seq` is 0).
-fn messages_with_seq(buf: &[u8], seq: u32) -> impl Iterator<Item = (u16, &[u8])> {
+/// The (type, sequence number, body after the 16-byte header) of each netlink message in
+/// `buf`.
+fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
     let mut at = 0;
     std::iter::from_fn(move || {
-        loop {
-            let h = buf.get(at..at + 16)?;
-            let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
-            let ty = u16::from_ne_bytes([h[4], h[5]]);
-            let s = u32::from_ne_bytes([h[8], h[9], h[10], h[11]]);
-            if len < 16 || at + len > buf.len() {
-                return None;
-            }
-            let body = &buf[at + 16..at + len];
-            at += len.next_multiple_of(4);
-            if seq == 0 || s == seq {
-                return Some((ty, body));
-            }
+        let h = buf.get(at..at + 16)?;
+        let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let ty = u16::from_ne_bytes([h[4], h[5]]);
+        let seq = u32::from_ne_bytes([h[8], h[9], h[10], h[11]]);
+        if len < 16 || at + len > buf.len() {
+            return None;
         }
+        let body = &buf[at + 16..at + len];
+        at += len.next_multiple_of(4);
+        Some((ty, seq, body))
     })
 }
 
@@ -483,17 +522,23 @@ mod tests {
             seq: 1,
             pending: Vec::new(),
             ops: 0,
-            failed_batches: 0,
+            removals: Vec::new(),
+            batch_begin: 0,
+            queries: Vec::new(),
+            asked: Default::default(),
             recv: Vec::new(),
         };
         let key = [7u8; MAP_KEY_LEN];
         map.add(&key, Ipv4Addr::new(10, 0, 0, 2));
-        let msgs: Vec<(u16, &[u8])> = messages(&map.pending).collect();
+        map.remove(&key);
+        let removal: Vec<(u16, u32, &[u8])> = messages(&map.removals).collect();
+        assert_eq!(removal[0].0, (10 << 8) | 30);
+        let msgs: Vec<(u16, u32, &[u8])> = messages(&map.pending).collect();
         assert_eq!(msgs.len(), 1);
         assert_eq!(msgs[0].0, (10 << 8) | 12);
         // A dump answer has the same layout: the element reads back (without a counter).
         let mut out = Vec::new();
-        parse_elements(msgs[0].1, &mut out);
+        parse_elements(msgs[0].2, &mut out);
         assert_eq!(
             out,
             [Element {
@@ -503,7 +548,7 @@ mod tests {
                 bytes: 0
             }]
         );
-        let body = &msgs[0].1[4..];
+        let body = &msgs[0].2[4..];
         assert_eq!(
             attr_of(body, NFTA_SET_ELEM_LIST_TABLE),
             Some(&b"lb_10_0_0_50\0"[..])

@@ -86,7 +86,7 @@ impl DataPath {
             let t = now();
             self.state.expire(t, 4096);
             if let Some(f) = &mut self.fast {
-                f.sync_if_due(&mut self.state, t);
+                f.check_due(&mut self.state, t);
             }
         }
         Ok(readable)
@@ -100,7 +100,7 @@ impl DataPath {
             self.state.expire(t, 4096);
         }
         if let Some(f) = &mut self.fast {
-            f.sync_if_due(&mut self.state, t);
+            f.check_due(&mut self.state, t);
         }
     }
 
@@ -108,14 +108,14 @@ impl DataPath {
     /// verdicts are sent (see `FastPath::flush_before_verdicts`).
     pub(crate) fn before_verdicts(&mut self) {
         if let Some(f) = &mut self.fast {
-            f.flush_before_verdicts();
+            f.flush_before_verdicts(&mut self.state, now());
         }
     }
 
     /// Hands the rest of the batch's flows to the kernel: call after its verdicts are sent.
     pub(crate) fn after_verdicts(&mut self) {
         if let Some(f) = &mut self.fast {
-            f.flush();
+            f.flush(&mut self.state, now());
         }
     }
 
@@ -135,6 +135,9 @@ impl DataPath {
                     let _ = done.send(());
                 }
                 PathMsg::Report(reply) => {
+                    if let Some(f) = &mut self.fast {
+                        f.count_now(&mut self.state, now());
+                    }
                     let mut r = mailbox::report(&self.state, now());
                     r.received = self.stats.received;
                     r.sent = self.stats.sent;
@@ -164,7 +167,7 @@ impl DataPath {
             // After the whole batch: a later packet's FIN closes its flow before this asks.
             for (action, packet) in actions.iter().zip(packets) {
                 if let Some(op) = self.state.map_op(packet, action) {
-                    f.queue(op);
+                    f.queue(&self.state, op, now);
                 }
             }
         }
@@ -329,6 +332,9 @@ pub(crate) fn new_path(
         }
         ForwardMode::DsrKernel => Out::Kernel,
     };
+    if fast.is_some() {
+        state.populate_conns();
+    }
     let fast = match fast {
         Some(rules) => Some(fastpath::FastPath::new(crate::sys::flowmap::FlowMap::open(
             &rules.table(),
