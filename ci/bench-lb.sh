@@ -137,7 +137,7 @@ run() {
   med[$mode/$label]=$(printf '%s\n' "${vals[@]}" | median)
   drops[$mode/$label]=$d
   if [[ $mode != kernel && $label == unpaced ]] && ((packets > 0)); then
-    cpu[$mode]=$(python3 -c "print(f'{$ticks * 10 / ($packets / 1e6):.0f}')")
+    cpu[$mode]=$(python3 -c "print(f'{$ticks * 10 / ($packets / 1e6):.1f}')")
   fi
 }
 
