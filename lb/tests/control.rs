@@ -6,22 +6,23 @@
 // tests run rootless instead of skipping.
 lab::rootless_test_binary!();
 
+#[allow(dead_code)]
+mod dataplane;
 mod harness;
 
+use dataplane::{Client, PORT};
 use harness::{LB, privileged, start_lb};
 use lab::{Lab, Process};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
-const PORT: u16 = 8080;
 const BACKENDS: [&str; 3] = ["h2", "h4", "h5"];
 
 /// h1 the balancer, h3 the client, h2/h4/h5 backends; VIP 10.0.0.50.
@@ -194,43 +195,11 @@ impl Drop for Echo {
     }
 }
 
-/// A client connection from h3 to VIP:8080.
-struct Client {
-    conn: TcpStream,
-    r: BufReader<TcpStream>,
-}
-
-impl Client {
-    fn connect(lab: &Lab) -> std::io::Result<Client> {
-        let conn = lab
-            .run_in("h3", || {
-                TcpStream::connect_timeout(&SocketAddr::from((VIP, PORT)), Duration::from_secs(3))
-            })
-            .unwrap()?;
-        conn.set_read_timeout(Some(Duration::from_secs(3)))?;
-        Ok(Client {
-            r: BufReader::new(conn.try_clone()?),
-            conn,
-        })
-    }
-
-    /// Sends a line; returns the backend that answered.
-    fn ask(&mut self, line: &str) -> std::io::Result<String> {
-        (&self.conn).write_all(format!("{line}\n").as_bytes())?;
-        let mut answer = String::new();
-        self.r.read_line(&mut answer)?;
-        match answer.split_once(": ") {
-            Some((who, said)) if said.trim_end() == line => Ok(who.to_string()),
-            _ => Err(std::io::Error::other(format!("odd answer {answer:?}"))),
-        }
-    }
-}
-
 /// `n` short connections from h3; how many each backend answered.
 fn spread(lab: &Lab, n: usize) -> BTreeMap<String, usize> {
     let mut by = BTreeMap::new();
     for i in 0..n {
-        let mut c = Client::connect(lab).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        let mut c = Client::connect(lab, "h3").unwrap_or_else(|e| panic!("connection {i}: {e}"));
         let who = c
             .ask("hello")
             .unwrap_or_else(|e| panic!("connection {i}: {e}"));
@@ -389,7 +358,7 @@ fn a_paused_backend_keeps_its_connections_and_gets_no_new_ones() {
     let s = setup(&[], &[], &BACKENDS);
     let mut long: Vec<(Client, String)> = (0..30)
         .map(|_| {
-            let mut c = Client::connect(&s.lab).unwrap();
+            let mut c = Client::connect(&s.lab, "h3").unwrap();
             let who = c.ask("first").unwrap();
             (c, who)
         })
@@ -513,7 +482,7 @@ fn adding_a_backend_breaks_no_long_lived_connection_and_drain_keeps_them() {
     let mut s = setup(&[], &[], &["h2", "h4"]);
     let mut long: Vec<(Client, String)> = (0..40)
         .map(|_| {
-            let mut c = Client::connect(&s.lab).unwrap();
+            let mut c = Client::connect(&s.lab, "h3").unwrap();
             let who = c.ask("first").unwrap();
             (c, who)
         })

@@ -215,6 +215,41 @@ fn the_kernel_forwards_a_flow_after_its_first_packet_and_lb_keeps_its_life() {
     );
 }
 
+/// L2 DSR (`--forward dsr`): lb sends a flow's first packet itself; the kernel forwards the
+/// rest from the same map.
+#[test]
+fn l2_dsr_hands_its_flows_to_the_kernel_too() {
+    if !privileged("l2_dsr_hands_its_flows_to_the_kernel_too") {
+        return;
+    }
+    let mut lab = up(&fixture("dsr4.toml"));
+    let _e2 = Echo::start(&lab, "h2");
+    let _e3 = Echo::start(&lab, "h3");
+    let mut args = ARGS;
+    args[4] = "dsr";
+    let server = start(&mut lab, "h1", "server", &args);
+    let before = queued(&lab);
+    let mut conns: Vec<(Client, String)> = (0..5)
+        .map(|_| {
+            let mut c = Client::connect(&lab, "h4").unwrap();
+            let who = c.ask("first").unwrap();
+            (c, who)
+        })
+        .collect();
+    for (i, (c, who)) in conns.iter_mut().enumerate() {
+        for round in 0..5 {
+            assert_eq!(
+                &c.ask(&format!("line {round}")).unwrap(),
+                who,
+                "connection {i}"
+            );
+        }
+    }
+    assert_eq!(queued(&lab) - before, 5, "one packet per connection");
+    assert_eq!(count(&elements(&lab)), 5);
+    stop(&mut lab, &server);
+}
+
 #[test]
 fn the_fast_path_is_refused_where_the_kernel_cannot_forward() {
     if !privileged("the_fast_path_is_refused_where_the_kernel_cannot_forward") {

@@ -188,12 +188,7 @@ pub fn core_config(s: &ServerSettings, local_ip: Ipv4Addr, local_mac: MacAddr) -
 pub fn queue_rules(s: &ServerSettings) -> Option<QueueRules> {
     (s.server.intake == Intake::Nfqueue).then(|| QueueRules {
         vip: s.vip,
-        protocols: s
-            .server
-            .protocols
-            .iter()
-            .map(|p| p.name().to_string())
-            .collect(),
+        protocols: protocol_names(s),
         ports: s.server.ports.clone(),
         queue: s.server.queue,
         queues: s.server.queues,
@@ -205,17 +200,21 @@ pub fn queue_rules(s: &ServerSettings) -> Option<QueueRules> {
     })
 }
 
+/// The balanced protocols by name (`tcp`, `udp`), as the rules take them.
+fn protocol_names(s: &ServerSettings) -> Vec<String> {
+    s.server
+        .protocols
+        .iter()
+        .map(|p| p.name().to_string())
+        .collect()
+}
+
 /// The fast path's table for these settings (`--fast-path`), on the VIP's interface `ifname`.
 pub fn fast_path_rules(s: &ServerSettings, ifname: &str) -> Option<FastPathRules> {
     s.server.fast_path.then(|| FastPathRules {
         vip: s.vip,
         ifname: ifname.to_string(),
-        protocols: s
-            .server
-            .protocols
-            .iter()
-            .map(|p| p.name().to_string())
-            .collect(),
+        protocols: protocol_names(s),
         size: s.server.conn_capacity * usize::from(s.server.queues),
     })
 }

@@ -146,7 +146,12 @@ impl FlowMap {
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
-        Ok(FlowMap {
+        Ok(FlowMap::on(fd, table))
+    }
+
+    /// A map of `table` over the socket `fd`.
+    fn on(fd: OwnedFd, table: &str) -> FlowMap {
+        FlowMap {
             fd,
             table: table.to_string(),
             seq: 1,
@@ -157,20 +162,20 @@ impl FlowMap {
             queries: Vec::new(),
             asked: Default::default(),
             recv: vec![0; 1 << 17],
-        })
+        }
     }
 
     /// Adds `key → addr` at the next flush (an element with the same data stays as it is).
     pub fn add(&mut self, key: &[u8; MAP_KEY_LEN], addr: Ipv4Addr) {
-        self.element_msg(NFT_MSG_NEWSETELEM, NLM_F_CREATE, key, Some(addr));
+        self.queue_element(NFT_MSG_NEWSETELEM, NLM_F_CREATE, key, Some(addr));
     }
 
     /// Removes `key` at the next flush, if the map has it.
     pub fn remove(&mut self, key: &[u8; MAP_KEY_LEN]) {
-        self.element_msg(NFT_MSG_DESTROYSETELEM, 0, key, None);
+        self.queue_element(NFT_MSG_DESTROYSETELEM, 0, key, None);
     }
 
-    fn element_msg(&mut self, op: u16, flags: u16, key: &[u8], data: Option<Ipv4Addr>) {
+    fn queue_element(&mut self, op: u16, flags: u16, key: &[u8], data: Option<Ipv4Addr>) {
         let seq = self.next_seq();
         let b = if data.is_some() {
             if self.ops == 0 {
@@ -182,29 +187,7 @@ impl FlowMap {
         } else {
             &mut self.removals
         };
-        let m = msg_start(
-            b,
-            (NFNL_SUBSYS_NFTABLES << 8) | op,
-            NLM_F_REQUEST | flags,
-            seq,
-            NFPROTO_NETDEV,
-            0,
-        );
-        attr_str(b, NFTA_SET_ELEM_LIST_TABLE, &self.table);
-        attr_str(b, NFTA_SET_ELEM_LIST_SET, FLOW_MAP);
-        let list = nest_start(b, NFTA_SET_ELEM_LIST_ELEMENTS);
-        let elem = nest_start(b, NFTA_LIST_ELEM);
-        let k = nest_start(b, NFTA_SET_ELEM_KEY);
-        attr(b, NFTA_DATA_VALUE, key);
-        nest_end(b, k);
-        if let Some(addr) = data {
-            let d = nest_start(b, NFTA_SET_ELEM_DATA);
-            attr(b, NFTA_DATA_VALUE, &addr.octets());
-            nest_end(b, d);
-        }
-        nest_end(b, elem);
-        nest_end(b, list);
-        msg_end(b, m);
+        element_msg(b, op, NLM_F_REQUEST | flags, seq, &self.table, key, data);
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -280,25 +263,15 @@ impl FlowMap {
     /// [`FlowMap::send_queries`]; [`FlowMap::poll`] hands over the answer.
     pub fn query(&mut self, key: &[u8; MAP_KEY_LEN]) {
         let seq = self.next_seq();
-        let b = &mut self.queries;
-        let m = msg_start(
-            b,
-            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+        element_msg(
+            &mut self.queries,
+            NFT_MSG_GETSETELEM,
             NLM_F_REQUEST,
             seq,
-            NFPROTO_NETDEV,
-            0,
+            &self.table,
+            key,
+            None,
         );
-        attr_str(b, NFTA_SET_ELEM_LIST_TABLE, &self.table);
-        attr_str(b, NFTA_SET_ELEM_LIST_SET, FLOW_MAP);
-        let list = nest_start(b, NFTA_SET_ELEM_LIST_ELEMENTS);
-        let elem = nest_start(b, NFTA_LIST_ELEM);
-        let k = nest_start(b, NFTA_SET_ELEM_KEY);
-        attr(b, NFTA_DATA_VALUE, key);
-        nest_end(b, k);
-        nest_end(b, elem);
-        nest_end(b, list);
-        msg_end(b, m);
         self.asked.insert(seq, *key);
     }
 
@@ -368,6 +341,42 @@ pub enum Event {
     /// The kernel refused the batch holding the message with this sequence number: none of
     /// its changes happened.
     Refused(u32),
+}
+
+/// One nf_tables message about one element of the flow map of `table`: its key, and its data
+/// when given.
+fn element_msg(
+    b: &mut Vec<u8>,
+    op: u16,
+    flags: u16,
+    seq: u32,
+    table: &str,
+    key: &[u8],
+    data: Option<Ipv4Addr>,
+) {
+    let m = msg_start(
+        b,
+        (NFNL_SUBSYS_NFTABLES << 8) | op,
+        flags,
+        seq,
+        NFPROTO_NETDEV,
+        0,
+    );
+    attr_str(b, NFTA_SET_ELEM_LIST_TABLE, table);
+    attr_str(b, NFTA_SET_ELEM_LIST_SET, FLOW_MAP);
+    let list = nest_start(b, NFTA_SET_ELEM_LIST_ELEMENTS);
+    let elem = nest_start(b, NFTA_LIST_ELEM);
+    let k = nest_start(b, NFTA_SET_ELEM_KEY);
+    attr(b, NFTA_DATA_VALUE, key);
+    nest_end(b, k);
+    if let Some(addr) = data {
+        let d = nest_start(b, NFTA_SET_ELEM_DATA);
+        attr(b, NFTA_DATA_VALUE, &addr.octets());
+        nest_end(b, d);
+    }
+    nest_end(b, elem);
+    nest_end(b, list);
+    msg_end(b, m);
 }
 
 /// Starts a netlink message with its nfgenmsg header; returns where it starts.
@@ -516,18 +525,8 @@ mod tests {
 
     #[test]
     fn an_element_message_nests_key_and_data_and_parses_back() {
-        let mut map = FlowMap {
-            fd: std::fs::File::open("/dev/null").unwrap().into(),
-            table: "lb_10_0_0_50".into(),
-            seq: 1,
-            pending: Vec::new(),
-            ops: 0,
-            removals: Vec::new(),
-            batch_begin: 0,
-            queries: Vec::new(),
-            asked: Default::default(),
-            recv: Vec::new(),
-        };
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let mut map = FlowMap::on(null.into(), "lb_10_0_0_50");
         let key = [7u8; MAP_KEY_LEN];
         map.add(&key, Ipv4Addr::new(10, 0, 0, 2));
         map.remove(&key);

@@ -101,8 +101,10 @@ pub fn nfqueue_loop(
             }
         }
         // Send first, then drop the originals: nothing is lost if the process dies between.
-        path.flush();
+        // A TCP flow's map update goes before its SYN leaves (sent here in `dsr`, by the
+        // verdict in `dsr-kernel`); a UDP flow's after its first datagram.
         path.before_verdicts();
+        path.flush();
         q.send_verdicts(&mut verdicts)
             .with_context(|| format!("verdict on NFQUEUE {}", q.num()))?;
         path.after_verdicts();
