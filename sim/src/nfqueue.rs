@@ -46,6 +46,18 @@ impl World {
             .is_some_and(|q| q.bound.is_some()))
     }
 
+    /// Queue `queue` of `host` while a program is bound to it: (packets it has taken, as the
+    /// kernel's id sequence counts them; packets waiting for a verdict).
+    pub fn nfq_counters(&self, host: &str, queue: u16) -> Result<Option<(u64, u64)>, SimError> {
+        let h = self.host_index(host)?;
+        Ok(self.nf[h]
+            .queues
+            .0
+            .get(&queue)
+            .filter(|q| q.bound.is_some())
+            .map(|q| (u64::from(q.next_id), q.waiting.len() as u64)))
+    }
+
     /// The packets that arrived on a driver's queue since the last call: (packet id, the
     /// IPv4 packet).
     pub fn nfq_take(&mut self, id: NfqId) -> Result<Vec<(u32, Vec<u8>)>, SimError> {

@@ -18,8 +18,8 @@ pub mod sim;
 
 pub use program::{
     BurstSpec, CaptureSpec, ConntrackReading, Counters, ExecResult, ExecSpec, HoldSpec,
-    HoldVerdict, ListenerStats, Probe, Program, Proto, Started, StopSignal, TelnetOutcome,
-    TelnetResult, TelnetSpec,
+    HoldVerdict, ListenerStats, NFQUEUE_COUNTERS, Probe, Program, Proto, Started, StopSignal,
+    TelnetOutcome, TelnetResult, TelnetSpec, nfqueue_counters,
 };
 
 use crate::capture::CapturePoint;
@@ -100,6 +100,10 @@ pub trait Network {
 
     /// Reads conntrack counters in `host`, and lists the entries `conntrack -L filter` selects.
     fn conntrack(&mut self, host: &str, filter: &[String]) -> Result<ConntrackReading, String>;
+
+    /// Reads the counters of NFQUEUE `queue` in `host` ([`NFQUEUE_COUNTERS`]); an error when
+    /// no program is bound to it.
+    fn nfqueue(&mut self, host: &str, queue: u16) -> Result<Counters, String>;
 
     /// Stops every program and removes the network.
     fn down(self: Box<Self>) -> Result<(), String>;

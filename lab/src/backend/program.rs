@@ -9,8 +9,23 @@ use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Conntrack counter name (as `conntrack -S` names it) → value, summed over CPUs.
+/// Counter name (a conntrack counter as `conntrack -S` names it, summed over CPUs; or one of
+/// [`NFQUEUE_COUNTERS`]) → value.
 pub type Counters = BTreeMap<String, u64>;
+
+/// The counters of an NFQUEUE reading, from `/proc/net/netfilter/nfnetlink_queue`:
+/// `packets` (the queue's id sequence: packets it has taken since it was bound), `dropped`
+/// (queue full, and failures to reach the program), `waiting` (packets now without a verdict).
+pub const NFQUEUE_COUNTERS: &[&str] = &["packets", "dropped", "waiting"];
+
+/// [`NFQUEUE_COUNTERS`] from their values.
+pub fn nfqueue_counters(packets: u64, dropped: u64, waiting: u64) -> Counters {
+    Counters::from([
+        ("packets".to_string(), packets),
+        ("dropped".to_string(), dropped),
+        ("waiting".to_string(), waiting),
+    ])
+}
 
 /// A program started in a host that runs in the background until the network goes down (or a
 /// `stop` step ends it).

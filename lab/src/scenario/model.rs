@@ -149,6 +149,15 @@ pub enum StepKind {
         /// Arguments for `conntrack -L` that select the entries counted.
         filter: Vec<String>,
     },
+    /// Reads the counters of an NFQUEUE inside a host.
+    Nfqueue {
+        /// Host.
+        host: String,
+        /// Name of the reading.
+        name: String,
+        /// The queue number.
+        queue: u16,
+    },
     /// Waits because time itself is the subject.
     Sleep {
         /// How long.
@@ -229,6 +238,7 @@ impl StepKind {
             StepKind::Telnet { .. } => "telnet",
             StepKind::UdpBurst { .. } => "udp-burst",
             StepKind::Conntrack { .. } => "conntrack",
+            StepKind::Nfqueue { .. } => "nfqueue",
             StepKind::Sleep { .. } => "sleep",
             StepKind::Stop { .. } => "stop",
             StepKind::Exec { .. } => "exec",
@@ -242,6 +252,7 @@ impl StepKind {
             | StepKind::Telnet { name, .. }
             | StepKind::UdpBurst { name, .. }
             | StepKind::Conntrack { name, .. }
+            | StepKind::Nfqueue { name, .. }
             | StepKind::Exec { name, .. } => Some(name),
             _ => None,
         }
@@ -258,6 +269,7 @@ impl StepKind {
             | StepKind::Telnet { host, .. }
             | StepKind::UdpBurst { host, .. }
             | StepKind::Conntrack { host, .. }
+            | StepKind::Nfqueue { host, .. }
             | StepKind::Exec { host, .. } => Some(host),
             _ => None,
         }
@@ -325,6 +337,9 @@ impl fmt::Display for StepKind {
             StepKind::Conntrack { host, name, .. } => {
                 write!(f, "conntrack reading `{name}` in {host}")
             }
+            StepKind::Nfqueue { host, name, queue } => {
+                write!(f, "nfqueue reading `{name}` of queue {queue} in {host}")
+            }
             StepKind::Sleep { duration, .. } => write!(f, "sleep {} ms", duration.as_millis()),
             StepKind::Stop { process, signal } => write!(f, "stop {process} with {signal}"),
             StepKind::Exec { host, spec, .. } => {
@@ -384,6 +399,15 @@ pub enum ExpectKind {
         delta: IndexMap<String, i64>,
         /// Entries matching the reading's filter.
         entries: Option<u64>,
+    },
+    /// NFQUEUE counters, as deltas between two readings.
+    Nfqueue {
+        /// The reading checked.
+        read: String,
+        /// The earlier reading deltas are taken from.
+        since: String,
+        /// Counter name → expected delta.
+        delta: IndexMap<String, i64>,
     },
     /// The trace (and optionally the ladder) equals the stored snapshot.
     Trace {
@@ -452,6 +476,10 @@ impl fmt::Display for ExpectKind {
                     Some(s) => write!(f, "conntrack `{s}` → `{read}`: {}", v.join(", ")),
                     None => write!(f, "conntrack `{read}`: {}", v.join(", ")),
                 }
+            }
+            ExpectKind::Nfqueue { read, since, delta } => {
+                let v: Vec<String> = delta.iter().map(|(k, d)| format!("{k} {d:+}")).collect();
+                write!(f, "nfqueue `{since}` → `{read}`: {}", v.join(", "))
             }
             ExpectKind::Trace { snapshot, ladder } => write!(
                 f,

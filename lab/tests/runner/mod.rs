@@ -176,6 +176,11 @@ impl Network for Recording {
         Err("the recorder has no conntrack".into())
     }
 
+    fn nfqueue(&mut self, host: &str, queue: u16) -> Result<lab::backend::Counters, String> {
+        self.note(format!("nfqueue {queue} in {host}"));
+        Err("the recorder has no queues".into())
+    }
+
     fn down(self: Box<Self>) -> Result<(), String> {
         self.note("down".into());
         Ok(())

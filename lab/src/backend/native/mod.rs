@@ -8,8 +8,8 @@ pub mod holder;
 pub mod tasks;
 
 use super::{
-    Backend, BurstSpec, CaptureSpec, ConntrackReading, ExecResult, ExecSpec, ListenerStats,
-    Network, Probe, Program, Started, StopSignal, TelnetResult, TelnetSpec,
+    Backend, BurstSpec, CaptureSpec, ConntrackReading, Counters, ExecResult, ExecSpec,
+    ListenerStats, Network, Probe, Program, Started, StopSignal, TelnetResult, TelnetSpec,
 };
 use crate::cancel::{cancelled, pause};
 use crate::capture::{Capture, CaptureConfig, CapturePoint, Frame};
@@ -372,6 +372,23 @@ impl Network for NativeNetwork {
             output: std::fs::read_to_string(&path).unwrap_or_default(),
             log: Some(path),
         })
+    }
+
+    fn nfqueue(&mut self, host: &str, queue: u16) -> Result<Counters, String> {
+        let all = self
+            .lab
+            .run_in(host, nfqueue::QueueStats::read_all)
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{host}: /proc/net/netfilter/nfnetlink_queue: {e}"))?;
+        let q = all
+            .iter()
+            .find(|q| q.queue_num == queue)
+            .ok_or_else(|| format!("{host}: no program is bound to NFQUEUE {queue}"))?;
+        Ok(crate::backend::nfqueue_counters(
+            u64::from(q.id_sequence),
+            q.queue_dropped + q.user_dropped,
+            u64::from(q.queue_total),
+        ))
     }
 
     fn conntrack(&mut self, host: &str, filter: &[String]) -> Result<ConntrackReading, String> {

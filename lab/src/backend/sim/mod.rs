@@ -15,7 +15,7 @@ use programs::{Listener, Sock};
 pub use spec::net_spec;
 
 use super::{
-    Backend, BurstSpec, CaptureSpec, ConntrackReading, ExecResult, ExecSpec, HoldVerdict,
+    Backend, BurstSpec, CaptureSpec, ConntrackReading, Counters, ExecResult, ExecSpec, HoldVerdict,
     ListenerStats, Network, Probe, Program, Proto, Started, StopSignal, TelnetOutcome,
     TelnetResult, TelnetSpec,
 };
@@ -624,6 +624,16 @@ impl Network for SimNetwork {
             output,
             log: Some(path),
         })
+    }
+
+    fn nfqueue(&mut self, host: &str, queue: u16) -> Result<Counters, String> {
+        let (packets, waiting) = self
+            .world
+            .nfq_counters(host, queue)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{host}: no program is bound to NFQUEUE {queue}"))?;
+        // The simulated queue has no length limit: nothing is dropped for want of room.
+        Ok(crate::backend::nfqueue_counters(packets, 0, waiting))
     }
 
     fn conntrack(&mut self, host: &str, filter: &[String]) -> Result<ConntrackReading, String> {

@@ -1,10 +1,10 @@
-//! Validation of expectations: one subject each (telnet, listener, conntrack, trace), the
+//! Validation of expectations: one subject each (telnet, listener, conntrack, nfqueue, trace), the
 //! fields that subject takes, and the kernels it applies to.
 
 use super::context::{convert, valid_name};
 use super::raw::RawExpect;
 use super::validator::{Named, Validator};
-use crate::backend::TelnetOutcome;
+use crate::backend::{NFQUEUE_COUNTERS, TelnetOutcome};
 use crate::kernel::KernelRange;
 use crate::scenario::model::{CONNTRACK_COUNTERS, Expect, ExpectKind, ScenarioError};
 
@@ -23,12 +23,13 @@ impl Validator<'_> {
             ("telnet", r.telnet.is_some()),
             ("listener", r.listener.is_some()),
             ("conntrack", r.conntrack.is_some()),
+            ("nfqueue", r.nfqueue.is_some()),
             ("trace", r.trace.is_some()),
         ];
         let given: Vec<&str> = subjects.iter().filter(|s| s.1).map(|s| s.0).collect();
         if given.len() != 1 {
             return Err(e(format!(
-                "an expectation names exactly one subject: telnet, listener, conntrack or trace (found {})",
+                "an expectation names exactly one subject: telnet, listener, conntrack, nfqueue or trace (found {})",
                 if given.is_empty() {
                     "none".to_string()
                 } else {
@@ -101,31 +102,30 @@ impl Validator<'_> {
             "conntrack" => {
                 only(&["since", "delta", "entries"])?;
                 let read = r.conntrack.unwrap_or_default();
-                self.refer(line, &ctx, &read, &[Named::Conntrack])?;
-                if let Some(s) = &r.since {
-                    self.refer(line, &ctx, s, &[Named::Conntrack])?;
-                    let (a, b) = (self.names[s].1, self.names[&read].1);
-                    if a >= b {
-                        return Err(e(format!(
-                            "`since = \"{s}\"` must be a reading taken before `{read}`"
-                        )));
-                    }
-                } else if !r.delta.is_empty() {
-                    return Err(e("`delta` needs `since = \"<earlier reading>\"`".into()));
-                }
-                for k in r.delta.keys() {
-                    if !CONNTRACK_COUNTERS.contains(&k.as_str()) {
-                        return Err(e(format!(
-                            "unknown conntrack counter `{k}` (known: {})",
-                            CONNTRACK_COUNTERS.join(", ")
-                        )));
-                    }
-                }
+                let readings = ("conntrack", Named::Conntrack, CONNTRACK_COUNTERS);
+                self.readings(line, &ctx, readings, &read, &r.since, &r.delta)?;
                 ExpectKind::Conntrack {
                     read,
                     since: r.since,
                     delta: r.delta,
                     entries: r.entries,
+                }
+            }
+            "nfqueue" => {
+                only(&["since", "delta"])?;
+                let read = r.nfqueue.unwrap_or_default();
+                let readings = ("nfqueue", Named::Nfqueue, NFQUEUE_COUNTERS);
+                self.readings(line, &ctx, readings, &read, &r.since, &r.delta)?;
+                let Some(since) = r.since else {
+                    return Err(e(
+                        "an nfqueue expectation compares two readings: give `since` and `delta`"
+                            .into(),
+                    ));
+                };
+                ExpectKind::Nfqueue {
+                    read,
+                    since,
+                    delta: r.delta,
                 }
             }
             _ => {
@@ -161,5 +161,42 @@ impl Validator<'_> {
             elsewhere: r.elsewhere,
             kind,
         })
+    }
+}
+
+impl Validator<'_> {
+    /// Checks a reading expectation: `read` (and `since`, which must be taken before it) name
+    /// readings of `kind`, `delta` needs `since`, and names only `counters`.
+    fn readings(
+        &self,
+        line: Option<usize>,
+        ctx: &str,
+        (what, kind, counters): (&str, Named, &[&str]),
+        read: &str,
+        since: &Option<String>,
+        delta: &indexmap::IndexMap<String, i64>,
+    ) -> Result<(), ScenarioError> {
+        let e = |m: String| self.cx.err(line, ctx, m);
+        self.refer(line, ctx, read, &[kind])?;
+        if let Some(s) = since {
+            self.refer(line, ctx, s, &[kind])?;
+            let (a, b) = (self.names[s].1, self.names[read].1);
+            if a >= b {
+                return Err(e(format!(
+                    "`since = \"{s}\"` must be a reading taken before `{read}`"
+                )));
+            }
+        } else if !delta.is_empty() {
+            return Err(e("`delta` needs `since = \"<earlier reading>\"`".into()));
+        }
+        for k in delta.keys() {
+            if !counters.contains(&k.as_str()) {
+                return Err(e(format!(
+                    "unknown {what} counter `{k}` (known: {})",
+                    counters.join(", ")
+                )));
+            }
+        }
+        Ok(())
     }
 }

@@ -130,6 +130,15 @@ pub(super) struct RawConntrack {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawNfqueue {
+    pub(super) nfqueue: String,
+    pub(super) host: String,
+    #[serde(default)]
+    pub(super) queue: u16,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawSleep {
     pub(super) sleep: RawDuration,
     pub(super) why: Option<String>,
@@ -158,6 +167,7 @@ pub(super) struct RawExpect {
     pub(super) telnet: Option<String>,
     pub(super) listener: Option<String>,
     pub(super) conntrack: Option<String>,
+    pub(super) nfqueue: Option<String>,
     pub(super) trace: Option<String>,
     pub(super) outcome: Option<String>,
     pub(super) received: Option<String>,
@@ -180,6 +190,7 @@ pub(super) const STEP_ACTIONS: &[&str] = &[
     "telnet",
     "udp-burst",
     "conntrack",
+    "nfqueue",
     "sleep",
     "stop",
     "exec",

@@ -4,8 +4,8 @@
 
 use super::context::{convert, socket_addr};
 use super::raw::{
-    RawBurst, RawConntrack, RawDuration, RawExec, RawSleep, RawStart, RawStop, RawTelnet, RawWait,
-    STEP_ACTIONS,
+    RawBurst, RawConntrack, RawDuration, RawExec, RawNfqueue, RawSleep, RawStart, RawStop,
+    RawTelnet, RawWait, STEP_ACTIONS,
 };
 use super::validator::{Named, Validator};
 use crate::backend::{
@@ -72,6 +72,7 @@ impl Validator<'_> {
             "telnet" => self.telnet(index, line, &ctx, t),
             "udp-burst" => self.udp_burst(index, line, &ctx, t),
             "conntrack" => self.conntrack(index, line, &ctx, t),
+            "nfqueue" => self.nfqueue(index, line, &ctx, t),
             "sleep" => self.sleep(index, line, &ctx, t),
             "stop" => self.stop(index, line, &ctx, t),
             "exec" => self.exec(index, line, &ctx, t),
@@ -389,6 +390,25 @@ impl Validator<'_> {
             host,
             name,
             filter: r.filter,
+        })
+    }
+
+    /// `nfqueue = "NAME"`: a reading of an NFQUEUE's counters.
+    fn nfqueue(
+        &mut self,
+        index: usize,
+        line: Option<usize>,
+        ctx: &str,
+        t: &toml::Table,
+    ) -> Result<StepKind, ScenarioError> {
+        let e = |m: String| self.cx.err(line, ctx, m);
+        let r: RawNfqueue = convert(t).map_err(&e)?;
+        let host = self.host(line, ctx, &r.host)?;
+        let name = self.claim(line, ctx, &r.nfqueue, Named::Nfqueue, index)?;
+        Ok(StepKind::Nfqueue {
+            host,
+            name,
+            queue: r.queue,
         })
     }
 

@@ -15,6 +15,7 @@ pub(super) enum Named {
     Telnet,
     Burst,
     Conntrack,
+    Nfqueue,
     Exec,
 }
 
@@ -29,6 +30,7 @@ impl Named {
             Named::Telnet => "a telnet step",
             Named::Burst => "a udp-burst",
             Named::Conntrack => "a conntrack reading",
+            Named::Nfqueue => "an nfqueue reading",
             Named::Exec => "an exec step",
         }
     }

@@ -89,22 +89,7 @@ impl Runtime<'_> {
                 let mut ok = true;
                 let mut found = Vec::new();
                 if let Some(since) = since {
-                    let before = &self.readings[since];
-                    for (counter, want) in delta {
-                        let a = before.counters.get(counter);
-                        let b = now.counters.get(counter);
-                        match (a, b) {
-                            (Some(a), Some(b)) => {
-                                let d = *b as i64 - *a as i64;
-                                ok &= d == *want;
-                                found.push(format!("{counter} {d:+}"));
-                            }
-                            _ => {
-                                ok = false;
-                                found.push(format!("{counter}: not reported by this kernel"));
-                            }
-                        }
-                    }
+                    (ok, found) = self.deltas(since, now, delta);
                 }
                 if let Some(want) = entries {
                     match &now.entries {
@@ -121,6 +106,17 @@ impl Runtime<'_> {
                         }
                     }
                 }
+                (verdict(ok), found.join(", "), None)
+            }
+            ExpectKind::Nfqueue { read, since, delta } => {
+                let Some(now) = self.readings.get(read) else {
+                    return (
+                        Verdict::Fail,
+                        format!("nfqueue reading `{read}` was not taken"),
+                        None,
+                    );
+                };
+                let (ok, found) = self.deltas(since, now, delta);
                 (verdict(ok), found.join(", "), None)
             }
             ExpectKind::Trace { snapshot, ladder } => {
@@ -179,5 +175,34 @@ impl Runtime<'_> {
                 }
             }
         }
+    }
+}
+
+impl Runtime<'_> {
+    /// Each counter of `delta` as it changed from the reading `since` to `now`: whether every
+    /// change is the one expected, and the changes found.
+    fn deltas(
+        &self,
+        since: &str,
+        now: &crate::backend::ConntrackReading,
+        delta: &indexmap::IndexMap<String, i64>,
+    ) -> (bool, Vec<String>) {
+        let before = &self.readings[since];
+        let mut ok = true;
+        let mut found = Vec::new();
+        for (counter, want) in delta {
+            match (before.counters.get(counter), now.counters.get(counter)) {
+                (Some(a), Some(b)) => {
+                    let d = *b as i64 - *a as i64;
+                    ok &= d == *want;
+                    found.push(format!("{counter} {d:+}"));
+                }
+                _ => {
+                    ok = false;
+                    found.push(format!("{counter}: not reported by this kernel"));
+                }
+            }
+        }
+        (ok, found)
     }
 }

@@ -49,6 +49,23 @@ impl Runtime<'_> {
                 Ok((true, format!("sent {sent} datagram(s) to {}", spec.to)))
             }
             StepKind::Conntrack { host, name, filter } => self.conntrack(host, name, filter),
+            StepKind::Nfqueue { host, name, queue } => {
+                let counters = self.net.nfqueue(host, *queue)?;
+                let detail = counters
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.readings.insert(
+                    name.clone(),
+                    crate::backend::ConntrackReading {
+                        counters,
+                        entries: Err("an nfqueue reading lists no entries".into()),
+                        listing: String::new(),
+                    },
+                );
+                Ok((true, detail))
+            }
             StepKind::Sleep { duration, why } => {
                 if !self.net.sleep(*duration) {
                     return Err("interrupted".into());
