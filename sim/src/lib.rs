@@ -27,6 +27,7 @@
 //! | `hooks` | netfilter's state: steps per hook, a packet's conntrack, queues, holders |
 //! | `netfilter` | the hooks in the stack: the rules (netfilter-model), conntrack, NAT |
 //! | [`nfqueue`] | NFQUEUE queues, the driver's verdicts, the built-in holder |
+//! | `flowmap`, [`fastpath`] | the balancer's fast path: a flow map at an interface's ingress, `fwd` |
 //! | [`udp`] | [`SocketTable`], [`Datagram`] |
 //! | [`tap`] | [`Captured`] frames, [`Direction`], [`TapPoint`] |
 //! | [`host`] | [`Host`]: one namespace's state |
@@ -45,6 +46,8 @@ pub mod bridge;
 pub mod conntrack;
 pub mod error;
 pub mod event;
+pub mod fastpath;
+mod flowmap;
 pub mod frame;
 mod hooks;
 pub mod host;

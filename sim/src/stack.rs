@@ -33,7 +33,7 @@ impl World {
                     self.arp_input(host, iface, &arp);
                 }
             }
-            EtherType::IPV4 if eth.dst == mine => self.ip_input(host, iface, eth.payload),
+            EtherType::IPV4 if eth.dst == mine => self.ingress(host, iface, eth.payload),
             _ => {}
         }
     }
@@ -64,6 +64,14 @@ impl World {
         for p in waiting {
             let frame = frame::eth(sha, mac, EtherType::IPV4, &p.packet);
             self.transmit(Attach::Host { host, iface }, frame);
+        }
+    }
+
+    /// An IPv4 packet for this host's MAC: the interface's ingress hook (the fast path's
+    /// table, if the host has one) first, then the IP stack.
+    fn ingress(&mut self, host: usize, iface: usize, bytes: &[u8]) {
+        if !self.fast_forward(host, iface, bytes) {
+            self.ip_input(host, iface, bytes);
         }
     }
 

@@ -97,6 +97,8 @@ pub struct World {
     /// Packets parked between two hooks, when exploring, by number.
     pub(crate) parked: BTreeMap<u64, (crate::hooks::Stage, crate::hooks::Skb)>,
     pub(crate) next_parked: u64,
+    /// The fast path's ingress table of each host that has one (by host index).
+    pub(crate) fast: BTreeMap<usize, crate::flowmap::FastTable>,
 }
 
 impl World {
@@ -133,6 +135,7 @@ impl World {
             choices: Vec::new(),
             parked: BTreeMap::new(),
             next_parked: 0,
+            fast: BTreeMap::new(),
         };
         let mut root = SimRng::new(world.config.seed);
         world.queue = EventQueue::new(root.next_u64());

@@ -541,11 +541,6 @@ fn lb_refusals_and_unsimulated_features_are_reported_by_name() {
             "h1: `lb server --vip 10.0.0.50 --control 10.0.0.1:7000`: registration (`--control`) cannot be simulated yet (see docs/sim.md)",
         ),
         (
-            "fast-path",
-            r#"["server", "--vip", "10.0.0.50", "--backend", "h2=10.0.0.2", "--forward", "dsr-kernel", "--fast-path"]"#,
-            "`--fast-path` (an nftables map and `fwd` at the interface's ingress) cannot be simulated yet",
-        ),
-        (
             "ctl",
             r#"["ctl", "state"]"#,
             "`lb ctl` (the simulator has no unix sockets) cannot be simulated yet",

@@ -10,7 +10,9 @@
 
 use lb::{AgentSettings, Invocation, ServerSettings};
 use lb_core::config::Intake;
+use lb_core::decide::fastpath::MapOp;
 use lb_core::forward::{ENCAP_PORT, max_mss};
+use lb_core::wire::Protocol;
 use lb_core::{Action, BackendSpec, ForwardMode, Framing, Nanos, State, decide_batch};
 use sim::spec::{IfScope, Sysctl, Sysctls};
 use sim::{Direction, Ipv4Net, NfqId, PolicyRule, SimTime, SocketId, TapId, TapPoint, World};
@@ -63,6 +65,8 @@ struct Installed {
     rules_tag: Option<String>,
     mark_routes: bool,
     sysctls: Option<Sysctls>,
+    /// The fast path's table (`--fast-path`), by name.
+    fast: Option<String>,
 }
 
 struct Server {
@@ -224,11 +228,6 @@ fn start_server(
     if s.server.control.is_some() {
         return Err(Refusal::NotSimulated("registration (`--control`)".into()));
     }
-    if s.server.fast_path {
-        return Err(Refusal::NotSimulated(
-            "`--fast-path` (an nftables map and `fwd` at the interface's ingress)".into(),
-        ));
-    }
     if s.server.forward == ForwardMode::Dsr {
         return Err(Refusal::NotSimulated(
             "`--forward dsr` (frames sent from a packet socket)".into(),
@@ -296,6 +295,13 @@ fn start_server(
                 .set_sysctl(host, sysctl)
                 .map_err(world_err("lb server: forwarding sysctls"))?;
         }
+    }
+    if let Some(rules) = lb::server::fast_path_rules(&s, &iface.ifname) {
+        // Before the queue rules, as `lb` installs it.
+        world
+            .fast_install(host, &rules.ifname, rules.vip, &rules.protocols)
+            .map_err(world_err("lb server: the fast path"))?;
+        installed.fast = Some(rules.table());
     }
     let intake = match s.server.intake {
         Intake::Nfqueue => {
@@ -384,6 +390,22 @@ impl Server {
         let mut actions = Vec::new();
         decide_batch(&mut self.state, nanos(world.now()), &packets, &mut actions);
         let fwd = self.state.config().forward;
+        // The fast path's map changes go before the verdicts unless they add a UDP flow, as
+        // `lb` sends them (docs/lb.md).
+        let ops: Vec<MapOp> = match self.installed.fast {
+            Some(_) => actions
+                .iter()
+                .zip(&packets)
+                .filter_map(|(a, p)| self.state.map_op(p, a))
+                .collect(),
+            None => Vec::new(),
+        };
+        let udp = ops
+            .iter()
+            .any(|op| matches!(op, MapOp::Add { key, .. } if key.protocol == Protocol::Udp));
+        if !udp {
+            apply(world, host, &ops);
+        }
         for (action, (queued, packet)) in actions.into_iter().zip(&batch) {
             let mut mark = None;
             match action {
@@ -414,6 +436,9 @@ impl Server {
                 let _ = world.nfq_verdict(*q, *id, mark.is_some(), mark);
             }
         }
+        if udp {
+            apply(world, host, &ops);
+        }
     }
 
     fn stop(self, world: &mut World, host: &str, clean: bool, lines: &mut Vec<String>) {
@@ -443,6 +468,12 @@ impl Server {
                 "INFO lb::server: removed the NFQUEUE rules rules={n}"
             ));
         }
+        if let Some(table) = &i.fast {
+            let _ = world.fast_remove(host);
+            lines.push(format!(
+                "INFO lb::server: removed the fast path table={table}"
+            ));
+        }
         if i.mark_routes {
             let vip32 = Ipv4Net::new(self.s.vip, 32).expect("a /32 is valid");
             let _ = world.del_policy_rules(host, vip32);
@@ -454,6 +485,24 @@ impl Server {
                     .into(),
             );
         }
+    }
+}
+
+/// Carries the fast path's map changes into `host`'s table.
+fn apply(world: &mut World, host: &str, ops: &[MapOp]) {
+    for op in ops {
+        let (key, backend) = match *op {
+            MapOp::Add { key, addr, .. } => (key, Some(addr)),
+            MapOp::Remove { key } => (key, None),
+        };
+        let k = (
+            key.src,
+            key.dst,
+            key.protocol.number(),
+            key.src_port,
+            key.dst_port,
+        );
+        let _ = world.fast_set(host, k, backend);
     }
 }
 
