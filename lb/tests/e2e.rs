@@ -492,7 +492,7 @@ fn two_queues_each_carry_flows() {
     if !privileged("two_queues_each_carry_flows") {
         return;
     }
-    two_queues("dsr", "iptables -S INPUT");
+    two_queues(&["dsr"], "iptables -S INPUT");
 }
 
 #[test]
@@ -500,11 +500,26 @@ fn two_queues_each_carry_flows_dsr_kernel() {
     if !privileged("two_queues_each_carry_flows_dsr_kernel") {
         return;
     }
-    two_queues("dsr-kernel", "iptables -t mangle -S PREROUTING");
+    two_queues(&["dsr-kernel"], "iptables -t mangle -S PREROUTING");
 }
 
-/// `--queues 2` in forwarding mode `forward`, whose queue rules `list` shows.
-fn two_queues(forward: &str, list: &str) {
+/// With the fast path, each queue's thread hands its own flows to the kernel's one map: a
+/// connection's SYN, FIN and last ACK cross a queue, its request and answer do not.
+#[test]
+fn two_queues_each_carry_flows_fast_path() {
+    if !privileged("two_queues_each_carry_flows_fast_path") {
+        return;
+    }
+    let taken = two_queues(
+        &["dsr-kernel", "--fast-path"],
+        "iptables -t mangle -S PREROUTING",
+    );
+    assert!(taken <= 16 * 3, "{taken} packets queued for 16 connections");
+}
+
+/// `--queues 2` in forwarding mode `forward` (and flags after it), whose queue rules `list`
+/// shows; returns the packets both queues took.
+fn two_queues(forward: &[&str], list: &str) -> u32 {
     let mut lab = up(&fixture("dsr4.toml"));
     let _e2 = Echo::start(&lab, "h2");
     let server = start(
@@ -515,15 +530,17 @@ fn two_queues(forward: &str, list: &str) {
             "server",
             "--vip",
             "10.0.0.50",
-            "--forward",
-            forward,
             "--backend",
             "h2=10.0.0.2",
             "--queue",
             "3",
             "--queues",
             "2",
-        ],
+            "--forward",
+        ]
+        .into_iter()
+        .chain(forward.iter().copied())
+        .collect::<Vec<_>>(),
     );
     let rules = sh(&lab, "h1", list);
     assert!(rules.contains("--queue-balance 3:4"), "{rules}");
@@ -551,6 +568,7 @@ fn two_queues(forward: &str, list: &str) {
         "a queue carried nothing:\n{stats:?}"
     );
     stop(&mut lab, &server);
+    stats.iter().map(|q| q.id_sequence).sum()
 }
 
 /// A TCP connection to VIP:8080 from source address `src` (bind before connect).
