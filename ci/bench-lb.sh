@@ -27,7 +27,8 @@
 #  PAYLOAD=1400 sends datagrams of that many bytes instead of 64; FLOWS=16 sends that many
 #  long flows (to VIP ports 9000..), interleaved datagram by datagram, over two backends, h2 and
 #  h4, with the kernel reference doing multipath routing by L4 hash; then the modes are kernel,
-#  lb-fast, lb-dsrk and lb-dsr; MODES="kernel lb-fast" picks modes.)
+#  lb-fast, lb-dsrk and lb-dsr; MODES="kernel lb-fast" picks modes; RPS=1 moves h1's receive
+#  processing to the other CPU, so that the generator does not pay for the forwarding.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-4}
@@ -39,6 +40,13 @@ flows=${FLOWS:-1}
 receivers=(h2)
 backends=(--backend h2=10.0.0.2)
 kernel_route=(via 10.0.0.2)
+# RPS=1: h1's receive processing (forwarding, in every mode) moves to the generator's other CPU
+# through Receive Packet Steering on h1-eth0, as if the balancer were a machine of its own.
+if [[ ${RPS:-0} == 1 ]]; then
+  # `ip netns exec` mounts the namespace's own sysfs, where h1-eth0's queues are.
+  rps=/sys/class/net/h1-eth0/queues/rx-0/rps_cpus
+  ip netns exec "lab-$name-h1" sh -c "printf '%x' $((1 << cpu_rest)) > $rps; echo RPS: h1-eth0 rx-0 rps_cpus \$(cat $rps)"
+fi
 if ((flows > 1)); then
   receivers=(h2 h4)
   backends+=(--backend h4=10.0.0.4)
