@@ -95,9 +95,7 @@ impl State {
         }
         true
     }
-}
 
-impl State {
     /// Maps the connection table's memory now (see [`crate::ConnTable::populate`]): the fast
     /// path is for high rates of new flows, which must not wait on page faults.
     pub fn populate_conns(&self) {

@@ -6,6 +6,7 @@
 
 use crate::sys::flowmap::{Event, FlowMap};
 use lb_core::decide::fastpath::{MAP_KEY_LEN, MapOp, flow_of_map_key, map_key};
+use lb_core::protocol::ctl::FastPathCounters;
 use lb_core::wire::Protocol;
 use lb_core::{Nanos, State};
 use std::cmp::Reverse;
@@ -17,21 +18,6 @@ const CHECKS_PER_CALL: usize = 256;
 
 /// Most flows [`FastPath::count_now`] asks about at once.
 const COUNT_AT_ONCE: usize = 4096;
-
-/// Counters of one thread's fast path.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FastStats {
-    /// Elements added (flows handed to the kernel).
-    pub added: u64,
-    /// Elements removed (FIN/RST, idle, backend gone or down).
-    pub removed: u64,
-    /// Packets the kernel forwarded for this thread's flows (counted when lb looks at a flow).
-    pub kernel_packets: u64,
-    /// Batches of changes the kernel refused (a full map, say): those flows stay in user space.
-    pub refused: u64,
-    /// Flows in the kernel now.
-    pub flows: u64,
-}
 
 /// A flow this thread handed to the kernel.
 #[derive(Debug, Clone, Copy)]
@@ -59,7 +45,8 @@ pub(crate) struct FastPath {
     backends_changed: bool,
     /// The pending batch adds a UDP flow (see [`FastPath::flush_before_verdicts`]).
     udp_added: bool,
-    pub(crate) stats: FastStats,
+    /// This thread's counters, but `flows`, which [`FastPath::counters`] takes from `owned`.
+    stats: FastPathCounters,
 }
 
 impl FastPath {
@@ -73,7 +60,15 @@ impl FastPath {
             sent: ((0, 0), Vec::new()),
             backends_changed: false,
             udp_added: false,
-            stats: FastStats::default(),
+            stats: FastPathCounters::default(),
+        }
+    }
+
+    /// This thread's counters, for `lb ctl` and the totals at stop.
+    pub(crate) fn counters(&self) -> FastPathCounters {
+        FastPathCounters {
+            flows: self.owned.len() as u64,
+            ..self.stats.clone()
         }
     }
 
@@ -116,7 +111,6 @@ impl FastPath {
             }
             MapOp::Remove { key } => self.remove(&map_key(&key)),
         }
-        self.stats.flows = self.owned.len() as u64;
     }
 
     fn remove(&mut self, k: &[u8; MAP_KEY_LEN]) {
@@ -154,7 +148,6 @@ impl FastPath {
                 }
             }
         }
-        self.batch.clear();
     }
 
     /// Backends changed: the next [`FastPath::check_due`] takes the flows of backends now down
@@ -195,10 +188,8 @@ impl FastPath {
             tracing::warn!("fast path: {e:#}");
         }
         self.poll(state, now);
-        if let Err(e) = self.map.flush() {
-            tracing::warn!("fast path: {e:#}");
-        }
-        self.stats.flows = self.owned.len() as u64;
+        // The removals the answers asked for.
+        self.flush(state, now);
     }
 
     /// Brings the kernel's counts up to date for `lb ctl` when the thread owns at most
@@ -273,10 +264,7 @@ impl FastPath {
             }
         });
         for k in gone {
-            if owned.remove(&k).is_some() {
-                map.remove(&k);
-                stats.removed += 1;
-            }
+            self.remove(&k);
         }
     }
 }

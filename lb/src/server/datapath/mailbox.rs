@@ -59,7 +59,7 @@ pub struct PathReport {
     /// Drops by reason.
     pub drops: BTreeMap<String, u64>,
     /// `--fast-path`: the flows handed to the kernel.
-    pub fast_path: Option<super::fastpath::FastStats>,
+    pub fast_path: Option<lb_core::protocol::ctl::FastPathCounters>,
 }
 
 impl PathReport {

@@ -83,22 +83,23 @@ impl DataPath {
         // Not only when nothing at all happened: `lb ctl` asking every 100 ms must not stop
         // the connection table's aging or the fast path's look at the kernel.
         if !readable {
-            let t = now();
-            self.state.expire(t, 4096);
-            if let Some(f) = &mut self.fast {
-                f.check_due(&mut self.state, t);
-            }
+            self.age(now());
         }
         Ok(readable)
     }
 
-    /// Expires idle flows at most every 100 ms while busy (`wait` does it when idle), so a
-    /// balancer that is never idle still ages its connection table.
+    /// Ages at most every 100 ms while busy (`wait` does it when idle), so a balancer that is
+    /// never idle still ages its connection table and looks at its fast flows.
     pub(crate) fn expire_if_due(&mut self, t: lb_core::Nanos) {
         if t.since(self.last_expire) >= lb_core::Nanos::from_millis(100) {
             self.last_expire = t;
-            self.state.expire(t, 4096);
+            self.age(t);
         }
+    }
+
+    /// Expires idle flows, and looks at the fast path's flows whose look is due.
+    fn age(&mut self, t: lb_core::Nanos) {
+        self.state.expire(t, 4096);
         if let Some(f) = &mut self.fast {
             f.check_due(&mut self.state, t);
         }
@@ -143,7 +144,7 @@ impl DataPath {
                     r.sent = self.stats.sent;
                     r.send_failed = self.stats.send_failed;
                     r.icmp_frag_needed = self.stats.icmp_sent;
-                    r.fast_path = self.fast.as_ref().map(|f| f.stats);
+                    r.fast_path = self.fast.as_ref().map(|f| f.counters());
                     let _ = reply.send(r);
                 }
             }
@@ -332,13 +333,12 @@ pub(crate) fn new_path(
         }
         ForwardMode::DsrKernel => Out::Kernel,
     };
-    if fast.is_some() {
-        state.populate_conns();
-    }
     let fast = match fast {
-        Some(rules) => Some(fastpath::FastPath::new(crate::sys::flowmap::FlowMap::open(
-            &rules.table(),
-        )?)),
+        Some(rules) => {
+            state.populate_conns();
+            let map = crate::sys::flowmap::FlowMap::open(&rules.table())?;
+            Some(fastpath::FastPath::new(map))
+        }
         None => None,
     };
     Ok(DataPath {

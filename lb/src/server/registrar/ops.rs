@@ -6,7 +6,7 @@ use crate::server::datapath::mailbox::{PathMsg, PathReport};
 use crate::sys::now;
 use lb_core::Nanos;
 use lb_core::protocol::ctl::{
-    self as proto, Answer, BackendRow, Backends, FastPathCounters, Request, Role, ServerState,
+    self as proto, Answer, BackendRow, Backends, Request, Role, ServerState,
 };
 use lb_core::registry::Origin;
 use std::rc::Rc;
@@ -122,15 +122,7 @@ async fn answer(hub: &Shared, req: Request) -> Answer {
                 flows_moved: r.flows_moved,
                 drops: r.drops,
                 control_counters: h.counters.clone(),
-                fast_path: r.fast_path.map(|f| {
-                    Box::new(FastPathCounters {
-                        flows: f.flows,
-                        added: f.added,
-                        removed: f.removed,
-                        kernel_packets: f.kernel_packets,
-                        refused: f.refused,
-                    })
-                }),
+                fast_path: r.fast_path.map(Box::new),
             }
             .into()
         }
