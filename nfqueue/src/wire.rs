@@ -306,10 +306,15 @@ pub enum Message<'a> {
         /// Netlink type of the failed request, when the kernel echoed its header.
         request_type: Option<u16>,
     },
-    /// Anything else (`NLMSG_NOOP`, `NLMSG_DONE`, unknown types): ignored.
+    /// Anything else (`NLMSG_NOOP`, `NLMSG_DONE`, other subsystems' messages on the same
+    /// `NETLINK_NETFILTER` socket family): the queue ignores them.
     Other {
         /// The netlink message type.
         msg_type: u16,
+        /// Sequence number of the request it answers.
+        seq: u32,
+        /// What follows the netlink header.
+        body: &'a [u8],
     },
 }
 
@@ -439,7 +444,11 @@ fn parse_message(msg: &[u8]) -> Result<Message<'_>, ParseError> {
     if ty == msg_type(NFQNL_MSG_PACKET) {
         return parse_packet(msg).map(Message::Packet);
     }
-    Ok(Message::Other { msg_type: ty })
+    Ok(Message::Other {
+        msg_type: ty,
+        seq,
+        body,
+    })
 }
 
 /// Parses an `NFQNL_MSG_PACKET` message (netlink header included). Unknown attributes are

@@ -12,6 +12,7 @@
 use anyhow::{Context, Result, bail};
 use lb_core::decide::fastpath::MAP_KEY_LEN;
 use lb_core::rules::{FLOW_MAP, FastPathRules};
+use nfqueue::wire::{Message, messages};
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -26,8 +27,6 @@ const NFT_MSG_DESTROYSETELEM: u16 = 30;
 const NFPROTO_NETDEV: u8 = 5;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_CREATE: u16 = 0x400;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const NLA_F_NESTED: u16 = 0x8000;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
@@ -309,22 +308,26 @@ impl FlowMap {
             if n <= 0 {
                 return;
             }
-            for (ty, seq, body) in messages(&self.recv[..n as usize]) {
-                let asked = self.asked.remove(&seq);
-                match (ty, asked) {
-                    (NLMSG_ERROR, Some(key)) => on(Event::Missing(key)),
-                    (NLMSG_ERROR, None) if error_code(body) != 0 => {
-                        tracing::debug!(errno = error_code(body), seq, "the kernel refused");
-                        on(Event::Refused(seq));
+            for m in messages(&self.recv[..n as usize]) {
+                match m {
+                    Ok(Message::Error { seq, errno, .. }) => match self.asked.remove(&seq) {
+                        Some(key) => on(Event::Missing(key)),
+                        None => {
+                            tracing::debug!(errno, seq, "the kernel refused");
+                            on(Event::Refused(seq));
+                        }
+                    },
+                    Ok(Message::Ack { seq }) => {
+                        self.asked.remove(&seq);
                     }
-                    (NLMSG_ERROR | NLMSG_DONE, None) => {}
-                    _ => {
+                    Ok(Message::Other { seq, body, .. }) if self.asked.remove(&seq).is_some() => {
                         elements.clear();
                         parse_elements(body, &mut elements);
                         for e in elements.drain(..) {
                             on(Event::Element(e));
                         }
                     }
+                    _ => {}
                 }
             }
         }
@@ -422,30 +425,6 @@ fn nest_end(b: &mut [u8], start: usize) {
     b[start..start + 2].copy_from_slice(&len.to_ne_bytes());
 }
 
-/// The (type, sequence number, body after the 16-byte header) of each netlink message in
-/// `buf`.
-fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
-    let mut at = 0;
-    std::iter::from_fn(move || {
-        let h = buf.get(at..at + 16)?;
-        let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
-        let ty = u16::from_ne_bytes([h[4], h[5]]);
-        let seq = u32::from_ne_bytes([h[8], h[9], h[10], h[11]]);
-        if len < 16 || at + len > buf.len() {
-            return None;
-        }
-        let body = &buf[at + 16..at + len];
-        at += len.next_multiple_of(4);
-        Some((ty, seq, body))
-    })
-}
-
-/// The (negative) errno of an `NLMSG_ERROR` body; 0 for an acknowledgement.
-fn error_code(body: &[u8]) -> i32 {
-    body.get(..4)
-        .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-}
-
 /// The attributes in `buf`: (type without flags, payload).
 fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     let mut at = 0;
@@ -466,7 +445,8 @@ fn attr_of(buf: &[u8], ty: u16) -> Option<&[u8]> {
     attrs(buf).find(|(t, _)| *t == ty).map(|(_, p)| p)
 }
 
-/// The elements of one `NEWSETELEM` message of a dump (body after the netlink header).
+/// The elements of one `NEWSETELEM` message, the answer to a query (body after the netlink
+/// header).
 fn parse_elements(body: &[u8], out: &mut Vec<Element>) {
     let Some(list) = body
         .get(4..)
@@ -530,14 +510,23 @@ mod tests {
         let key = [7u8; MAP_KEY_LEN];
         map.add(&key, Ipv4Addr::new(10, 0, 0, 2));
         map.remove(&key);
-        let removal: Vec<(u16, u32, &[u8])> = messages(&map.removals).collect();
+        // Each message as (type, body after the netlink header).
+        let framed = |buf| -> Vec<(u16, &[u8])> {
+            messages(buf)
+                .map(|m| match m {
+                    Ok(Message::Other { msg_type, body, .. }) => (msg_type, body),
+                    other => panic!("not an nf_tables message: {other:?}"),
+                })
+                .collect()
+        };
+        let removal = framed(&map.removals);
         assert_eq!(removal[0].0, (10 << 8) | 30);
-        let msgs: Vec<(u16, u32, &[u8])> = messages(&map.pending).collect();
+        let msgs = framed(&map.pending);
         assert_eq!(msgs.len(), 1);
         assert_eq!(msgs[0].0, (10 << 8) | 12);
         // A dump answer has the same layout: the element reads back (without a counter).
         let mut out = Vec::new();
-        parse_elements(msgs[0].2, &mut out);
+        parse_elements(msgs[0].1, &mut out);
         assert_eq!(
             out,
             [Element {
@@ -547,7 +536,7 @@ mod tests {
                 bytes: 0
             }]
         );
-        let body = &msgs[0].2[4..];
+        let body = &msgs[0].1[4..];
         assert_eq!(
             attr_of(body, NFTA_SET_ELEM_LIST_TABLE),
             Some(&b"lb_10_0_0_50\0"[..])
