@@ -92,7 +92,7 @@ impl Runtime<'_> {
                     (ok, found) = self.deltas(since, now, delta);
                 }
                 if let Some(want) = entries {
-                    match &now.entries {
+                    match &self.entries[read] {
                         Ok(n) => {
                             ok &= n == want;
                             found.push(format!(
@@ -184,14 +184,14 @@ impl Runtime<'_> {
     fn deltas(
         &self,
         since: &str,
-        now: &crate::backend::ConntrackReading,
+        now: &crate::backend::Counters,
         delta: &indexmap::IndexMap<String, i64>,
     ) -> (bool, Vec<String>) {
         let before = &self.readings[since];
         let mut ok = true;
         let mut found = Vec::new();
         for (counter, want) in delta {
-            match (before.counters.get(counter), now.counters.get(counter)) {
+            match (before.get(counter), now.get(counter)) {
                 (Some(a), Some(b)) => {
                     let d = *b as i64 - *a as i64;
                     ok &= d == *want;

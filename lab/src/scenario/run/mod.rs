@@ -14,7 +14,7 @@ use super::model::Scenario;
 use super::result::{ExpectResult, ScenarioResult, StepResult, StepStatus, Verdict};
 use super::snapfile::SnapshotMode;
 use crate::backend::native::Native;
-use crate::backend::{Backend, ConntrackReading, Network, TelnetResult};
+use crate::backend::{Backend, Counters, Network, TelnetResult};
 use crate::cancel::cancelled;
 use crate::capture::{CapturePoint, write_pcap_file};
 use crate::kernel::KernelVersion;
@@ -66,7 +66,10 @@ struct Runtime<'a> {
     net: Box<dyn Network>,
     kernel: KernelVersion,
     telnets: HashMap<String, TelnetResult>,
-    readings: HashMap<String, ConntrackReading>,
+    /// The counters of each reading (conntrack and nfqueue), by name.
+    readings: HashMap<String, Counters>,
+    /// The matching entries of each conntrack reading, by name.
+    entries: HashMap<String, Result<u64, String>>,
     artifacts: Vec<(String, PathBuf)>,
 }
 
@@ -133,6 +136,7 @@ pub fn run_on(
         kernel,
         telnets: HashMap::new(),
         readings: HashMap::new(),
+        entries: HashMap::new(),
         artifacts: vec![],
     };
     rt.run_all(&mut result);

@@ -56,14 +56,7 @@ impl Runtime<'_> {
                     .map(|(k, v)| format!("{k} {v}"))
                     .collect::<Vec<_>>()
                     .join(", ");
-                self.readings.insert(
-                    name.clone(),
-                    crate::backend::ConntrackReading {
-                        counters,
-                        entries: Err("an nfqueue reading lists no entries".into()),
-                        listing: String::new(),
-                    },
-                );
+                self.readings.insert(name.clone(), counters);
                 Ok((true, detail))
             }
             StepKind::Sleep { duration, why } => {
@@ -196,7 +189,8 @@ impl Runtime<'_> {
             Ok(e) => format!("{n} counters, {e} matching entries"),
             Err(e) => format!("{n} counters; entries unknown: {e}"),
         };
-        self.readings.insert(name.to_string(), reading);
+        self.readings.insert(name.to_string(), reading.counters);
+        self.entries.insert(name.to_string(), reading.entries);
         Ok((true, detail))
     }
 }
