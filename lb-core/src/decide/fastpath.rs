@@ -41,6 +41,16 @@ pub enum MapOp {
     },
 }
 
+impl MapOp {
+    /// True when this change must reach the kernel only after the verdict on the packet that
+    /// asked for it: a new UDP flow, whose next datagram may follow at once and must not be
+    /// forwarded ahead of the first. A TCP flow's change goes before (nothing follows a SYN
+    /// until its answer, and the handshake's ACK must find the map updated), as removals may.
+    pub fn after_verdict(&self) -> bool {
+        matches!(self, MapOp::Add { key, .. } if key.protocol == Protocol::Udp)
+    }
+}
+
 impl State {
     /// What the kernel's flow map must learn from `packet`, which `decide` answered with
     /// `action` (call it right after, before any other packet): an open, tracked flow that was

@@ -12,7 +12,6 @@ use lb::{AgentSettings, Invocation, ServerSettings};
 use lb_core::config::Intake;
 use lb_core::decide::fastpath::MapOp;
 use lb_core::forward::{ENCAP_PORT, max_mss};
-use lb_core::wire::Protocol;
 use lb_core::{Action, BackendSpec, ForwardMode, Framing, Nanos, State, decide_batch};
 use sim::spec::{IfScope, Sysctl, Sysctls};
 use sim::{Direction, Ipv4Net, NfqId, PolicyRule, SimTime, SocketId, TapId, TapPoint, World};
@@ -390,8 +389,8 @@ impl Server {
         let mut actions = Vec::new();
         decide_batch(&mut self.state, nanos(world.now()), &packets, &mut actions);
         let fwd = self.state.config().forward;
-        // The fast path's map changes go before the verdicts unless they add a UDP flow, as
-        // `lb` sends them (docs/lb.md).
+        // The fast path's map changes go before the verdicts unless one must follow them, as
+        // `lb` sends them (`MapOp::after_verdict`).
         let ops: Vec<MapOp> = match self.installed.fast {
             Some(_) => actions
                 .iter()
@@ -400,10 +399,8 @@ impl Server {
                 .collect(),
             None => Vec::new(),
         };
-        let udp = ops
-            .iter()
-            .any(|op| matches!(op, MapOp::Add { key, .. } if key.protocol == Protocol::Udp));
-        if !udp {
+        let after = ops.iter().any(MapOp::after_verdict);
+        if !after {
             apply(world, host, &ops);
         }
         for (action, (queued, packet)) in actions.into_iter().zip(&batch) {
@@ -436,7 +433,7 @@ impl Server {
                 let _ = world.nfq_verdict(*q, *id, mark.is_some(), mark);
             }
         }
-        if udp {
+        if after {
             apply(world, host, &ops);
         }
     }

@@ -43,8 +43,8 @@ pub(crate) struct FastPath {
     sent: ((u32, u32), Vec<[u8; MAP_KEY_LEN]>),
     /// A control message changed backends: flows of backends now down or gone leave.
     backends_changed: bool,
-    /// The pending batch adds a UDP flow (see [`FastPath::flush_before_verdicts`]).
-    udp_added: bool,
+    /// The pending batch holds a change that must follow the verdicts (`MapOp::after_verdict`).
+    after_verdicts: bool,
     /// This thread's counters, but `flows`, which [`FastPath::counters`] takes from `owned`.
     stats: FastPathCounters,
 }
@@ -59,7 +59,7 @@ impl FastPath {
             batch: Vec::new(),
             sent: ((0, 0), Vec::new()),
             backends_changed: false,
-            udp_added: false,
+            after_verdicts: false,
             stats: FastPathCounters::default(),
         }
     }
@@ -95,7 +95,7 @@ impl FastPath {
                     self.map.remove(&k);
                 }
                 self.map.add(&k, addr);
-                self.udp_added |= key.protocol == Protocol::Udp;
+                self.after_verdicts |= op.after_verdict();
                 self.owned.insert(
                     k,
                     Owned {
@@ -120,12 +120,11 @@ impl FastPath {
         }
     }
 
-    /// Sends the batch's changes before its verdicts, unless it adds a UDP flow: nothing
-    /// follows a SYN before its answer, and the handshake's ACK would otherwise race the map's
-    /// update to the queue; a datagram may be followed at once, and must leave before the
-    /// kernel forwards the next ([`FastPath::flush`] after the verdicts).
+    /// Sends the batch's changes before its verdicts, unless one must follow them
+    /// (`MapOp::after_verdict`: a new UDP flow); [`FastPath::flush`] after the verdicts sends
+    /// the rest.
     pub(crate) fn flush_before_verdicts(&mut self, state: &mut State, now: Nanos) {
-        if !self.udp_added {
+        if !self.after_verdicts {
             self.flush(state, now);
         }
     }
@@ -133,7 +132,7 @@ impl FastPath {
     /// Sends the batch's changes, and reads the answer: a refused batch's flows stay in user
     /// space (and are forgotten here, so a later packet offers them again).
     pub(crate) fn flush(&mut self, state: &mut State, now: Nanos) {
-        self.udp_added = false;
+        self.after_verdicts = false;
         match self.map.flush() {
             Ok(Some(seqs)) => {
                 self.sent = (seqs, std::mem::take(&mut self.batch));
