@@ -153,6 +153,7 @@ fn an_ordinary_users_lab_lives_in_user_namespaces_and_leaves_nothing() {
         &["up", "--topo", "single,2", "--name", &name],
     ));
     let holder = holder_of(&state, &name);
+    let holder_id = ProcessId::of(holder).expect("the holder runs");
     ok(&as_nobody(
         &bin,
         &[
@@ -169,6 +170,13 @@ fn an_ordinary_users_lab_lives_in_user_namespaces_and_leaves_nothing() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
+    // kill() returns before the holder has died: until it gives up its namespaces, the lab
+    // is still there and `lab exec` rightly enters it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while holder_id.holds_namespaces() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(!holder_id.holds_namespaces(), "the holder outlived SIGKILL");
     let exec = as_nobody(&bin, &["exec", "h1", "--", "true"]);
     assert_eq!(exec.status.code(), Some(1));
     let err = String::from_utf8_lossy(&exec.stderr);
