@@ -7,6 +7,7 @@
 #   conntrack            conntrack counters in scenarios
 #   iproute2             `ip netns exec` for users; `ip` in a few tests
 #   telnet, netcat       what the seed post types by hand, for interactive labs
+#   curl                 scrapes `lb server --metrics` in a test, as Prometheus would
 #   python3              ci/check-layout.py (the tree's shape, checked by .ci/run)
 #   mininet, bridge-utils  the Mininet backend (`--backend mininet`, `--custom FILE.py`):
 #                        Debian's Mininet 2.3 for the system python3, and brctl for its
@@ -14,7 +15,7 @@
 #                        whether the machine has it
 set -euo pipefail
 
-packages=(iptables nftables tcpdump conntrack iproute2 telnet netcat-openbsd python3
+packages=(iptables nftables tcpdump conntrack iproute2 telnet netcat-openbsd curl python3
   mininet bridge-utils)
 
 if [[ $(id -u) -ne 0 ]]; then

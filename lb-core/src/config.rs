@@ -161,6 +161,12 @@ pub struct ServerSection {
     pub control: Option<Endpoint>,
     /// The `lb ctl` socket: `@name` (abstract, in the process's network namespace) or a file.
     pub ctl_socket: PathBuf,
+    /// The text the flow-hash key is made from ([`crate::select::hash::HashKey::from_text`]):
+    /// balancers that must agree are given the same one; none: the built-in key.
+    pub hash_key: Option<String>,
+    /// Serve the counters in the Prometheus text format at `http://IP:PORT/metrics`; none:
+    /// only `lb ctl metrics`.
+    pub metrics: Option<SocketAddrV4>,
     /// Control connections that have not registered yet, at once; more are refused.
     pub max_pending: usize,
     /// Registered backends at most.
@@ -253,6 +259,8 @@ impl Default for ServerSection {
             backends: Vec::new(),
             control: None,
             ctl_socket: PathBuf::from("@lb/server"),
+            hash_key: None,
+            metrics: None,
             max_pending: 64,
             max_agents: 1024,
             drain_timeout: Dur::secs(300),
@@ -400,6 +408,9 @@ impl FileConfig {
         }
         if !(1..=1024).contains(&s.batch) {
             return err("server.batch", format!("{} is outside 1..=1024", s.batch));
+        }
+        if s.hash_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+            return err("server.hash_key", "is empty".into());
         }
         if s.ports.contains(&0) {
             return err("server.ports", "port 0 cannot be queued".into());

@@ -9,8 +9,8 @@
 use crate::lines::{LineReader, write_line};
 use anyhow::{Context, Result, bail};
 use lb_core::protocol::ctl::{
-    AgentStatus, Answer, Backends, ControlCounters, Done, Refusal, Request, RequestError, Role,
-    ServerState, StateAnswer, WireRequest,
+    AgentStatus, Answer, Backends, ControlCounters, Done, Metrics, Refusal, Request, RequestError,
+    Role, ServerState, StateAnswer, WireRequest,
 };
 use serde::Deserialize;
 use std::cell::Cell;
@@ -331,9 +331,11 @@ pub fn call(path: &Path, req: &Request) -> Result<String> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Served {
     /// `state`.
-    State(StateAnswer),
+    State(Box<StateAnswer>),
     /// `backends`.
     Backends(Backends),
+    /// `metrics`.
+    Metrics(Metrics),
     /// Everything else.
     Done(Done),
 }
@@ -356,6 +358,9 @@ pub fn parse_answer(req: &Request, line: &str) -> Result<Result<Served, Refusal>
         }
         Request::Backends => {
             Served::Backends(serde_json::from_str(line).context("not a `backends` answer")?)
+        }
+        Request::Metrics => {
+            Served::Metrics(serde_json::from_str(line).context("not a `metrics` answer")?)
         }
         _ => Served::Done(serde_json::from_str(line).context("not an answer with a message")?),
     }))
@@ -399,8 +404,11 @@ pub fn render(a: &Served) -> String {
     match a {
         Served::Done(d) => format!("{}\n", d.message),
         Served::Backends(b) => render_backends(b),
-        Served::State(StateAnswer::Server(s)) => render_rows(&server_rows(s), 0),
-        Served::State(StateAnswer::Agent(s)) => render_rows(&agent_rows(s), 0),
+        Served::Metrics(m) => m.text.clone(),
+        Served::State(s) => match s.as_ref() {
+            StateAnswer::Server(s) => render_rows(&server_rows(s), 0),
+            StateAnswer::Agent(s) => render_rows(&agent_rows(s), 0),
+        },
     }
 }
 
@@ -534,6 +542,10 @@ fn server_rows(s: &ServerState) -> Rows {
         ("role", text(s.role.name())),
         ("send_failed", num(s.send_failed)),
         ("sent", num(s.sent)),
+        (
+            "table_fingerprint",
+            opt(s.table_fingerprint.as_deref(), text),
+        ),
         ("tracked_flows", num(s.tracked_flows)),
         ("uptime_s", secs(s.uptime_s)),
         ("vip", text(s.vip)),

@@ -52,7 +52,7 @@ where
     let shown = |e: anyhow::Error| format!("{e:#}");
     Ok(match cli.command {
         Cmd::Server(a) => {
-            Invocation::Server(Box::new(settings::server_settings(a).map_err(shown)?))
+            Invocation::Server(Box::new(settings::server_settings(*a).map_err(shown)?))
         }
         Cmd::Agent(a) => Invocation::Agent(Box::new(settings::agent_settings(a).map_err(shown)?)),
         Cmd::Ctl(_) => Invocation::Ctl,
@@ -61,7 +61,7 @@ where
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Cmd::Server(a) => server::run(settings::server_settings(a)?).context("lb server"),
+        Cmd::Server(a) => server::run(settings::server_settings(*a)?).context("lb server"),
         Cmd::Agent(a) => agent::run(settings::agent_settings(a)?).context("lb agent"),
         Cmd::Ctl(a) => {
             let c = settings::ctl_settings(a);

@@ -9,7 +9,7 @@ use crate::action::{Action, DropReason, Framing, HEAD_LEN};
 use crate::backend::{Backend, BackendCounters, BackendId, BackendSpec, BackendState};
 use crate::forward::{ENCAP_OVERHEAD, ForwardConfig, ForwardMode};
 use crate::select::conntable::{ConnState, ConnTable, Found, Timeouts};
-use crate::select::hash::{HashKey, HashMode, flow_hash};
+use crate::select::hash::{HashKey, HashMode, flow_hash, siphash13};
 use crate::select::maglev::{DEFAULT_TABLE_SIZE, Maglev, MaglevBackend, MaglevError};
 use crate::time::Nanos;
 use crate::wire::{
@@ -156,6 +156,28 @@ impl State {
     /// The backend owning Maglev index `index`.
     pub fn maglev_backend(&self, index: u32) -> Option<BackendId> {
         self.maglev_ids.get(index as usize).copied()
+    }
+
+    /// The fingerprint of what decides a new flow's backend: SipHash-1-3, under the hash key,
+    /// of the hash mode, the table size and every slot's backend address (`255.255.255.255`
+    /// for an empty slot). Balancers that would send every new flow to the same backend have
+    /// the same fingerprint; a different key, hash mode, table size, backend set, weight or
+    /// address gives another (the key itself cannot be read from it).
+    pub fn table_fingerprint(&self) -> u64 {
+        let mut msg = Vec::with_capacity(5 + 4 * self.maglev.size() as usize);
+        msg.push(match self.config.hash_mode {
+            HashMode::FiveTuple => 5,
+            HashMode::SrcIpPort => 2,
+        });
+        msg.extend_from_slice(&self.maglev.size().to_le_bytes());
+        for slot in self.maglev.slots() {
+            let addr = slot
+                .and_then(|i| self.maglev_backend(i))
+                .and_then(|id| self.backend(id))
+                .map_or(Ipv4Addr::BROADCAST, |b| b.spec.addr);
+            msg.extend_from_slice(&addr.octets());
+        }
+        siphash13(&self.config.hash_key, &msg)
     }
 
     /// Every backend, in id order.

@@ -25,6 +25,8 @@ pub enum Request {
     State,
     /// Server: every backend with its status and traffic.
     Backends,
+    /// Server: the counters in the Prometheus text exposition format.
+    Metrics,
     /// Server: no new flows to `name`; tracked flows kept until they end or the deadline.
     Drain {
         /// The backend.
@@ -69,7 +71,7 @@ impl Role {
     /// The verbs this role serves, in the order errors list them.
     pub fn verbs(self) -> &'static [&'static str] {
         match self {
-            Role::Server => &["state", "backends", "drain", "undrain"],
+            Role::Server => &["state", "backends", "metrics", "drain", "undrain"],
             Role::Agent => &["state", "pause", "resume", "deregister", "register"],
         }
     }
@@ -81,6 +83,7 @@ impl Request {
         match self {
             Request::State => "state",
             Request::Backends => "backends",
+            Request::Metrics => "metrics",
             Request::Drain { .. } => "drain",
             Request::Undrain { .. } => "undrain",
             Request::Pause => "pause",
@@ -95,6 +98,7 @@ impl Request {
         match self {
             Request::State
             | Request::Backends
+            | Request::Metrics
             | Request::Drain { .. }
             | Request::Undrain { .. } => Role::Server,
             Request::Pause | Request::Resume | Request::Deregister | Request::Register => {
@@ -128,7 +132,7 @@ pub enum RequestError {
     },
     /// `cmd` names no command of either role.
     #[error(
-        "{0:?} is not a command (state, backends, drain, undrain, pause, resume, deregister, register)"
+        "{0:?} is not a command (state, backends, metrics, drain, undrain, pause, resume, deregister, register)"
     )]
     Unknown(String),
     /// `drain` or `undrain` without `name`.
@@ -173,6 +177,7 @@ impl TryFrom<WireRequest> for Request {
         Ok(match r.cmd.as_str() {
             "state" => Request::State,
             "backends" => Request::Backends,
+            "metrics" => Request::Metrics,
             "drain" => Request::Drain {
                 name: name("drain")?,
                 deadline: r.deadline.as_deref().map(duration::parse).transpose()?,
@@ -291,6 +296,11 @@ pub struct ServerState {
     /// The fast path's counters (`--fast-path` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fast_path: Option<Box<FastPathCounters>>,
+    /// The Maglev table's fingerprint (`State::table_fingerprint`, 16 hex digits): balancers
+    /// with the same backends, weights, table size, hash mode and key show the same one.
+    /// None: no data path answered.
+    #[serde(default)]
+    pub table_fingerprint: Option<String>,
 }
 
 /// The fast path's counters (`fast_path` in a [`ServerState`]), all data paths together.
@@ -463,6 +473,16 @@ impl Health {
     }
 }
 
+/// The answer to `metrics`: `{"ok":true,"text":"…"}`, the text in the Prometheus text
+/// exposition format ([`crate::protocol::metrics`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Always true.
+    pub ok: bool,
+    /// The exposition, as `/metrics` serves it.
+    pub text: String,
+}
+
 /// Any answer, as a process writes it on the socket (the variant's own JSON, no tag).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
@@ -472,9 +492,11 @@ pub enum Answer {
     /// Done, with a message.
     Done(Done),
     /// `state`.
-    State(StateAnswer),
+    State(Box<StateAnswer>),
     /// `backends`.
     Backends(Backends),
+    /// `metrics`.
+    Metrics(Metrics),
 }
 
 impl From<Refusal> for Answer {
@@ -491,19 +513,25 @@ impl From<Done> for Answer {
 
 impl From<ServerState> for Answer {
     fn from(s: ServerState) -> Self {
-        Answer::State(StateAnswer::Server(s))
+        Answer::State(Box::new(StateAnswer::Server(s)))
     }
 }
 
 impl From<AgentStatus> for Answer {
     fn from(s: AgentStatus) -> Self {
-        Answer::State(StateAnswer::Agent(s))
+        Answer::State(Box::new(StateAnswer::Agent(s)))
     }
 }
 
 impl From<Backends> for Answer {
     fn from(b: Backends) -> Self {
         Answer::Backends(b)
+    }
+}
+
+impl From<Metrics> for Answer {
+    fn from(m: Metrics) -> Self {
+        Answer::Metrics(m)
     }
 }
 
@@ -557,7 +585,7 @@ mod tests {
         let wire: WireRequest = serde_json::from_str(r#"{"cmd":"nope"}"#).unwrap();
         assert_eq!(
             wire.for_role(Role::Server).unwrap_err().to_string(),
-            "\"nope\" is not a server command (state, backends, drain, undrain)"
+            "\"nope\" is not a server command (state, backends, metrics, drain, undrain)"
         );
         assert!(
             req(r#"{"cmd":"nope"}"#)
@@ -577,7 +605,10 @@ mod tests {
         assert!(req(r#"{"cmd":"state","extra":1}"#).is_err());
         assert_eq!(
             Request::Pause.refused_by(Role::Server).map(|r| r.error),
-            Some("\"pause\" is not a server command (state, backends, drain, undrain)".into())
+            Some(
+                "\"pause\" is not a server command (state, backends, metrics, drain, undrain)"
+                    .into()
+            )
         );
         assert_eq!(Request::State.refused_by(Role::Agent), None);
         assert!(
@@ -645,6 +676,7 @@ mod tests {
                 ..ControlCounters::default()
             },
             fast_path: None,
+            table_fingerprint: Some("00c0ffee00c0ffee".into()),
         }
     }
 
@@ -683,7 +715,8 @@ mod tests {
                     "accepted": 1, "refused_busy": 0, "evicted": 0, "invalid": 0, "handshake_timeouts": 0,
                     "auth_failures": 0, "registrations": 1, "deregistrations": 0,
                     "read_timeouts": 0
-                }
+                },
+                "table_fingerprint": "00c0ffee00c0ffee"
             }),
         );
         let line = serde_json::to_string(&server_state()).unwrap();

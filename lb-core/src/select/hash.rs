@@ -47,6 +47,19 @@ impl HashKey {
     }
 }
 
+impl HashKey {
+    /// The key for a text shared by the balancers that must agree (`hash_key` in the
+    /// configuration, `--hash-key`): two SipHash-2-4 sums of the text under fixed keys.
+    pub fn from_text(text: &str) -> HashKey {
+        let a = siphash24(&HashKey(*b"lb key text a v1"), text.as_bytes());
+        let b = siphash24(&HashKey(*b"lb key text b v1"), text.as_bytes());
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&a.to_le_bytes());
+        key[8..].copy_from_slice(&b.to_le_bytes());
+        HashKey(key)
+    }
+}
+
 impl Default for HashKey {
     fn default() -> Self {
         Self::DEFAULT

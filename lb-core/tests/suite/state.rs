@@ -318,3 +318,44 @@ fn cut_packets_decide_like_whole_ones_and_count_their_real_length() {
         ))
     );
 }
+
+#[test]
+fn balancers_with_the_same_backends_and_key_have_one_table_fingerprint() {
+    let a = state_with(&[host(2), host(3), host(4)], 16);
+    // Added in another order, with a removal on the way: the same table.
+    let mut b = state_with(&[host(4), host(5), host(2)], 16);
+    let h5 = b.backend_by_name("h5").unwrap().id;
+    b.remove_backend(h5).unwrap();
+    b.add_backend(host(3)).unwrap();
+    assert_eq!(a.table_fingerprint(), b.table_fingerprint());
+
+    // Whatever would send a new flow elsewhere changes it: the key, the set, a drain, an address.
+    let mut other_key = config(&hosts(0));
+    other_key.hash_key = lb_core::select::hash::HashKey(*b"another key, v1!");
+    let mut k = State::new(other_key).unwrap();
+    for h in [2, 3, 4] {
+        k.add_backend(host(h)).unwrap();
+    }
+    let fewer = state_with(&[host(2), host(3)], 16);
+    let mut drained = state_with(&[host(2), host(3), host(4)], 16);
+    let h4 = drained.backend_by_name("h4").unwrap().id;
+    drained
+        .set_backend_state(h4, BackendState::Draining)
+        .unwrap();
+    let mut moved = host(4);
+    moved.addr = Ipv4Addr::new(10, 0, 1, 4);
+    let readdressed = state_with(&[host(2), host(3), moved], 16);
+    let prints = [
+        a.table_fingerprint(),
+        k.table_fingerprint(),
+        fewer.table_fingerprint(),
+        readdressed.table_fingerprint(),
+    ];
+    for (i, p) in prints.iter().enumerate() {
+        for q in &prints[i + 1..] {
+            assert_ne!(p, q, "{prints:x?}");
+        }
+    }
+    // A drain takes the backend out of the table: the table of the others.
+    assert_eq!(drained.table_fingerprint(), fewer.table_fingerprint());
+}

@@ -180,7 +180,10 @@ fn handler(
                 Request::Deregister => Cmd::Deregister,
                 Request::Register => Cmd::Register,
                 // `ctl::serve` refuses the server's verbs before they reach this handler.
-                other @ (Request::Backends | Request::Drain { .. } | Request::Undrain { .. }) => {
+                other @ (Request::Backends
+                | Request::Metrics
+                | Request::Drain { .. }
+                | Request::Undrain { .. }) => {
                     return ctl::not_served(&other, Role::Agent);
                 }
             };

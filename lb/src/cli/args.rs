@@ -60,7 +60,7 @@ pub(crate) enum HashArg {
 #[derive(Subcommand)]
 pub(crate) enum Cmd {
     /// Balance a VIP's packets over backends until SIGINT/SIGTERM.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Backend side of the encapsulation: VIP on lo, re-inject what arrives on :1337;
     /// with --server, register with the balancer and keep the health beat.
     Agent(AgentArgs),
@@ -118,6 +118,9 @@ pub(crate) struct ServerArgs {
     /// Which fields pick a new flow's backend.
     #[arg(long, value_enum)]
     pub(crate) hash: Option<HashArg>,
+    /// The text the flow-hash key is made from: balancers that must agree get the same one.
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) hash_key: Option<String>,
     /// First NFQUEUE number.
     #[arg(long)]
     pub(crate) queue: Option<u16>,
@@ -158,6 +161,9 @@ pub(crate) struct ServerArgs {
     /// Accept agent registrations on IP[:PORT] (TCP, default port 1338).
     #[arg(long, value_parser = parse_endpoint)]
     pub(crate) control: Option<SocketAddrV4>,
+    /// Serve the counters in the Prometheus text format at http://IP:PORT/metrics.
+    #[arg(long, value_name = "IP:PORT")]
+    pub(crate) metrics: Option<SocketAddrV4>,
     /// Unregistered control connections served at once.
     #[arg(long)]
     pub(crate) max_pending: Option<usize>,
@@ -230,6 +236,8 @@ pub(crate) enum CtlVerb {
     State,
     /// Server: backends with health, traffic and tracked flows.
     Backends,
+    /// Server: the counters in the Prometheus text format (what --metrics serves at /metrics).
+    Metrics,
     /// Server: no new flows to NAME; tracked flows kept until they end or the deadline.
     Drain {
         /// The backend.

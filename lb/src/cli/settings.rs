@@ -105,6 +105,9 @@ pub(crate) fn server_settings(a: ServerArgs) -> Result<ServerSettings> {
             HashArg::SrcIpPort => HashMode::SrcIpPort,
         };
     }
+    if a.hash_key.is_some() {
+        s.hash_key = a.hash_key;
+    }
     s.queue = a.queue.unwrap_or(s.queue);
     s.queues = a.queues.unwrap_or(s.queues);
     s.queue_len = a.queue_len.unwrap_or(s.queue_len);
@@ -124,6 +127,9 @@ pub(crate) fn server_settings(a: ServerArgs) -> Result<ServerSettings> {
     s.fast_path |= a.fast_path;
     if let Some(c) = a.control {
         s.control = Some(Endpoint(c));
+    }
+    if a.metrics.is_some() {
+        s.metrics = a.metrics;
     }
     s.max_pending = a.max_pending.unwrap_or(s.max_pending);
     if a.check_port.is_some() {
@@ -302,6 +308,7 @@ pub(crate) fn ctl_settings(a: CtlArgs) -> CtlSettings {
     let request = match a.verb {
         CtlVerb::State => Request::State,
         CtlVerb::Backends => Request::Backends,
+        CtlVerb::Metrics => Request::Metrics,
         CtlVerb::Drain { name, deadline } => Request::Drain { name, deadline },
         CtlVerb::Undrain { name } => Request::Undrain { name },
         CtlVerb::Pause => Request::Pause,

@@ -26,6 +26,7 @@ use intake::packet::packet_loop;
 use lb_core::config::{BackendEntry, Intake, VerdictMode};
 use lb_core::forward::ENCAP_PORT;
 use lb_core::rules::{FastPathRules, Hook, QueueRules};
+use lb_core::select::hash::HashKey;
 use lb_core::{BackendSpec, Config, ForwardConfig, ForwardMode, Framing, MacAddr, State};
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -170,6 +171,12 @@ pub fn core_config(s: &ServerSettings, local_ip: Ipv4Addr, local_mac: MacAddr) -
             Intake::Packet => Framing::Ethernet,
         },
         hash_mode: s.server.hash,
+        hash_key: s
+            .server
+            .hash_key
+            .as_deref()
+            .map(HashKey::from_text)
+            .unwrap_or_default(),
         table_size: s.server.table_size,
         conn_capacity: s.server.conn_capacity,
         forward: ForwardConfig {
@@ -250,6 +257,9 @@ pub fn ready_line(
     if let Some(c) = ctl {
         extra += &format!(", ctl {}", c.display());
     }
+    if let Some(m) = s.server.metrics {
+        extra += &format!(", metrics http://{m}/metrics");
+    }
     format!(
         "ready: vip {} on {ifname}, intake {}, forward {mode}, backends [{}]{extra}",
         s.vip,
@@ -296,6 +306,9 @@ pub fn run(s: ServerSettings) -> Result<()> {
         data_addr: iface.addr,
         encap_port: ENCAP_PORT,
         description: intake_desc.clone(),
+        queues: (s.server.intake == Intake::Nfqueue)
+            .then_some(s.server.queue..s.server.queue + s.server.queues),
+        metrics: s.server.metrics,
     };
     let registry = registrar::registry(&control, &specs)?;
     let mut ctl_socket = crate::ctl::bind(&s.server.ctl_socket, s.ctl_socket_given)?;

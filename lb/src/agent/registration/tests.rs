@@ -141,7 +141,10 @@ fn ctl_answer(path: &std::path::Path, req: &Request) -> Result<ctl::Served, Refu
 
 fn ctl_state(f: &Fixture) -> AgentStatus {
     match ctl_answer(&f.ctl, &Request::State) {
-        Ok(ctl::Served::State(StateAnswer::Agent(s))) => s,
+        Ok(ctl::Served::State(s)) => match *s {
+            StateAnswer::Agent(s) => s,
+            other => panic!("not an agent's state: {other:?}"),
+        },
         other => panic!("not an agent's state: {other:?}"),
     }
 }

@@ -60,6 +60,8 @@ pub struct PathReport {
     pub drops: BTreeMap<String, u64>,
     /// `--fast-path`: the flows handed to the kernel.
     pub fast_path: Option<lb_core::protocol::ctl::FastPathCounters>,
+    /// The thread's [`State::table_fingerprint`] (every thread has the same table).
+    pub table_fingerprint: Option<u64>,
 }
 
 impl PathReport {
@@ -72,6 +74,11 @@ impl PathReport {
         self.tracked += o.tracked;
         self.flows_moved += o.flows_moved;
         self.conn_table_full += o.conn_table_full;
+        if self.table_fingerprint.is_none() {
+            self.table_fingerprint = o.table_fingerprint;
+        } else if o.table_fingerprint.is_some() && o.table_fingerprint != self.table_fingerprint {
+            tracing::error!("data paths disagree on the Maglev table: a backend change was lost");
+        }
         if let Some(f) = &o.fast_path {
             let t = self.fast_path.get_or_insert_default();
             t.added += f.added;
@@ -180,6 +187,7 @@ pub fn report(state: &State, now: Nanos) -> PathReport {
             t.tracked += 1;
         }
     }
+    r.table_fingerprint = Some(state.table_fingerprint());
     let c = state.counters();
     r.flows_moved = c.flows_moved;
     r.conn_table_full = c.conn_table_full;

@@ -39,6 +39,10 @@ pub struct ControlSettings {
     pub encap_port: u16,
     /// One line describing the data path, for `lb ctl state`.
     pub description: String,
+    /// The NFQUEUE numbers of the intake, for the metrics; none: packet intake.
+    pub queues: Option<std::ops::Range<u16>>,
+    /// Where `/metrics` is served over HTTP; none: only `lb ctl metrics`.
+    pub metrics: Option<SocketAddrV4>,
 }
 
 pub(super) struct Conn {

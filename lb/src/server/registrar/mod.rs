@@ -1,5 +1,6 @@
 //! The registrar, the server side of the registration protocol: registrations on TCP :1338 (Caplance's protocol, plus the
-//! optional shared secret), active health checks, drain deadlines, and the `lb ctl` socket.
+//! optional shared secret), active health checks, drain deadlines, the `lb ctl` socket, and
+//! `/metrics` over HTTP (`--metrics`).
 //!
 //! It runs on its own thread, in a single-threaded tokio runtime: every task shares one
 //! [`Hub`] through `Rc<RefCell<…>>` and never holds it across an `.await`. The registry
@@ -23,13 +24,14 @@ use lb_core::protocol::ctl::Role;
 use lb_core::registry::{Registry, Thresholds};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 mod hub;
+mod metrics;
 mod ops;
 mod session;
 
@@ -43,27 +45,33 @@ pub struct Bound {
     tcp: Option<std::net::TcpListener>,
     udp: Option<std::net::UdpSocket>,
     ctl: Option<std::os::unix::net::UnixListener>,
+    metrics: Option<std::net::TcpListener>,
 }
 
-/// Binds :1338 (if registration is on) and the SANITY socket; `ctl` is the `lb ctl` listener.
+/// A non-blocking TCP listener on `addr`, for `what` (`control: listen for agents`).
+fn listen(addr: SocketAddrV4, what: &str) -> Result<std::net::TcpListener> {
+    let tcp = match std::net::TcpListener::bind(addr) {
+        Ok(t) => t,
+        // An address this host lacks is a configuration mistake, not a failure.
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+            return Err(crate::cli::BadInput(format!(
+                "{what} on {addr}: this host has no address {}",
+                addr.ip()
+            ))
+            .into());
+        }
+        Err(e) => return Err(e).with_context(|| format!("{what} on {addr}")),
+    };
+    tcp.set_nonblocking(true)?;
+    Ok(tcp)
+}
+
+/// Binds :1338 (if registration is on), the SANITY socket and the metrics port (if asked for);
+/// `ctl` is the `lb ctl` listener.
 pub fn bind(s: &ControlSettings, ctl: Option<std::os::unix::net::UnixListener>) -> Result<Bound> {
     let (tcp, udp) = match s.listen {
         Some(addr) => {
-            let tcp = match std::net::TcpListener::bind(addr) {
-                Ok(t) => t,
-                // An address this host lacks is a configuration mistake, not a failure.
-                Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
-                    return Err(crate::cli::BadInput(format!(
-                        "control: listen for agents on {addr}: this host has no address {}",
-                        addr.ip()
-                    ))
-                    .into());
-                }
-                Err(e) => {
-                    return Err(e).with_context(|| format!("listen for agents on {addr}"));
-                }
-            };
-            tcp.set_nonblocking(true)?;
+            let tcp = listen(addr, "control: listen for agents")?;
             let udp = std::net::UdpSocket::bind((s.data_addr, 0))
                 .or_else(|_| std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))
                 .context("bind the SANITY socket")?;
@@ -71,7 +79,16 @@ pub fn bind(s: &ControlSettings, ctl: Option<std::os::unix::net::UnixListener>) 
         }
         None => (None, None),
     };
-    Ok(Bound { tcp, udp, ctl })
+    let metrics = s
+        .metrics
+        .map(|addr| listen(addr, "metrics: serve /metrics"))
+        .transpose()?;
+    Ok(Bound {
+        tcp,
+        udp,
+        ctl,
+        metrics,
+    })
 }
 
 /// Starts the control plane's thread; it runs until `stop`.
@@ -109,6 +126,12 @@ pub async fn run(
         match tokio::net::TcpListener::from_std(tcp) {
             Ok(l) => tasks.push(tokio::task::spawn_local(accept_loop(Rc::clone(&hub), l))),
             Err(e) => tracing::error!("control listener: {e}"),
+        }
+    }
+    if let Some(m) = bound.metrics {
+        match tokio::net::TcpListener::from_std(m) {
+            Ok(l) => tasks.push(tokio::task::spawn_local(metrics::serve(Rc::clone(&hub), l))),
+            Err(e) => tracing::error!("metrics listener: {e}"),
         }
     }
     if let Some(l) = bound.ctl {

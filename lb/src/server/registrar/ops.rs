@@ -6,8 +6,9 @@ use crate::server::datapath::mailbox::{PathMsg, PathReport};
 use crate::sys::now;
 use lb_core::Nanos;
 use lb_core::protocol::ctl::{
-    self as proto, Answer, BackendRow, Backends, Request, Role, ServerState,
+    self as proto, Answer, BackendRow, Backends, Metrics, Request, Role, ServerState,
 };
+use lb_core::protocol::metrics::{QueueCounters, exposition};
 use lb_core::registry::Origin;
 use std::rc::Rc;
 use std::time::Duration;
@@ -102,65 +103,13 @@ async fn answer(hub: &Shared, req: Request) -> Answer {
     match req {
         Request::State => {
             let r = reports(hub).await;
-            let h = hub.borrow();
-            ServerState {
-                ok: true,
-                role: Role::Server,
-                vip: h.s.vip,
-                data_path: h.s.description.clone(),
-                control: h.s.listen,
-                auth: h.s.secret.is_some(),
-                active_checks: h.s.check.port,
-                uptime_s: secs(t.since(h.started)),
-                backends: h.reg.entries().count() as u64,
-                registered: h.reg.agents() as u64,
-                pending_connections: h.pending.len() as u64,
-                tracked_flows: r.tracked,
-                received: r.received,
-                sent: r.sent,
-                send_failed: r.send_failed,
-                flows_moved: r.flows_moved,
-                drops: r.drops,
-                control_counters: h.counters.clone(),
-                fast_path: r.fast_path.map(Box::new),
-            }
-            .into()
+            server_state(hub, &r, t).into()
         }
         Request::Backends => {
             let r = reports(hub).await;
-            let h = hub.borrow();
-            let checks = h.s.check.port.is_some();
-            let backends = h
-                .reg
-                .entries()
-                .map(|e| {
-                    let tr = r.backends.get(&e.name).cloned().unwrap_or_default();
-                    BackendRow {
-                        name: e.name.clone(),
-                        addr: e.addr,
-                        origin: match e.origin {
-                            Origin::Static => proto::Origin::Static,
-                            Origin::Agent { .. } => proto::Origin::Agent,
-                        },
-                        status: e.status(t),
-                        weight: e.weight,
-                        health: match (checks, e.health.up) {
-                            (false, _) => proto::Health::Unchecked,
-                            (true, true) => proto::Health::Up,
-                            (true, false) => proto::Health::Down,
-                        },
-                        checks: e.health.checks,
-                        last_check_error: e.health.last_error.clone(),
-                        drain_remaining_s: e.drain.map(|d| secs(d.deadline.since(t))),
-                        packets: tr.packets,
-                        bytes: tr.bytes,
-                        flows: tr.flows,
-                        tracked: tr.tracked,
-                    }
-                })
-                .collect();
-            Backends { ok: true, backends }.into()
+            backends(hub, &r, t).into()
         }
+        Request::Metrics => metrics(hub).await.into(),
         Request::Drain { name, deadline } => {
             let span = deadline.unwrap_or_else(|| hub.borrow().s.drain_timeout);
             let r = hub.borrow_mut().reg.drain(&name, t.plus(span.into()), t);
@@ -190,5 +139,100 @@ async fn answer(hub: &Shared, req: Request) -> Answer {
         other @ (Request::Pause | Request::Resume | Request::Deregister | Request::Register) => {
             ctl::not_served(&other, Role::Server)
         }
+    }
+}
+
+/// The `state` answer from the data paths' reports `r`.
+fn server_state(hub: &Shared, r: &PathReport, t: Nanos) -> ServerState {
+    let h = hub.borrow();
+    ServerState {
+        ok: true,
+        role: Role::Server,
+        vip: h.s.vip,
+        data_path: h.s.description.clone(),
+        control: h.s.listen,
+        auth: h.s.secret.is_some(),
+        active_checks: h.s.check.port,
+        uptime_s: secs(t.since(h.started)),
+        backends: h.reg.entries().count() as u64,
+        registered: h.reg.agents() as u64,
+        pending_connections: h.pending.len() as u64,
+        tracked_flows: r.tracked,
+        received: r.received,
+        sent: r.sent,
+        send_failed: r.send_failed,
+        flows_moved: r.flows_moved,
+        drops: r.drops.clone(),
+        control_counters: h.counters.clone(),
+        fast_path: r.fast_path.clone().map(Box::new),
+        table_fingerprint: r.table_fingerprint.map(|f| format!("{f:016x}")),
+    }
+}
+
+/// The `backends` answer from the data paths' reports `r`.
+fn backends(hub: &Shared, r: &PathReport, t: Nanos) -> Backends {
+    let h = hub.borrow();
+    let checks = h.s.check.port.is_some();
+    let backends = h
+        .reg
+        .entries()
+        .map(|e| {
+            let tr = r.backends.get(&e.name).cloned().unwrap_or_default();
+            BackendRow {
+                name: e.name.clone(),
+                addr: e.addr,
+                origin: match e.origin {
+                    Origin::Static => proto::Origin::Static,
+                    Origin::Agent { .. } => proto::Origin::Agent,
+                },
+                status: e.status(t),
+                weight: e.weight,
+                health: match (checks, e.health.up) {
+                    (false, _) => proto::Health::Unchecked,
+                    (true, true) => proto::Health::Up,
+                    (true, false) => proto::Health::Down,
+                },
+                checks: e.health.checks,
+                last_check_error: e.health.last_error.clone(),
+                drain_remaining_s: e.drain.map(|d| secs(d.deadline.since(t))),
+                packets: tr.packets,
+                bytes: tr.bytes,
+                flows: tr.flows,
+                tracked: tr.tracked,
+            }
+        })
+        .collect();
+    Backends { ok: true, backends }
+}
+
+/// The `metrics` answer: `state`, `backends` and the kernel's counters of the server's queues,
+/// in the Prometheus text format (`/metrics` serves the same text).
+pub(super) async fn metrics(hub: &Shared) -> Metrics {
+    let r = reports(hub).await;
+    let t = now();
+    let state = server_state(hub, &r, t);
+    let backends = backends(hub, &r, t);
+    let queues = match hub.borrow().s.queues.clone() {
+        Some(ours) => match nfqueue::QueueStats::read_all() {
+            Ok(all) => all
+                .into_iter()
+                .filter(|q| ours.contains(&q.queue_num))
+                .map(|q| QueueCounters {
+                    queue: q.queue_num,
+                    waiting: u64::from(q.queue_total),
+                    queue_dropped: q.queue_dropped,
+                    user_dropped: q.user_dropped,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!("metrics: the queues' counters: {e}");
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    Metrics {
+        ok: true,
+        text: exposition(&state, &backends, &queues),
     }
 }

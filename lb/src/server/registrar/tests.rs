@@ -47,6 +47,8 @@ fn settings() -> ControlSettings {
         data_addr: Ipv4Addr::LOCALHOST,
         encap_port: 0,
         description: "test".into(),
+        queues: None,
+        metrics: None,
     }
 }
 
@@ -94,6 +96,7 @@ fn start(f: impl FnOnce(&mut ControlSettings), statics: &[BackendSpec]) -> Harne
         tcp: Some(tcp),
         udp: Some(udp),
         ctl: None,
+        metrics: None,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let mut state = lb_core::State::new(lb_core::Config {
