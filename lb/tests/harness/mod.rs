@@ -1,4 +1,4 @@
-//! What `e2e.rs` and `control.rs` share: the lab's privileged-test gate, a lab from a
+//! What `e2e.rs` and `control/` share: the lab's privileged-test gate, a lab from a
 //! topology, and `lb` started in a host and waited for until it prints `ready:`.
 
 use lab::{Lab, LabOptions, Process, Topology, resolve};
