@@ -17,9 +17,9 @@ pub mod program;
 pub mod sim;
 
 pub use program::{
-    BurstSpec, CaptureSpec, ConntrackReading, Counters, ExecResult, ExecSpec, HoldSpec,
-    HoldVerdict, ListenerStats, NFQUEUE_COUNTERS, Probe, Program, Proto, Started, StopSignal,
-    TelnetOutcome, TelnetResult, TelnetSpec, nfqueue_counters,
+    BurstSpec, CONNECTIONS_COUNTERS, CaptureSpec, ConnectionsSpec, ConntrackReading, Counters,
+    ExecResult, ExecSpec, HoldSpec, HoldVerdict, ListenerStats, NFQUEUE_COUNTERS, Probe, Program,
+    Proto, Started, StopSignal, TelnetOutcome, TelnetResult, TelnetSpec, nfqueue_counters,
 };
 
 use crate::capture::CapturePoint;
@@ -104,6 +104,19 @@ pub trait Network {
     /// Reads the counters of NFQUEUE `queue` in `host` ([`NFQUEUE_COUNTERS`]); an error when
     /// no program is bound to it.
     fn nfqueue(&mut self, host: &str, queue: u16) -> Result<Counters, String>;
+
+    /// Opens `spec.count` long-lived connections from `host` as group `name`, each then
+    /// exchanging a line every `spec.interval` in the background until the network goes down;
+    /// returns once each has connected or failed to, with a one-line detail and its log.
+    fn connections(
+        &mut self,
+        host: &str,
+        name: &str,
+        spec: &ConnectionsSpec,
+    ) -> Result<Started, String>;
+
+    /// The counters of connections group `name` now ([`CONNECTIONS_COUNTERS`]).
+    fn tally(&mut self, name: &str) -> Result<Counters, String>;
 
     /// Stops every program and removes the network.
     fn down(self: Box<Self>) -> Result<(), String>;

@@ -56,6 +56,12 @@ pub enum Program {
     },
     /// An NFQUEUE holder: holds packets, then gives them one verdict together.
     NfqHolder(HoldSpec),
+    /// A TCP echo server: answers every line received with `<host>: <line>`, so that a client
+    /// learns which backend serves it.
+    TcpEcho {
+        /// Address to listen on.
+        addr: SocketAddrV4,
+    },
 }
 
 impl Program {
@@ -118,6 +124,35 @@ pub struct BurstSpec {
     /// Payload; `{n}` becomes the datagram's number (1-based).
     pub payload: String,
 }
+
+/// Long-lived TCP connections from one host (`connections` step): each connects to `to`, then
+/// sends a line every `interval` and checks the echo (a `tcp-echo` server's `<host>: <line>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionsSpec {
+    /// Where they connect.
+    pub to: SocketAddrV4,
+    /// How many.
+    pub count: usize,
+    /// Time between two lines of a connection.
+    pub interval: Duration,
+    /// A reply later than this (or none) makes the connection stalled.
+    pub stall: Duration,
+    /// Connect timeout of each connection.
+    pub timeout: Duration,
+}
+
+/// The counters of a `tally` reading of a connections group: `open` (connected, not broken),
+/// `failed` (never connected), `broken` (reset, closed by the peer, or answered by another
+/// backend than its first), `stalled` (a reply came later than `stall`, or not yet while overdue),
+/// `exchanges` (lines echoed as sent), `backends` (distinct backends that answered).
+pub const CONNECTIONS_COUNTERS: &[&str] = &[
+    "open",
+    "failed",
+    "broken",
+    "stalled",
+    "exchanges",
+    "backends",
+];
 
 /// A command run to completion in a host.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,8 @@
 //! The format reference is docs/scenario-format.md.
 
 use crate::backend::{
-    BurstSpec, CaptureSpec, ExecSpec, Probe, Program, StopSignal, TelnetOutcome, TelnetSpec,
+    BurstSpec, CaptureSpec, ConnectionsSpec, ExecSpec, Probe, Program, StopSignal, TelnetOutcome,
+    TelnetSpec,
 };
 use crate::kernel::KernelRange;
 use crate::resolve::Plan;
@@ -131,6 +132,22 @@ pub enum StepKind {
         /// The session.
         spec: TelnetSpec,
     },
+    /// Opens long-lived connections that exchange lines with an echo server until the end.
+    Connections {
+        /// Host.
+        host: String,
+        /// Name of the group.
+        name: String,
+        /// The connections.
+        spec: ConnectionsSpec,
+    },
+    /// Reads the counters of a connections group.
+    Tally {
+        /// Name of the reading.
+        name: String,
+        /// The group read.
+        group: String,
+    },
     /// Sends datagrams from one socket (one 5-tuple).
     UdpBurst {
         /// Host.
@@ -222,6 +239,7 @@ impl StepKind {
                 Program::TcpListener { .. } => "start tcp-listener",
                 Program::UdpListener { .. } => "start udp-listener",
                 Program::NfqHolder(_) => "start nfq-holder",
+                Program::TcpEcho { .. } => "start tcp-echo",
             },
             StepKind::Wait { until, .. } => match until {
                 WaitFor::Log { .. } => "wait log",
@@ -236,6 +254,8 @@ impl StepKind {
                 WaitFor::Datagrams { .. } => "wait datagrams",
             },
             StepKind::Telnet { .. } => "telnet",
+            StepKind::Connections { .. } => "connections",
+            StepKind::Tally { .. } => "tally",
             StepKind::UdpBurst { .. } => "udp-burst",
             StepKind::Conntrack { .. } => "conntrack",
             StepKind::Nfqueue { .. } => "nfqueue",
@@ -250,6 +270,8 @@ impl StepKind {
         match self {
             StepKind::Start { name, .. }
             | StepKind::Telnet { name, .. }
+            | StepKind::Connections { name, .. }
+            | StepKind::Tally { name, .. }
             | StepKind::UdpBurst { name, .. }
             | StepKind::Conntrack { name, .. }
             | StepKind::Nfqueue { name, .. }
@@ -267,6 +289,7 @@ impl StepKind {
                 ..
             }
             | StepKind::Telnet { host, .. }
+            | StepKind::Connections { host, .. }
             | StepKind::UdpBurst { host, .. }
             | StepKind::Conntrack { host, .. }
             | StepKind::Nfqueue { host, .. }
@@ -293,6 +316,9 @@ impl fmt::Display for StepKind {
                 Program::UdpListener { addr } => {
                     write!(f, "start udp-listener `{name}` in {host} on {addr}")
                 }
+                Program::TcpEcho { addr } => {
+                    write!(f, "start tcp-echo `{name}` in {host} on {addr}")
+                }
                 Program::NfqHolder(h) => write!(
                     f,
                     "start nfq-holder in {host}: queue {}, hold {}, {} together after {} ms",
@@ -318,6 +344,16 @@ impl fmt::Display for StepKind {
             },
             StepKind::Telnet { host, spec, .. } => {
                 write!(f, "telnet from {host} to {}", spec.addr)
+            }
+            StepKind::Connections { host, name, spec } => write!(
+                f,
+                "connections `{name}`: {} from {host} to {}, a line every {} ms",
+                spec.count,
+                spec.to,
+                spec.interval.as_millis()
+            ),
+            StepKind::Tally { name, group } => {
+                write!(f, "tally `{name}` of connections `{group}`")
             }
             StepKind::UdpBurst { host, spec, .. } => {
                 let (to, count) = (spec.to, spec.count);
@@ -409,6 +445,17 @@ pub enum ExpectKind {
         /// Counter name → expected delta.
         delta: IndexMap<String, i64>,
     },
+    /// A connections group's counters: values of one reading, and deltas between two.
+    Tally {
+        /// The reading checked.
+        read: String,
+        /// The earlier reading deltas are taken from.
+        since: Option<String>,
+        /// Counter name → expected delta.
+        delta: IndexMap<String, i64>,
+        /// Counter name → expected value.
+        counts: IndexMap<String, u64>,
+    },
     /// The trace (and optionally the ladder) equals the stored snapshot.
     Trace {
         /// Snapshot name: `<scenario dir>/<name>.snap`.
@@ -480,6 +527,19 @@ impl fmt::Display for ExpectKind {
             ExpectKind::Nfqueue { read, since, delta } => {
                 let v: Vec<String> = delta.iter().map(|(k, d)| format!("{k} {d:+}")).collect();
                 write!(f, "nfqueue `{since}` → `{read}`: {}", v.join(", "))
+            }
+            ExpectKind::Tally {
+                read,
+                since,
+                delta,
+                counts,
+            } => {
+                let mut v: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                v.extend(delta.iter().map(|(k, d)| format!("{k} {d:+}")));
+                match since {
+                    Some(s) => write!(f, "tally `{s}` → `{read}`: {}", v.join(", ")),
+                    None => write!(f, "tally `{read}`: {}", v.join(", ")),
+                }
             }
             ExpectKind::Trace { snapshot, ladder } => write!(
                 f,

@@ -214,3 +214,44 @@ fn lonely_lab() -> std::path::PathBuf {
     std::fs::copy(env!("CARGO_BIN_EXE_lab"), copied.join("lab")).unwrap();
     copied.join("lab")
 }
+
+#[test]
+fn connections_break_on_resets_and_stall_on_drops() {
+    // The simulator refuses the steps by name (no root needed for that part).
+    let out = lab_run()
+        .args(["--sim"])
+        .arg(fixture("connections.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("h2: a tcp-echo server on 10.0.0.2:8080 cannot be simulated yet"),
+        "{text}"
+    );
+    if !privileged("connections_break_on_resets_and_stall_on_drops") {
+        return;
+    }
+    let out = lab_run().arg(fixture("connections.toml")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("20 connected from h1 to 10.0.0.2:8080"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tally `reset-before`: open 20, failed 0, broken 0, stalled 0, backends 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tally `dropped-before` → `dropped-after`: open +0, broken +0, stalled +10"),
+        "{text}"
+    );
+    assert!(
+        text.contains("PASS connections (4 of 4 expectations"),
+        "{text}"
+    );
+    for lab in labs_in(&text) {
+        assert!(namespaces_of(&lab).is_empty(), "{lab} left namespaces");
+    }
+}

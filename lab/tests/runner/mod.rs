@@ -181,6 +181,21 @@ impl Network for Recording {
         Err("the recorder has no queues".into())
     }
 
+    fn connections(
+        &mut self,
+        host: &str,
+        name: &str,
+        spec: &lab::backend::ConnectionsSpec,
+    ) -> Result<lab::backend::Started, String> {
+        self.note(format!("connections {name} from {host}: {spec:?}"));
+        Err("the recorder opens no connections".into())
+    }
+
+    fn tally(&mut self, name: &str) -> Result<lab::backend::Counters, String> {
+        self.note(format!("tally {name}"));
+        Err("the recorder opens no connections".into())
+    }
+
     fn down(self: Box<Self>) -> Result<(), String> {
         self.note("down".into());
         Ok(())

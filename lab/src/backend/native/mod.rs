@@ -3,13 +3,15 @@
 //! real processes, listeners, telnet, bursts and the NFQUEUE holder as threads whose sockets were
 //! created inside the host's namespace.
 
+pub mod conns;
 pub mod conntrack;
 pub mod holder;
 pub mod tasks;
 
 use super::{
-    Backend, BurstSpec, CaptureSpec, ConntrackReading, Counters, ExecResult, ExecSpec,
-    ListenerStats, Network, Probe, Program, Started, StopSignal, TelnetResult, TelnetSpec,
+    Backend, BurstSpec, CaptureSpec, ConnectionsSpec, ConntrackReading, Counters, ExecResult,
+    ExecSpec, ListenerStats, Network, Probe, Program, Started, StopSignal, TelnetResult,
+    TelnetSpec,
 };
 use crate::cancel::{cancelled, pause};
 use crate::capture::{Capture, CaptureConfig, CapturePoint, Frame};
@@ -17,6 +19,7 @@ use crate::error::LabError;
 use crate::kernel::KernelVersion;
 use crate::lab::{Builder, Lab, LabOptions, Process};
 use crate::resolve::Plan;
+use conns::ConnStats;
 use holder::{HolderStats, nfq_holder};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -75,6 +78,7 @@ impl Backend for Native {
             processes: HashMap::new(),
             listeners: HashMap::new(),
             holders: HashMap::new(),
+            groups: HashMap::new(),
             captures: Vec::new(),
             watcher: None,
             last_frame: Arc::new(Mutex::new(Instant::now())),
@@ -90,6 +94,7 @@ pub struct NativeNetwork {
     processes: HashMap<String, Process>,
     listeners: HashMap<String, Task<ListenerStats>>,
     holders: HashMap<String, Task<HolderStats>>,
+    groups: HashMap<String, Task<ConnStats>>,
     captures: Vec<Capture>,
     watcher: Option<JoinHandle<()>>,
     last_frame: Arc<Mutex<Instant>>,
@@ -217,6 +222,15 @@ impl Network for NativeNetwork {
                 self.listeners.insert(name.to_string(), t);
                 Ok(Started {
                     detail: format!("bound to {addr}"),
+                    log: Some(path),
+                })
+            }
+            Program::TcpEcho { addr } => {
+                let (log, path) = self.log(host, name)?;
+                let t = conns::tcp_echo(&self.lab, host, name, *addr, log)?;
+                self.listeners.insert(name.to_string(), t);
+                Ok(Started {
+                    detail: format!("echoing on {addr}"),
                     log: Some(path),
                 })
             }
@@ -391,6 +405,28 @@ impl Network for NativeNetwork {
         ))
     }
 
+    fn connections(
+        &mut self,
+        host: &str,
+        name: &str,
+        spec: &ConnectionsSpec,
+    ) -> Result<Started, String> {
+        let (log, path) = self.log(host, name)?;
+        let (task, detail) = conns::connections(&self.lab, host, name, spec, log)?;
+        self.groups.insert(name.to_string(), task);
+        Ok(Started {
+            detail,
+            log: Some(path),
+        })
+    }
+
+    fn tally(&mut self, name: &str) -> Result<Counters, String> {
+        self.groups
+            .get(name)
+            .map(|t| t.stats().counters())
+            .ok_or_else(|| format!("no connections named `{name}` were opened"))
+    }
+
     fn conntrack(&mut self, host: &str, filter: &[String]) -> Result<ConntrackReading, String> {
         let counters = self
             .lab
@@ -433,6 +469,7 @@ impl Network for NativeNetwork {
 
     fn down(mut self: Box<Self>) -> Result<(), String> {
         // Stop our threads before the lab goes: their sockets hold namespaces.
+        self.groups.clear();
         self.listeners.clear();
         self.holders.clear();
         self.captures.clear();

@@ -15,9 +15,9 @@ use programs::{Listener, Sock};
 pub use spec::net_spec;
 
 use super::{
-    Backend, BurstSpec, CaptureSpec, ConntrackReading, Counters, ExecResult, ExecSpec, HoldVerdict,
-    ListenerStats, Network, Probe, Program, Proto, Started, StopSignal, TelnetOutcome,
-    TelnetResult, TelnetSpec,
+    Backend, BurstSpec, CaptureSpec, ConnectionsSpec, ConntrackReading, Counters, ExecResult,
+    ExecSpec, HoldVerdict, ListenerStats, Network, Probe, Program, Proto, Started, StopSignal,
+    TelnetOutcome, TelnetResult, TelnetSpec,
 };
 use crate::cancel::cancelled;
 use crate::capture::{CapturePoint, CaptureStats, Frame, PacketType};
@@ -395,6 +395,9 @@ impl Network for SimNetwork {
                     log: Some(log),
                 })
             }
+            Program::TcpEcho { addr } => Err(format!(
+                "{host}: a tcp-echo server on {addr} cannot be simulated yet (see docs/sim.md)"
+            )),
             Program::NfqHolder(spec) => {
                 let id = self
                     .world
@@ -624,6 +627,22 @@ impl Network for SimNetwork {
             output,
             log: Some(path),
         })
+    }
+
+    fn connections(
+        &mut self,
+        host: &str,
+        _name: &str,
+        spec: &ConnectionsSpec,
+    ) -> Result<Started, String> {
+        Err(format!(
+            "{host}: long-lived connections to {} cannot be simulated yet (see docs/sim.md)",
+            spec.to
+        ))
+    }
+
+    fn tally(&mut self, name: &str) -> Result<Counters, String> {
+        Err(format!("no connections named `{name}` were opened"))
     }
 
     fn nfqueue(&mut self, host: &str, queue: u16) -> Result<Counters, String> {

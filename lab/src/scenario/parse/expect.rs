@@ -4,7 +4,7 @@
 use super::context::{convert, valid_name};
 use super::raw::RawExpect;
 use super::validator::{Named, Validator};
-use crate::backend::{NFQUEUE_COUNTERS, TelnetOutcome};
+use crate::backend::{CONNECTIONS_COUNTERS, NFQUEUE_COUNTERS, TelnetOutcome};
 use crate::kernel::KernelRange;
 use crate::scenario::model::{CONNTRACK_COUNTERS, Expect, ExpectKind, ScenarioError};
 
@@ -24,12 +24,13 @@ impl Validator<'_> {
             ("listener", r.listener.is_some()),
             ("conntrack", r.conntrack.is_some()),
             ("nfqueue", r.nfqueue.is_some()),
+            ("tally", r.tally.is_some()),
             ("trace", r.trace.is_some()),
         ];
         let given: Vec<&str> = subjects.iter().filter(|s| s.1).map(|s| s.0).collect();
         if given.len() != 1 {
             return Err(e(format!(
-                "an expectation names exactly one subject: telnet, listener, conntrack, nfqueue or trace (found {})",
+                "an expectation names exactly one subject: telnet, listener, conntrack, nfqueue, tally or trace (found {})",
                 if given.is_empty() {
                     "none".to_string()
                 } else {
@@ -46,6 +47,7 @@ impl Validator<'_> {
             ("datagrams", r.datagrams.is_some()),
             ("since", r.since.is_some()),
             ("delta", !r.delta.is_empty()),
+            ("counts", !r.counts.is_empty()),
             ("entries", r.entries.is_some()),
             ("ladder", r.ladder.is_some()),
         ];
@@ -86,9 +88,15 @@ impl Validator<'_> {
             }
             "listener" => {
                 let name = r.listener.unwrap_or_default();
-                self.refer(line, &ctx, &name, &[Named::TcpListener, Named::UdpListener])?;
+                self.refer(
+                    line,
+                    &ctx,
+                    &name,
+                    &[Named::TcpListener, Named::UdpListener, Named::Echo],
+                )?;
                 match self.names.get(&name).map(|n| n.0) {
                     Some(Named::TcpListener) => only(&["received", "bytes", "connections"])?,
+                    Some(Named::Echo) => only(&["bytes", "connections"])?,
                     _ => only(&["bytes", "datagrams"])?,
                 }
                 ExpectKind::Listener {
@@ -126,6 +134,28 @@ impl Validator<'_> {
                     read,
                     since,
                     delta: r.delta,
+                }
+            }
+            "tally" => {
+                only(&["since", "delta", "counts"])?;
+                let read = r.tally.unwrap_or_default();
+                let readings = ("tally", Named::Tally, CONNECTIONS_COUNTERS);
+                self.readings(line, &ctx, readings, &read, &r.since, &r.delta)?;
+                if let Some(k) = r
+                    .counts
+                    .keys()
+                    .find(|k| !CONNECTIONS_COUNTERS.contains(&k.as_str()))
+                {
+                    return Err(e(format!(
+                        "unknown tally counter `{k}` (known: {})",
+                        CONNECTIONS_COUNTERS.join(", ")
+                    )));
+                }
+                ExpectKind::Tally {
+                    read,
+                    since: r.since,
+                    delta: r.delta,
+                    counts: r.counts,
                 }
             }
             _ => {

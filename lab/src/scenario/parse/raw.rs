@@ -121,6 +121,25 @@ pub(super) struct RawBurst {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawConnections {
+    pub(super) connections: String,
+    pub(super) host: String,
+    pub(super) to: String,
+    pub(super) count: Option<usize>,
+    pub(super) interval: Option<RawDuration>,
+    pub(super) stall: Option<RawDuration>,
+    pub(super) timeout: Option<RawDuration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTally {
+    pub(super) tally: String,
+    pub(super) of: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawConntrack {
     pub(super) conntrack: String,
     pub(super) host: String,
@@ -168,6 +187,7 @@ pub(super) struct RawExpect {
     pub(super) listener: Option<String>,
     pub(super) conntrack: Option<String>,
     pub(super) nfqueue: Option<String>,
+    pub(super) tally: Option<String>,
     pub(super) trace: Option<String>,
     pub(super) outcome: Option<String>,
     pub(super) received: Option<String>,
@@ -177,6 +197,8 @@ pub(super) struct RawExpect {
     pub(super) since: Option<String>,
     #[serde(default)]
     pub(super) delta: IndexMap<String, i64>,
+    #[serde(default)]
+    pub(super) counts: IndexMap<String, u64>,
     pub(super) entries: Option<u64>,
     pub(super) ladder: Option<bool>,
     pub(super) kernel: Option<String>,
@@ -188,6 +210,8 @@ pub(super) const STEP_ACTIONS: &[&str] = &[
     "start",
     "wait",
     "telnet",
+    "connections",
+    "tally",
     "udp-burst",
     "conntrack",
     "nfqueue",

@@ -4,12 +4,13 @@
 
 use super::context::{convert, socket_addr};
 use super::raw::{
-    RawBurst, RawConntrack, RawDuration, RawExec, RawNfqueue, RawSleep, RawStart, RawStop,
-    RawTelnet, RawWait, STEP_ACTIONS,
+    RawBurst, RawConnections, RawConntrack, RawDuration, RawExec, RawNfqueue, RawSleep, RawStart,
+    RawStop, RawTally, RawTelnet, RawWait, STEP_ACTIONS,
 };
 use super::validator::{Named, Validator};
 use crate::backend::{
-    BurstSpec, ExecSpec, HoldSpec, HoldVerdict, Probe, Program, Proto, StopSignal, TelnetSpec,
+    BurstSpec, ConnectionsSpec, ExecSpec, HoldSpec, HoldVerdict, Probe, Program, Proto, StopSignal,
+    TelnetSpec,
 };
 use crate::scenario::model::{ScenarioError, StepKind, WaitFor};
 use std::time::Duration;
@@ -70,6 +71,8 @@ impl Validator<'_> {
             "start" => self.start(index, line, &ctx, t),
             "wait" => self.wait(index, line, &ctx, t),
             "telnet" => self.telnet(index, line, &ctx, t),
+            "connections" => self.connections(index, line, &ctx, t),
+            "tally" => self.tally(index, line, &ctx, t),
             "udp-burst" => self.udp_burst(index, line, &ctx, t),
             "conntrack" => self.conntrack(index, line, &ctx, t),
             "nfqueue" => self.nfqueue(index, line, &ctx, t),
@@ -80,7 +83,8 @@ impl Validator<'_> {
         }
     }
 
-    /// `start = "lb" | "command" | "tcp-listener" | "udp-listener" | "nfq-holder"`: a program in the background.
+    /// `start = "lb" | "command" | "tcp-listener" | "udp-listener" | "nfq-holder" | "tcp-echo"`:
+    /// a program in the background.
     fn start(
         &mut self,
         index: usize,
@@ -181,6 +185,27 @@ impl Validator<'_> {
                     program,
                 }
             }
+            "tcp-echo" => {
+                only(&["listen"])?;
+                let Some(listen) = &r.listen else {
+                    return Err(e(
+                        "`start = \"tcp-echo\"` needs `listen = \"ADDRESS:PORT\"`".into(),
+                    ));
+                };
+                let addr = socket_addr(listen).map_err(&e)?;
+                let name = self.claim(
+                    line,
+                    ctx,
+                    r.name.as_deref().unwrap_or("tcp-echo"),
+                    Named::Echo,
+                    index,
+                )?;
+                StepKind::Start {
+                    host,
+                    name,
+                    program: Program::TcpEcho { addr },
+                }
+            }
             "nfq-holder" => {
                 only(&["queue", "count", "delay", "verdict"])?;
                 let count = r.count.unwrap_or(1);
@@ -214,7 +239,7 @@ impl Validator<'_> {
             }
             other => {
                 return Err(e(format!(
-                    "unknown `start = \"{other}\"` (lb | tcp-listener | udp-listener | nfq-holder | command)"
+                    "unknown `start = \"{other}\"` (lb | tcp-listener | udp-listener | tcp-echo | nfq-holder | command)"
                 )));
             }
         })
@@ -336,6 +361,59 @@ impl Validator<'_> {
                 timeout: duration(&r.timeout, Duration::from_secs(2)).map_err(&e)?,
             },
         })
+    }
+
+    /// `connections = "NAME"`: long-lived connections exchanging lines with an echo server.
+    fn connections(
+        &mut self,
+        index: usize,
+        line: Option<usize>,
+        ctx: &str,
+        t: &toml::Table,
+    ) -> Result<StepKind, ScenarioError> {
+        let e = |m: String| self.cx.err(line, ctx, m);
+        let r: RawConnections = convert(t).map_err(&e)?;
+        let host = self.host(line, ctx, &r.host)?;
+        let to = socket_addr(&r.to).map_err(&e)?;
+        let count = r.count.unwrap_or(1);
+        if count == 0 || count > 1000 {
+            return Err(e(format!("count {count}: open 1 to 1000 connections")));
+        }
+        let interval = duration(&r.interval, Duration::from_millis(100)).map_err(&e)?;
+        if interval < Duration::from_millis(10) {
+            return Err(e(format!(
+                "interval {} ms: at least 10 ms between two lines of a connection",
+                interval.as_millis()
+            )));
+        }
+        let stall = duration(&r.stall, Duration::from_secs(1)).map_err(&e)?;
+        let name = self.claim(line, ctx, &r.connections, Named::Connections, index)?;
+        Ok(StepKind::Connections {
+            host,
+            name,
+            spec: ConnectionsSpec {
+                to,
+                count,
+                interval,
+                stall,
+                timeout: duration(&r.timeout, Duration::from_secs(2)).map_err(&e)?,
+            },
+        })
+    }
+
+    /// `tally = "READING"` with `of = "GROUP"`: a reading of a connections group's counters.
+    fn tally(
+        &mut self,
+        index: usize,
+        line: Option<usize>,
+        ctx: &str,
+        t: &toml::Table,
+    ) -> Result<StepKind, ScenarioError> {
+        let e = |m: String| self.cx.err(line, ctx, m);
+        let r: RawTally = convert(t).map_err(&e)?;
+        self.refer(line, ctx, &r.of, &[Named::Connections])?;
+        let name = self.claim(line, ctx, &r.tally, Named::Tally, index)?;
+        Ok(StepKind::Tally { name, group: r.of })
     }
 
     /// `udp-burst = "ADDR:PORT"`: datagrams from one socket.

@@ -17,6 +17,9 @@ pub(super) enum Named {
     Conntrack,
     Nfqueue,
     Exec,
+    Echo,
+    Connections,
+    Tally,
 }
 
 impl Named {
@@ -32,6 +35,9 @@ impl Named {
             Named::Conntrack => "a conntrack reading",
             Named::Nfqueue => "an nfqueue reading",
             Named::Exec => "an exec step",
+            Named::Echo => "a tcp-echo server",
+            Named::Connections => "a connections group",
+            Named::Tally => "a tally reading",
         }
     }
 }

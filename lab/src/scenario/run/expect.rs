@@ -119,6 +119,29 @@ impl Runtime<'_> {
                 let (ok, found) = self.deltas(since, now, delta);
                 (verdict(ok), found.join(", "), None)
             }
+            ExpectKind::Tally {
+                read,
+                since,
+                delta,
+                counts,
+            } => {
+                let Some(now) = self.readings.get(read) else {
+                    return (Verdict::Fail, format!("tally `{read}` was not taken"), None);
+                };
+                let mut ok = true;
+                let mut found = Vec::new();
+                for (counter, want) in counts {
+                    let n = now.get(counter).copied().unwrap_or_default();
+                    ok &= n == *want;
+                    found.push(format!("{counter} {n}"));
+                }
+                if let Some(since) = since {
+                    let (d_ok, d_found) = self.deltas(since, now, delta);
+                    ok &= d_ok;
+                    found.extend(d_found);
+                }
+                (verdict(ok), found.join(", "), None)
+            }
             ExpectKind::Trace { snapshot, ladder } => {
                 let Some(trace) = &result.trace else {
                     return (

@@ -2,7 +2,7 @@
 //! the run's own control (sleep, stop, exec). A new step kind is one arm here.
 
 use super::{Runtime, tail};
-use crate::backend::{Probe, TelnetOutcome};
+use crate::backend::{CONNECTIONS_COUNTERS, Probe, TelnetOutcome};
 use crate::scenario::model::{StepKind, WaitFor};
 use std::time::Duration;
 
@@ -42,6 +42,23 @@ impl Runtime<'_> {
                     ));
                 }
                 self.telnets.insert(name.clone(), r);
+                Ok((true, detail))
+            }
+            StepKind::Connections { host, name, spec } => {
+                let started = self.net.connections(host, name, spec)?;
+                if let Some(log) = started.log {
+                    self.artifacts.push((format!("{name} log"), log));
+                }
+                Ok((true, started.detail))
+            }
+            StepKind::Tally { name, group } => {
+                let counters = self.net.tally(group)?;
+                let detail = CONNECTIONS_COUNTERS
+                    .iter()
+                    .map(|k| format!("{k} {}", counters.get(*k).copied().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.readings.insert(name.clone(), counters);
                 Ok((true, detail))
             }
             StepKind::UdpBurst { host, spec, .. } => {
