@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use lab::scenario::Progress as _;
 use lab::scenario::{
-    self, ReportOptions, RunOptions, ScenarioResult, SnapshotMode, discover, load_all, render,
+    self, ReportOptions, RunOptions, Scenario, ScenarioResult, SnapshotMode, discover, load_all,
+    render,
 };
 use std::io::Write;
 use std::path::PathBuf;
@@ -117,6 +118,20 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     } else {
         None
     };
+    // The simulator skips what it cannot run yet, by the scenario's own word, and says so.
+    let (scenarios, unsimulated): (Vec<Scenario>, Vec<Scenario>) = match &sim {
+        Some(_) => scenarios
+            .into_iter()
+            .partition(|s| s.not_simulated.is_none()),
+        None => (scenarios, Vec::new()),
+    };
+    for s in &unsimulated {
+        println!(
+            "SKIP {}: not simulated: {}",
+            s.name,
+            s.not_simulated.as_deref().unwrap_or_default()
+        );
+    }
     if sim.is_none() && !lab::lab::is_root() {
         return Ok(bad_input(
             "this needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run it with sudo",
@@ -220,13 +235,18 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let not_run = scenarios.len() - ran.len();
     println!();
     println!(
-        "{} scenario(s): {passed} passed, {} failed{}{}",
-        scenarios.len(),
+        "{} scenario(s): {passed} passed, {} failed{}{}{}",
+        scenarios.len() + unsimulated.len(),
         ran.len() - passed,
         if not_run > 0 {
             format!(", {not_run} not run")
         } else {
             String::new()
+        },
+        if unsimulated.is_empty() {
+            String::new()
+        } else {
+            format!(", {} not simulated", unsimulated.len())
         },
         if interrupted { " (interrupted)" } else { "" }
     );

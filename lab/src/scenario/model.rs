@@ -49,6 +49,9 @@ pub struct Scenario {
     pub path: PathBuf,
     /// One line saying what it shows.
     pub summary: Option<String>,
+    /// Why the simulator cannot run it yet (`not-simulated`): `lab run --sim` skips it, saying
+    /// so; the test suite checks that the simulator still refuses it.
+    pub not_simulated: Option<String>,
     /// The resolved topology.
     pub plan: Plan,
     /// Capture points, in trace order.

@@ -218,6 +218,7 @@ impl Scenario {
             name,
             path: path.to_path_buf(),
             summary: raw.summary,
+            not_simulated: raw.not_simulated.filter(|w| !w.trim().is_empty()),
             plan,
             captures,
             trace,

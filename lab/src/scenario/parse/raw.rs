@@ -11,6 +11,8 @@ use toml::Spanned;
 pub(super) struct RawFile {
     pub(super) name: Option<String>,
     pub(super) summary: Option<String>,
+    #[serde(rename = "not-simulated")]
+    pub(super) not_simulated: Option<String>,
     pub(super) topology: Option<Spanned<toml::Value>>,
     #[serde(default)]
     pub(super) capture: Vec<Spanned<String>>,
