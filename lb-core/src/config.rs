@@ -132,6 +132,9 @@ pub struct ServerSection {
     pub table_size: u32,
     /// Tracked flows; 0 disables the connection table.
     pub conn_capacity: usize,
+    /// How long after a backend change an untracked mid-connection TCP packet is sent by the
+    /// table before the change (a flow moved here from a dead balancer); 0: never.
+    pub table_grace: Dur,
     /// MTU of the path to the backends.
     pub mtu: u16,
     /// Clamp the MSS of forwarded SYNs to fit the encapsulation.
@@ -245,6 +248,7 @@ impl Default for ServerSection {
             hash: HashMode::FiveTuple,
             table_size: crate::select::maglev::DEFAULT_TABLE_SIZE,
             conn_capacity: 1 << 20,
+            table_grace: Dur::secs(10),
             mtu: 1500,
             clamp_mss: false,
             fast_path: false,
@@ -549,6 +553,21 @@ impl FileConfig {
 }
 
 /// Parses a `--backend` flag: `NAME=IP[,weight=W][,mac=MAC]` or just `IP` (named after it).
+impl BackendEntry {
+    /// As `--backend` and `lb ctl add` take it: `NAME=IP[,weight=W][,mac=MAC]`.
+    pub fn to_flag(&self) -> String {
+        let mut s = format!("{}={}", self.name, self.addr);
+        if self.weight != 1 {
+            s.push_str(&format!(",weight={}", self.weight));
+        }
+        if let Some(m) = self.mac {
+            s.push_str(&format!(",mac={m}"));
+        }
+        s
+    }
+}
+
+/// Parses `NAME=IP[,weight=W][,mac=MAC]` (`--backend`, `lb ctl add`).
 pub fn parse_backend_flag(s: &str) -> Result<BackendEntry, String> {
     let mut parts = s.split(',');
     let head = parts.next().unwrap_or_default();

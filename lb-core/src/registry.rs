@@ -268,6 +268,23 @@ impl Registry {
         .map(|(_, u)| u)
     }
 
+    /// Removes a static backend (`lb ctl remove`); an agent's backend leaves when its agent
+    /// deregisters.
+    pub fn remove_static(&mut self, name: &str, now: Nanos) -> Result<Vec<Update>, RegistryError> {
+        match self.entries.get(name).map(|e| e.origin) {
+            None => Err(RegistryError::Unknown(name.into())),
+            Some(Origin::Agent { .. }) => Err(RegistryError::State(
+                "registered by an agent: it leaves when its agent deregisters (lb ctl deregister on the backend)",
+            )),
+            Some(Origin::Static) => self
+                .change(now, |r| {
+                    r.entries.remove(name);
+                    Ok(())
+                })
+                .map(|(_, u)| u),
+        }
+    }
+
     /// Checks that an agent may register `name` at `addr` from connection `conn`; returns the
     /// connection that holds the name now (same name and address: the agent came back, its
     /// old connection is replaced).

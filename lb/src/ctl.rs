@@ -536,6 +536,7 @@ fn server_rows(s: &ServerState) -> Rows {
             Item::Group(s.drops.iter().map(|(r, n)| (r.clone(), num(*n))).collect()),
         ),
         ("flows_moved", num(s.flows_moved)),
+        ("previous_table", num(s.previous_table)),
         ("pending_connections", num(s.pending_connections)),
         ("received", num(s.received)),
         ("registered", num(s.registered)),

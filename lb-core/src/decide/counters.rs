@@ -15,6 +15,9 @@ pub struct Counters {
     pub conn_table_full: u64,
     /// Tracked flows moved because their backend was removed or down.
     pub flows_moved: u64,
+    /// Untracked mid-connection packets sent by the table before a recent backend change
+    /// (`State::previous_choice`).
+    pub previous_table: u64,
 }
 
 impl Counters {

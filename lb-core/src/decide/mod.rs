@@ -17,6 +17,7 @@ use crate::wire::{
 };
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 /// Everything [`State`] needs besides its backends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +39,9 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// How forwarded packets leave (decides the MTU check).
     pub forward: ForwardConfig,
+    /// How long after a backend change a mid-connection TCP packet with no tracked flow is
+    /// sent by the table before the change (zero: never). See [`State::previous_choice`].
+    pub table_grace: Duration,
 }
 
 impl Default for Config {
@@ -51,6 +55,7 @@ impl Default for Config {
             conn_capacity: 1 << 20,
             timeouts: Timeouts::default(),
             forward: ForwardConfig::default(),
+            table_grace: Duration::from_secs(10),
         }
     }
 }
@@ -108,6 +113,20 @@ pub struct State {
     maglev_ids: Vec<BackendId>,
     conns: ConnTable,
     counters: Counters,
+    /// The table before the last backend change made while serving, for mid-connection packets
+    /// of flows no entry tracks (a dead balancer's flows, moved here).
+    previous: Option<Previous>,
+    /// A packet has been decided: backend changes from now on are made while serving.
+    serving: bool,
+}
+
+/// The Maglev table before the last backend change, and since when it is the previous one
+/// (stamped by the first packet decided after the change).
+#[derive(Debug, Clone)]
+struct Previous {
+    maglev: Maglev,
+    ids: Vec<BackendId>,
+    since: Option<Nanos>,
 }
 
 impl State {
@@ -130,6 +149,8 @@ impl State {
             maglev_ids: Vec::new(),
             conns,
             counters: Counters::default(),
+            previous: None,
+            serving: false,
         })
     }
 
@@ -306,8 +327,15 @@ impl State {
     }
 
     fn install(&mut self, maglev: Maglev, ids: Vec<BackendId>) {
-        self.maglev = maglev;
-        self.maglev_ids = ids;
+        let old = std::mem::replace(&mut self.maglev, maglev);
+        let old_ids = std::mem::replace(&mut self.maglev_ids, ids);
+        // Backends added at start, before any packet, are the table every flow was decided by:
+        // there is no earlier one that a flow could have been decided by.
+        self.previous = self.serving.then_some(Previous {
+            maglev: old,
+            ids: old_ids,
+            since: None,
+        });
     }
 }
 
@@ -485,6 +513,13 @@ fn decide_flow(state: &mut State, now: Nanos, flow: &Flow) -> Action {
         flags,
         ip_len,
     } = *flow;
+    // The grace of the table before a backend change runs from the first packet after it.
+    state.serving = true;
+    if let Some(p) = &mut state.previous
+        && p.since.is_none()
+    {
+        p.since = Some(now);
+    }
     // A tracked flow keeps its backend unless that backend is gone or down, or a new
     // connection (SYN) reuses the 5-tuple of one that is closing. One probe of the table
     // serves the whole decision: the entry found is updated in place.
@@ -521,8 +556,27 @@ fn decide_flow(state: &mut State, now: Nanos, flow: &Flow) -> Action {
     } else {
         None
     };
-    // A new flow, or a tracked one whose entry expired (a new life for the same 5-tuple).
-    let Some(id) = pick(&state.config, &state.maglev, &state.maglev_ids, &key, hash) else {
+    // A new flow, or a tracked one whose entry expired (a new life for the same 5-tuple). A
+    // mid-connection TCP packet right after a backend change goes where the earlier table
+    // sends it: see `previous_choice`.
+    let mid_connection = flags.is_some_and(|f| !f.syn());
+    let earlier = match mid_connection {
+        true => previous_choice(
+            &state.config,
+            &mut state.previous,
+            &state.slots,
+            now,
+            &key,
+            hash,
+        ),
+        false => None,
+    };
+    if earlier.is_some() {
+        state.counters.previous_table += 1;
+    }
+    let Some(id) =
+        earlier.or_else(|| pick(&state.config, &state.maglev, &state.maglev_ids, &key, hash))
+    else {
         if let Some(old) = renew {
             old.remove();
         }
@@ -544,6 +598,34 @@ fn decide_flow(state: &mut State, now: Nanos, flow: &Flow) -> Action {
         None => {}
     }
     assign(state, id, ip_len)
+}
+
+/// The backend the table before the last backend change gives a flow, if that change was
+/// made less than `table_grace` ago and the backend still takes its flows (not removed,
+/// not down). For a mid-connection TCP packet that no entry tracks: a flow a dead balancer
+/// carried, moved here by the router while the backends changed. Such a flow began before
+/// the change (most likely), on a balancer that had the same table, so the earlier table
+/// names its backend; the current one may not (issue 17: 1/4 of such flows broke when a
+/// fourth backend was added as one of three balancers died).
+fn previous_choice(
+    config: &Config,
+    previous: &mut Option<Previous>,
+    slots: &[Slot],
+    now: Nanos,
+    key: &FlowKey,
+    hash: u64,
+) -> Option<BackendId> {
+    let grace = config.table_grace;
+    let p = previous.as_mut()?;
+    let since = p.since.unwrap_or(now);
+    if grace.is_zero() || now.since(since) >= Nanos::from(grace) {
+        *previous = None;
+        return None;
+    }
+    let id = pick(config, &p.maglev, &p.ids, key, hash)?;
+    live(slots, id)
+        .filter(|b| b.spec.state != BackendState::Down)
+        .map(|b| b.id)
 }
 
 /// The Maglev choice for a flow (`five_tuple_hash` is reused when the mode hashes the same).

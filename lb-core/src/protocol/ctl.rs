@@ -8,6 +8,7 @@
 //! them, as a process sends it. A client knows from its request which one to read. Which
 //! commands a process serves depends on its [`Role`].
 
+use crate::config::{BackendEntry, parse_backend_flag};
 use crate::duration;
 use crate::protocol::agent::AgentState;
 use crate::registry::Status;
@@ -27,6 +28,16 @@ pub enum Request {
     Backends,
     /// Server: the counters in the Prometheus text exposition format.
     Metrics,
+    /// Server: a static backend more, taking new flows at once.
+    Add {
+        /// The backend, as `--backend` gives it.
+        backend: BackendEntry,
+    },
+    /// Server: a static backend less; its tracked flows move to the others.
+    Remove {
+        /// The backend.
+        name: String,
+    },
     /// Server: no new flows to `name`; tracked flows kept until they end or the deadline.
     Drain {
         /// The backend.
@@ -71,7 +82,9 @@ impl Role {
     /// The verbs this role serves, in the order errors list them.
     pub fn verbs(self) -> &'static [&'static str] {
         match self {
-            Role::Server => &["state", "backends", "metrics", "drain", "undrain"],
+            Role::Server => &[
+                "state", "backends", "metrics", "add", "remove", "drain", "undrain",
+            ],
             Role::Agent => &["state", "pause", "resume", "deregister", "register"],
         }
     }
@@ -84,6 +97,8 @@ impl Request {
             Request::State => "state",
             Request::Backends => "backends",
             Request::Metrics => "metrics",
+            Request::Add { .. } => "add",
+            Request::Remove { .. } => "remove",
             Request::Drain { .. } => "drain",
             Request::Undrain { .. } => "undrain",
             Request::Pause => "pause",
@@ -99,6 +114,8 @@ impl Request {
             Request::State
             | Request::Backends
             | Request::Metrics
+            | Request::Add { .. }
+            | Request::Remove { .. }
             | Request::Drain { .. }
             | Request::Undrain { .. } => Role::Server,
             Request::Pause | Request::Resume | Request::Deregister | Request::Register => {
@@ -132,12 +149,15 @@ pub enum RequestError {
     },
     /// `cmd` names no command of either role.
     #[error(
-        "{0:?} is not a command (state, backends, metrics, drain, undrain, pause, resume, deregister, register)"
+        "{0:?} is not a command (state, backends, metrics, add, remove, drain, undrain, pause, resume, deregister, register)"
     )]
     Unknown(String),
-    /// `drain` or `undrain` without `name`.
+    /// `drain`, `undrain` or `remove` without `name`.
     #[error("{0}: give a backend name")]
     MissingName(&'static str),
+    /// `add` without `backend`, or with one that does not parse.
+    #[error("add: {0}")]
+    Backend(String),
     /// `deadline` is not a duration.
     #[error("deadline: {0}")]
     Deadline(#[from] duration::DurationError),
@@ -157,6 +177,9 @@ pub struct WireRequest {
     /// How long a drain keeps tracked flows, in the [`crate::duration`] grammar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<String>,
+    /// The backend to add, `NAME=IP[,weight=W][,mac=MAC]` (`add`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
 }
 
 impl WireRequest {
@@ -178,6 +201,18 @@ impl TryFrom<WireRequest> for Request {
             "state" => Request::State,
             "backends" => Request::Backends,
             "metrics" => Request::Metrics,
+            "add" => Request::Add {
+                backend: r
+                    .backend
+                    .as_deref()
+                    .ok_or_else(|| {
+                        RequestError::Backend("give a backend, NAME=IP[,weight=W][,mac=MAC]".into())
+                    })
+                    .and_then(|b| parse_backend_flag(b).map_err(RequestError::Backend))?,
+            },
+            "remove" => Request::Remove {
+                name: name("remove")?,
+            },
             "drain" => Request::Drain {
                 name: name("drain")?,
                 deadline: r.deadline.as_deref().map(duration::parse).transpose()?,
@@ -202,11 +237,17 @@ impl From<Request> for WireRequest {
                 cmd,
                 name: Some(name),
                 deadline: deadline.map(duration::format),
+                ..WireRequest::default()
             },
-            Request::Undrain { name } => WireRequest {
+            Request::Undrain { name } | Request::Remove { name } => WireRequest {
                 cmd,
                 name: Some(name),
-                deadline: None,
+                ..WireRequest::default()
+            },
+            Request::Add { backend } => WireRequest {
+                cmd,
+                backend: Some(backend.to_flag()),
+                ..WireRequest::default()
             },
             _ => WireRequest {
                 cmd,
@@ -289,6 +330,10 @@ pub struct ServerState {
     pub send_failed: u64,
     /// Tracked flows moved off removed or down backends.
     pub flows_moved: u64,
+    /// Untracked mid-connection packets sent by the table before a recent backend change
+    /// (flows moved here from a dead balancer; `table_grace`).
+    #[serde(default)]
+    pub previous_table: u64,
     /// Drops by reason (`DropReason` names); reasons never seen are absent.
     pub drops: BTreeMap<String, u64>,
     /// The registrar's counters.
@@ -536,262 +581,4 @@ impl From<Metrics> for Answer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn req(line: &str) -> Result<Request, String> {
-        serde_json::from_str(line).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn parse() {
-        assert_eq!(req(r#"{"cmd":"state"}"#), Ok(Request::State));
-        assert_eq!(
-            req(r#"{"cmd":"drain","name":"h2","deadline":"30s"}"#),
-            Ok(Request::Drain {
-                name: "h2".into(),
-                deadline: Some(Duration::from_secs(30)),
-            })
-        );
-        assert_eq!(
-            req(r#"{"cmd":"undrain","name":"h2"}"#),
-            Ok(Request::Undrain { name: "h2".into() })
-        );
-    }
-
-    #[test]
-    fn emit_is_the_first_versions_shape() {
-        let line = |r: Request| serde_json::to_string(&r).unwrap();
-        assert_eq!(line(Request::Pause), r#"{"cmd":"pause"}"#);
-        assert_eq!(
-            line(Request::Drain {
-                name: "h2".into(),
-                deadline: Some(Duration::from_millis(1500)),
-            }),
-            r#"{"cmd":"drain","name":"h2","deadline":"1500ms"}"#
-        );
-        for r in [
-            Request::State,
-            Request::Backends,
-            Request::Undrain { name: "h3".into() },
-            Request::Register,
-        ] {
-            assert_eq!(req(&line(r.clone())), Ok(r));
-        }
-    }
-
-    #[test]
-    fn refusals_name_the_problem() {
-        let wire: WireRequest = serde_json::from_str(r#"{"cmd":"nope"}"#).unwrap();
-        assert_eq!(
-            wire.for_role(Role::Server).unwrap_err().to_string(),
-            "\"nope\" is not a server command (state, backends, metrics, drain, undrain)"
-        );
-        assert!(
-            req(r#"{"cmd":"nope"}"#)
-                .unwrap_err()
-                .contains("\"nope\" is not a command")
-        );
-        assert!(
-            req(r#"{"cmd":"drain"}"#)
-                .unwrap_err()
-                .contains("drain: give a backend name")
-        );
-        assert!(
-            req(r#"{"cmd":"drain","name":"h2","deadline":"soon"}"#)
-                .unwrap_err()
-                .contains("deadline: ")
-        );
-        assert!(req(r#"{"cmd":"state","extra":1}"#).is_err());
-        assert_eq!(
-            Request::Pause.refused_by(Role::Server).map(|r| r.error),
-            Some(
-                "\"pause\" is not a server command (state, backends, metrics, drain, undrain)"
-                    .into()
-            )
-        );
-        assert_eq!(Request::State.refused_by(Role::Agent), None);
-        assert!(
-            Request::Drain {
-                name: "x".into(),
-                deadline: None
-            }
-            .refused_by(Role::Agent)
-            .unwrap()
-            .error
-            .starts_with("\"drain\" is not an agent command")
-        );
-    }
-
-    /// `answer` serialized, then read back as `T`: the same value, and the JSON `want` (the
-    /// field names and shapes of the first, untyped version).
-    fn round_trip<T>(answer: T, want: serde_json::Value)
-    where
-        T: Serialize + serde::de::DeserializeOwned + PartialEq + fmt::Debug + Into<Answer> + Clone,
-    {
-        let line = serde_json::to_string(&answer).unwrap();
-        assert_eq!(
-            serde_json::from_str::<serde_json::Value>(&line).unwrap(),
-            want
-        );
-        assert_eq!(serde_json::from_str::<T>(&line).unwrap(), answer);
-        // As any answer, the same line.
-        assert_eq!(serde_json::to_string(&answer.clone().into()).unwrap(), line);
-    }
-
-    #[test]
-    fn refusal_and_done_round_trip() {
-        round_trip(
-            Refusal::new("no backend h9"),
-            serde_json::json!({"ok": false, "error": "no backend h9"}),
-        );
-        round_trip(
-            Done::new("paused"),
-            serde_json::json!({"ok": true, "message": "paused"}),
-        );
-    }
-
-    fn server_state() -> ServerState {
-        ServerState {
-            ok: true,
-            role: Role::Server,
-            vip: Ipv4Addr::new(10, 0, 0, 50),
-            data_path: "nfqueue 0 (batch verdicts)".into(),
-            control: Some(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 1338)),
-            auth: false,
-            active_checks: None,
-            uptime_s: 12.5,
-            backends: 2,
-            registered: 1,
-            pending_connections: 0,
-            tracked_flows: 3,
-            received: 40,
-            sent: 38,
-            send_failed: 0,
-            flows_moved: 1,
-            drops: BTreeMap::from([("not_vip".to_string(), 2)]),
-            control_counters: ControlCounters {
-                accepted: 1,
-                registrations: 1,
-                ..ControlCounters::default()
-            },
-            fast_path: None,
-            table_fingerprint: Some("00c0ffee00c0ffee".into()),
-        }
-    }
-
-    fn agent_status() -> AgentStatus {
-        AgentStatus {
-            ok: true,
-            role: Role::Agent,
-            name: "h2".into(),
-            state: AgentState::Active,
-            server: Some(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 1338)),
-            auth: true,
-            data_ip: Some(Ipv4Addr::new(10, 0, 0, 2)),
-            registered_for_s: Some(1.25),
-            registrations: 1,
-            pause_requested: false,
-            last_error: None,
-            received: 5,
-            injected: 4,
-            inject_failed: 0,
-            refused: 0,
-            sanity: 1,
-        }
-    }
-
-    #[test]
-    fn server_state_round_trips() {
-        round_trip(
-            server_state(),
-            serde_json::json!({
-                "ok": true, "role": "server", "vip": "10.0.0.50",
-                "data_path": "nfqueue 0 (batch verdicts)", "control": "0.0.0.0:1338",
-                "auth": false, "active_checks": null, "uptime_s": 12.5, "backends": 2,
-                "registered": 1, "pending_connections": 0, "tracked_flows": 3, "received": 40,
-                "sent": 38, "send_failed": 0, "flows_moved": 1, "drops": {"not_vip": 2},
-                "control_counters": {
-                    "accepted": 1, "refused_busy": 0, "evicted": 0, "invalid": 0, "handshake_timeouts": 0,
-                    "auth_failures": 0, "registrations": 1, "deregistrations": 0,
-                    "read_timeouts": 0
-                },
-                "table_fingerprint": "00c0ffee00c0ffee"
-            }),
-        );
-        let line = serde_json::to_string(&server_state()).unwrap();
-        assert_eq!(
-            serde_json::from_str::<StateAnswer>(&line).unwrap(),
-            StateAnswer::Server(server_state())
-        );
-    }
-
-    #[test]
-    fn agent_status_round_trips() {
-        round_trip(
-            agent_status(),
-            serde_json::json!({
-                "ok": true, "role": "agent", "name": "h2", "state": "Active",
-                "server": "10.0.0.1:1338", "auth": true, "data_ip": "10.0.0.2",
-                "registered_for_s": 1.25, "registrations": 1, "pause_requested": false,
-                "last_error": null, "received": 5, "injected": 4, "inject_failed": 0,
-                "refused": 0, "sanity": 1
-            }),
-        );
-        let line = serde_json::to_string(&agent_status()).unwrap();
-        assert_eq!(
-            serde_json::from_str::<StateAnswer>(&line).unwrap(),
-            StateAnswer::Agent(agent_status())
-        );
-    }
-
-    #[test]
-    fn backends_round_trip() {
-        let row = |name: &str, origin, status, health| BackendRow {
-            name: name.into(),
-            addr: Ipv4Addr::new(10, 0, 0, 2),
-            origin,
-            status,
-            weight: 1,
-            health,
-            checks: 0,
-            last_check_error: None,
-            drain_remaining_s: None,
-            packets: 10,
-            bytes: 600,
-            flows: 2,
-            tracked: 1,
-        };
-        let mut drained = row("s1", Origin::Static, Status::Draining, Health::Down);
-        drained.checks = 4;
-        drained.last_check_error = Some("connect 10.0.0.2:8080: refused".into());
-        drained.drain_remaining_s = Some(29.5);
-        round_trip(
-            Backends {
-                ok: true,
-                backends: vec![
-                    row("h2", Origin::Agent, Status::Active, Health::Unchecked),
-                    drained,
-                ],
-            },
-            serde_json::json!({"ok": true, "backends": [
-                {"name": "h2", "addr": "10.0.0.2", "origin": "agent", "status": "active",
-                 "weight": 1, "health": "unchecked", "checks": 0, "last_check_error": null,
-                 "drain_remaining_s": null, "packets": 10, "bytes": 600, "flows": 2,
-                 "tracked": 1},
-                {"name": "s1", "addr": "10.0.0.2", "origin": "static", "status": "draining",
-                 "weight": 1, "health": "down", "checks": 4,
-                 "last_check_error": "connect 10.0.0.2:8080: refused",
-                 "drain_remaining_s": 29.5, "packets": 10, "bytes": 600, "flows": 2,
-                 "tracked": 1}
-            ]}),
-        );
-        round_trip(
-            Backends {
-                ok: true,
-                backends: vec![],
-            },
-            serde_json::json!({"ok": true, "backends": []}),
-        );
-    }
-}
+mod tests;

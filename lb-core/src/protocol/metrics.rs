@@ -47,7 +47,7 @@ pub fn exposition(state: &ServerState, backends: &Backends, queues: &[QueueCount
     }
     m.gauge("lb_uptime_seconds", "Seconds since the server started.")
         .sample(&[], state.uptime_s);
-    let totals: [(&str, &str, u64); 4] = [
+    let totals: [(&str, &str, u64); 5] = [
         (
             "lb_received_packets_total",
             "Packets taken from the intake.",
@@ -67,6 +67,11 @@ pub fn exposition(state: &ServerState, backends: &Backends, queues: &[QueueCount
             "lb_flows_moved_total",
             "Tracked flows moved off removed or down backends.",
             state.flows_moved,
+        ),
+        (
+            "lb_previous_table_total",
+            "Untracked mid-connection packets sent by the table before a recent backend change.",
+            state.previous_table,
         ),
     ];
     for (name, help, v) in totals {

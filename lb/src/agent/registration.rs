@@ -182,6 +182,8 @@ fn handler(
                 // `ctl::serve` refuses the server's verbs before they reach this handler.
                 other @ (Request::Backends
                 | Request::Metrics
+                | Request::Add { .. }
+                | Request::Remove { .. }
                 | Request::Drain { .. }
                 | Request::Undrain { .. }) => {
                     return ctl::not_served(&other, Role::Agent);

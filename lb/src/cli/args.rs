@@ -148,6 +148,10 @@ pub(crate) struct ServerArgs {
     /// Tracked flows (0: no connection table, Maglev only, like Caplance).
     #[arg(long)]
     pub(crate) conn_capacity: Option<usize>,
+    /// After a backend change, untracked mid-connection TCP packets go by the earlier table
+    /// for this long (flows moved here from a dead balancer; 0: never).
+    #[arg(long, value_parser = duration::parse)]
+    pub(crate) table_grace: Option<Duration>,
     /// MTU of the path to the backends.
     #[arg(long)]
     pub(crate) mtu: Option<u16>,
@@ -238,6 +242,17 @@ pub(crate) enum CtlVerb {
     Backends,
     /// Server: the counters in the Prometheus text format (what --metrics serves at /metrics).
     Metrics,
+    /// Server: a static backend more, NAME=IP[,weight=W][,mac=MAC]: new flows reach it at once.
+    Add {
+        /// The backend, as --backend takes it.
+        #[arg(value_parser = parse_backend_flag)]
+        backend: BackendEntry,
+    },
+    /// Server: a static backend less; its tracked flows go to the other backends.
+    Remove {
+        /// The backend.
+        name: String,
+    },
     /// Server: no new flows to NAME; tracked flows kept until they end or the deadline.
     Drain {
         /// The backend.

@@ -122,6 +122,9 @@ pub(crate) fn server_settings(a: ServerArgs) -> Result<ServerSettings> {
     }
     s.table_size = a.table_size.unwrap_or(s.table_size);
     s.conn_capacity = a.conn_capacity.unwrap_or(s.conn_capacity);
+    if let Some(d) = a.table_grace {
+        s.table_grace = Dur(d);
+    }
     s.mtu = a.mtu.unwrap_or(s.mtu);
     s.clamp_mss |= a.clamp_mss;
     s.fast_path |= a.fast_path;
@@ -309,6 +312,8 @@ pub(crate) fn ctl_settings(a: CtlArgs) -> CtlSettings {
         CtlVerb::State => Request::State,
         CtlVerb::Backends => Request::Backends,
         CtlVerb::Metrics => Request::Metrics,
+        CtlVerb::Add { backend } => Request::Add { backend },
+        CtlVerb::Remove { name } => Request::Remove { name },
         CtlVerb::Drain { name, deadline } => Request::Drain { name, deadline },
         CtlVerb::Undrain { name } => Request::Undrain { name },
         CtlVerb::Pause => Request::Pause,

@@ -137,26 +137,60 @@ fn backend_specs(s: &ServerSettings, iface: &IfAddr, local: &[IfAddr]) -> Result
         .iter()
         .map(|b: &BackendEntry| {
             check_backend(s, b, iface, local).map_err(BadInput)?;
-            if s.server.forward == ForwardMode::DsrKernel && b.mac.is_some() {
-                tracing::warn!(
-                    backend = %b.name,
-                    "the MAC given is not used with dsr-kernel: the kernel resolves it"
-                );
-            }
-            let mac = match (s.server.forward, b.mac) {
-                (ForwardMode::Dsr, Some(mac)) => mac,
-                (ForwardMode::Dsr, None) => {
-                    let mac = netlink::resolve_mac(iface.ifindex, b.addr, Duration::from_secs(3))
-                        .with_context(|| format!("backend {}", b.name))?;
-                    tracing::info!(backend = %b.name, addr = %b.addr, %mac, "resolved backend MAC");
-                    mac
-                }
-                // The kernel resolves the MAC itself (the route's gateway is the backend).
-                (ForwardMode::UdpEncap | ForwardMode::DsrKernel, _) => MacAddr::default(),
-            };
-            Ok(BackendSpec::new(b.name.clone(), b.addr, mac).with_weight(b.weight))
+            backend_spec(s, iface, b)
         })
         .collect()
+}
+
+/// The spec of a checked backend: its MAC resolved for `dsr` when none is given.
+fn backend_spec(s: &ServerSettings, iface: &IfAddr, b: &BackendEntry) -> Result<BackendSpec> {
+    if s.server.forward == ForwardMode::DsrKernel && b.mac.is_some() {
+        tracing::warn!(
+            backend = %b.name,
+            "the MAC given is not used with dsr-kernel: the kernel resolves it"
+        );
+    }
+    let mac = match (s.server.forward, b.mac) {
+        (ForwardMode::Dsr, Some(mac)) => mac,
+        (ForwardMode::Dsr, None) => {
+            let mac = netlink::resolve_mac(iface.ifindex, b.addr, Duration::from_secs(3))
+                .with_context(|| format!("backend {}", b.name))?;
+            tracing::info!(backend = %b.name, addr = %b.addr, %mac, "resolved backend MAC");
+            mac
+        }
+        // The kernel resolves the MAC itself (the route's gateway is the backend).
+        (ForwardMode::UdpEncap | ForwardMode::DsrKernel, _) => MacAddr::default(),
+    };
+    Ok(BackendSpec::new(b.name.clone(), b.addr, mac).with_weight(b.weight))
+}
+
+/// Backends taken in at run time (`lb ctl add`) get what a `--backend` gets at start: the
+/// checks, a resolved MAC (`dsr`), a mark route (`dsr-kernel`).
+struct RuntimeBackends {
+    s: ServerSettings,
+    iface: IfAddr,
+    local: Vec<IfAddr>,
+    routes: Option<MarkRoutes>,
+}
+
+impl registrar::Admission for RuntimeBackends {
+    fn admit(&self, b: &BackendEntry) -> std::result::Result<BackendSpec, String> {
+        check_backend(&self.s, b, &self.iface, &self.local)?;
+        let spec = backend_spec(&self.s, &self.iface, b).map_err(|e| format!("{e:#}"))?;
+        if let Some(r) = &self.routes {
+            r.add(self.iface.ifindex, b.addr)
+                .map_err(|e| format!("backend {}: {e:#}", b.name))?;
+        }
+        Ok(spec)
+    }
+
+    fn release(&self, addr: Ipv4Addr) {
+        if let Some(r) = &self.routes
+            && let Err(e) = r.remove_backend(addr)
+        {
+            tracing::warn!("backend {addr}: its dsr-kernel route: {e:#}");
+        }
+    }
 }
 
 /// The data path's configuration: the VIP, the framing the intake delivers, Maglev and
@@ -179,6 +213,7 @@ pub fn core_config(s: &ServerSettings, local_ip: Ipv4Addr, local_mac: MacAddr) -
             .unwrap_or_default(),
         table_size: s.server.table_size,
         conn_capacity: s.server.conn_capacity,
+        table_grace: s.server.table_grace.0,
         forward: ForwardConfig {
             mode: s.server.forward,
             local_ip,
@@ -294,7 +329,7 @@ pub fn run(s: ServerSettings) -> Result<()> {
     // route or VIP is installed: the intake's description, the registry, the ctl socket and
     // the registration listener.
     let intake_desc = intake_description(&s, &iface.ifname);
-    let control = registrar::ControlSettings {
+    let mut control = registrar::ControlSettings {
         vip: s.vip,
         listen: s.server.control.map(|e| e.0),
         timing: s.control.clone(),
@@ -309,6 +344,7 @@ pub fn run(s: ServerSettings) -> Result<()> {
         queues: (s.server.intake == Intake::Nfqueue)
             .then_some(s.server.queue..s.server.queue + s.server.queues),
         metrics: s.server.metrics,
+        admission: None,
     };
     let registry = registrar::registry(&control, &specs)?;
     let mut ctl_socket = crate::ctl::bind(&s.server.ctl_socket, s.ctl_socket_given)?;
@@ -389,6 +425,12 @@ pub fn run(s: ServerSettings) -> Result<()> {
             listen.0
         );
     }
+    control.admission = Some(Arc::new(RuntimeBackends {
+        s: s.clone(),
+        iface: iface.clone(),
+        local: local.clone(),
+        routes: installed.routes.clone(),
+    }));
     let control_thread = registrar::spawn(control, registry, handles, bound, Arc::clone(&stop))?;
     let added = netlink::add_host_address(iface.ifindex, s.vip)?;
     installed.vip = Some((iface.ifindex, s.vip));

@@ -43,7 +43,7 @@ pub fn backend_mark(addr: Ipv4Addr) -> u32 {
 }
 
 /// The routes and rules installed for one VIP; [`MarkRoutes::remove`] takes them away.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct MarkRoutes {
     vip: Ipv4Addr,
     ifname: String,
@@ -231,6 +231,40 @@ async fn del_rules(handle: &Handle, vip: Ipv4Addr) -> Result<usize> {
     Ok(stale.len())
 }
 
+/// Backend `b`'s route (`default via b` in table `b`) and rule (`to vip fwmark b lookup b`) at
+/// `priority`.
+async fn add_backend(
+    handle: &Handle,
+    vip: Ipv4Addr,
+    ifindex: u32,
+    b: Ipv4Addr,
+    priority: u32,
+) -> Result<()> {
+    let mark = backend_mark(b);
+    handle
+        .route()
+        .add(route(b, ifindex))
+        .replace()
+        .execute()
+        .await
+        .with_context(|| format!("add route `default via {b}` in table {mark}"))?;
+    let mut add = handle
+        .rule()
+        .add()
+        .v4()
+        .destination_prefix(vip, 32)
+        .fw_mark(mark)
+        .table_id(mark)
+        .priority(priority)
+        .action(RuleAction::ToTable);
+    add.message_mut()
+        .attributes
+        .push(RuleAttribute::Protocol(RouteProtocol::Other(PROTO_LB)));
+    add.execute()
+        .await
+        .with_context(|| format!("add rule `to {vip} fwmark {mark:#x}`"))
+}
+
 fn route(backend: Ipv4Addr, ifindex: u32) -> rtnetlink::packet_route::route::RouteMessage {
     RouteMessageBuilder::<Ipv4Addr>::new()
         .table_id(backend_mark(backend))
@@ -270,29 +304,7 @@ impl MarkRoutes {
                     );
                 };
                 for &b in backends {
-                    let mark = backend_mark(b);
-                    handle
-                        .route()
-                        .add(route(b, ifindex))
-                        .replace()
-                        .execute()
-                        .await
-                        .with_context(|| format!("add route `default via {b}` in table {mark}"))?;
-                    let mut add = handle
-                        .rule()
-                        .add()
-                        .v4()
-                        .destination_prefix(vip, 32)
-                        .fw_mark(mark)
-                        .table_id(mark)
-                        .priority(local.priority)
-                        .action(RuleAction::ToTable);
-                    add.message_mut()
-                        .attributes
-                        .push(RuleAttribute::Protocol(RouteProtocol::Other(PROTO_LB)));
-                    add.execute()
-                        .await
-                        .with_context(|| format!("add rule `to {vip} fwmark {mark:#x}`"))?;
+                    add_backend(&handle, vip, ifindex, b, local.priority).await?;
                 }
                 cycle_local(&handle, local, false).await
             })
@@ -301,6 +313,48 @@ impl MarkRoutes {
             let _ = installed.remove();
         })?;
         Ok(installed)
+    }
+
+    /// Adds backend `b` at run time (`lb ctl add`): its route and rule, then moves the local
+    /// rule behind it again.
+    pub fn add(&self, ifindex: u32, b: Ipv4Addr) -> Result<()> {
+        let vip = self.vip;
+        locked(|| {
+            block_on(|handle| async move {
+                let all = rules(&handle).await?;
+                let Some(local) = all.iter().find(|r| r.is_local()) else {
+                    bail!("no `lookup local` rule in this namespace's IPv4 rules");
+                };
+                add_backend(&handle, vip, ifindex, b, local.priority).await?;
+                cycle_local(&handle, local, false).await
+            })
+        })
+    }
+
+    /// Removes backend `b`'s rule (`lb ctl remove`), and its route unless another balancer's
+    /// rule still refers to it.
+    pub fn remove_backend(&self, b: Ipv4Addr) -> Result<()> {
+        let vip = self.vip;
+        locked(|| {
+            block_on(|handle| async move {
+                let ours: Vec<Rule> = rules(&handle)
+                    .await?
+                    .into_iter()
+                    .filter(|r| r.is_ours(Some(vip)) && r.mark == Some(backend_mark(b)))
+                    .collect();
+                for r in &ours {
+                    handle
+                        .rule()
+                        .del(r.msg.clone())
+                        .execute()
+                        .await
+                        .with_context(|| {
+                            format!("remove the rule for fwmark {:#x}", backend_mark(b))
+                        })?;
+                }
+                del_orphan_routes(&handle).await.map(|_| ())
+            })
+        })
     }
 
     /// Removes this VIP's rules and the routes no rule refers to any more, and, when no

@@ -7,6 +7,7 @@
 // tests run rootless instead of skipping.
 lab::rootless_test_binary!();
 
+mod backends;
 #[allow(dead_code)]
 #[path = "../dataplane/mod.rs"]
 mod dataplane;

@@ -356,9 +356,14 @@ impl Network for NativeNetwork {
         let path = self.lab.artifact_dir().join(format!("{host}-{name}.log"));
         let out = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
+        // `lb` is the workspace's, found as `start = "lb"` finds it (`exec = ["lb", "ctl", …]`).
+        let program = match argv[0].as_str() {
+            "lb" => find_lb(self.lb_bin.as_deref())?.display().to_string(),
+            other => other.to_string(),
+        };
         let mut cmd = self
             .lab
-            .command(host, &argv[0])
+            .command(host, &program)
             .map_err(|e| e.to_string())?;
         let mut child = cmd
             .args(&argv[1..])

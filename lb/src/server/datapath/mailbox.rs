@@ -54,6 +54,8 @@ pub struct PathReport {
     pub flows_moved: u64,
     /// New flows not tracked because the table was full.
     pub conn_table_full: u64,
+    /// Untracked mid-connection packets sent by the table before a recent backend change.
+    pub previous_table: u64,
     /// By backend name.
     pub backends: BTreeMap<String, BackendTraffic>,
     /// Drops by reason.
@@ -74,6 +76,7 @@ impl PathReport {
         self.tracked += o.tracked;
         self.flows_moved += o.flows_moved;
         self.conn_table_full += o.conn_table_full;
+        self.previous_table += o.previous_table;
         if self.table_fingerprint.is_none() {
             self.table_fingerprint = o.table_fingerprint;
         } else if o.table_fingerprint.is_some() && o.table_fingerprint != self.table_fingerprint {
@@ -191,6 +194,7 @@ pub fn report(state: &State, now: Nanos) -> PathReport {
     let c = state.counters();
     r.flows_moved = c.flows_moved;
     r.conn_table_full = c.conn_table_full;
+    r.previous_table = c.previous_table;
     for (reason, n) in c.nonzero_drops() {
         r.drops.insert(reason.name().to_string(), n);
     }

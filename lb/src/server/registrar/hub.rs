@@ -3,15 +3,16 @@
 //! reaches the data paths.
 
 use crate::server::datapath::mailbox::{PathHandle, PathMsg};
-use lb_core::Nanos;
-use lb_core::config::{CheckSection, ControlSection};
+use lb_core::config::{BackendEntry, CheckSection, ControlSection};
 use lb_core::protocol::agent::Secret;
 use lb_core::protocol::ctl::ControlCounters;
 use lb_core::registry::{Registry, Update};
+use lb_core::{BackendSpec, Nanos};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -43,6 +44,17 @@ pub struct ControlSettings {
     pub queues: Option<std::ops::Range<u16>>,
     /// Where `/metrics` is served over HTTP; none: only `lb ctl metrics`.
     pub metrics: Option<SocketAddrV4>,
+    /// How backends are taken in at run time (`lb ctl add`); none: refused.
+    pub admission: Option<Arc<dyn Admission>>,
+}
+
+/// How the server takes a static backend in at run time (`lb ctl add`) and lets one go
+/// (`lb ctl remove`): the checks, MAC and routes a `--backend` gets at start.
+pub trait Admission: Send + Sync {
+    /// The backend's spec once checked and made reachable; why not, as one line.
+    fn admit(&self, b: &BackendEntry) -> Result<BackendSpec, String>;
+    /// Undoes what [`Admission::admit`] set up for address `addr`.
+    fn release(&self, addr: Ipv4Addr);
 }
 
 pub(super) struct Conn {

@@ -35,7 +35,7 @@ mod metrics;
 mod ops;
 mod session;
 
-pub use hub::ControlSettings;
+pub use hub::{Admission, ControlSettings};
 use hub::{Hub, Shared};
 use ops::{handler, start_checks, tick_loop};
 use session::serve_conn;

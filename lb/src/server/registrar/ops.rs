@@ -5,12 +5,14 @@ use crate::ctl::{self, Handler};
 use crate::server::datapath::mailbox::{PathMsg, PathReport};
 use crate::sys::now;
 use lb_core::Nanos;
+use lb_core::config::BackendEntry;
 use lb_core::protocol::ctl::{
     self as proto, Answer, BackendRow, Backends, Metrics, Request, Role, ServerState,
 };
 use lb_core::protocol::metrics::{QueueCounters, exposition};
-use lb_core::registry::Origin;
+use lb_core::registry::{Origin, RegistryError};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -110,6 +112,8 @@ async fn answer(hub: &Shared, req: Request) -> Answer {
             backends(hub, &r, t).into()
         }
         Request::Metrics => metrics(hub).await.into(),
+        Request::Add { backend } => add(hub, backend, t).await,
+        Request::Remove { name } => remove(hub, name, t).await,
         Request::Drain { name, deadline } => {
             let span = deadline.unwrap_or_else(|| hub.borrow().s.drain_timeout);
             let r = hub.borrow_mut().reg.drain(&name, t.plus(span.into()), t);
@@ -142,6 +146,74 @@ async fn answer(hub: &Shared, req: Request) -> Answer {
     }
 }
 
+/// `lb ctl add`: a static backend more. Checked, made reachable (MAC, routes) off the control
+/// thread, then added to the registry and every data path.
+async fn add(hub: &Shared, backend: BackendEntry, t: Nanos) -> Answer {
+    let (name, addr) = (backend.name.clone(), backend.addr);
+    let admission = {
+        let h = hub.borrow();
+        if addr == h.s.vip {
+            return ctl::error(format!("{name}: {addr} is the VIP"));
+        }
+        if let Some(e) = h.reg.get(&name) {
+            return ctl::error(format!(
+                "{name}: a backend of that name exists ({})",
+                e.addr
+            ));
+        }
+        if let Some(e) = h.reg.entries().find(|e| e.addr == addr) {
+            return ctl::error(format!("{name}: {addr} is backend {}'s address", e.name));
+        }
+        match &h.s.admission {
+            Some(a) => Arc::clone(a),
+            None => return ctl::error("this server takes no backends at run time"),
+        }
+    };
+    let a = Arc::clone(&admission);
+    let spec = match tokio::task::spawn_blocking(move || a.admit(&backend)).await {
+        Ok(Ok(spec)) => spec,
+        Ok(Err(e)) => return ctl::error(e),
+        Err(e) => return ctl::error(format!("{name}: {e}")),
+    };
+    let r = hub.borrow_mut().reg.add_static(&spec, t);
+    match r {
+        Ok(u) => {
+            apply(hub, u).await;
+            let epoch = hub.borrow().reg.get(&name).map(|e| e.epoch);
+            if let Some(epoch) = epoch {
+                start_checks(hub, name.clone(), epoch);
+            }
+            tracing::info!(backend = %name, %addr, "added");
+            ctl::done(format!("{name} ({addr}): added, takes new flows"))
+        }
+        Err(e) => {
+            let _ = tokio::task::spawn_blocking(move || admission.release(addr)).await;
+            ctl::error(e)
+        }
+    }
+}
+
+/// `lb ctl remove`: a static backend less; its tracked flows move to the others.
+async fn remove(hub: &Shared, name: String, t: Nanos) -> Answer {
+    let addr = hub.borrow().reg.get(&name).map(|e| e.addr);
+    let r = hub.borrow_mut().reg.remove_static(&name, t);
+    match r {
+        Ok(u) => {
+            apply(hub, u).await;
+            let admission = hub.borrow().s.admission.clone();
+            if let (Some(a), Some(addr)) = (admission, addr) {
+                let _ = tokio::task::spawn_blocking(move || a.release(addr)).await;
+            }
+            tracing::info!(backend = %name, "removed");
+            ctl::done(format!(
+                "{name}: removed; its tracked flows go to the other backends"
+            ))
+        }
+        Err(e @ RegistryError::Unknown(_)) => ctl::error(e),
+        Err(e) => ctl::error(format!("{name}: {e}")),
+    }
+}
+
 /// The `state` answer from the data paths' reports `r`.
 fn server_state(hub: &Shared, r: &PathReport, t: Nanos) -> ServerState {
     let h = hub.borrow();
@@ -162,6 +234,7 @@ fn server_state(hub: &Shared, r: &PathReport, t: Nanos) -> ServerState {
         sent: r.sent,
         send_failed: r.send_failed,
         flows_moved: r.flows_moved,
+        previous_table: r.previous_table,
         drops: r.drops.clone(),
         control_counters: h.counters.clone(),
         fast_path: r.fast_path.clone().map(Box::new),

@@ -49,6 +49,7 @@ fn settings() -> ControlSettings {
         description: "test".into(),
         queues: None,
         metrics: None,
+        admission: None,
     }
 }
 
