@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 17's second case, measured: a backend is added to the surviving balancers while one of
-# three dies (fixtures/scenarios/scale-out-churn.toml). The flows the dead balancer carried move
+# three dies (scenarios/scale-out-churn.toml). The flows the dead balancer carried move
 # to the others, which have no connection-table entry for them and whose Maglev tables now
 # hold the new backend. Per run: the flows lb2 tracked (the flows that move; hash-threshold ECMP
 # may move a few of the others too), the connections broken, and their ratio; once with
@@ -16,20 +16,22 @@ cargo build --release -q -p lab -p lb
 lab=$PWD/${CARGO_TARGET_DIR:-target}/release/lab
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-echo "kernel $(uname -r); $runs runs of each: $lab run fixtures/scenarios/scale-out-churn.toml"
+echo "kernel $(uname -r); $runs runs of each: $lab run scenarios/scale-out-churn.toml"
 for grace in 0 10s; do
-  # The fixture with `--table-grace GRACE` on every balancer, its topology path made absolute.
+  # The scenario with `--table-grace GRACE` on every balancer, its topology path made absolute.
   sed -e "s|\"--hash-key\", \"scale-out\",|\"--hash-key\", \"scale-out\", \"--table-grace\", \"$grace\",|" \
-      -e "s|topology = \"../topologies/scale-out.toml\"|topology = \"$PWD/fixtures/topologies/scale-out.toml\"|" \
-      fixtures/scenarios/scale-out-churn.toml >"$work/churn.toml"
+      -e "s|topology = \"../fixtures/topologies/scale-out.toml\"|topology = \"$PWD/fixtures/topologies/scale-out.toml\"|" \
+      scenarios/scale-out-churn.toml >"$work/churn.toml"
   grep -q -- "--table-grace" "$work/churn.toml" || { echo "the fixture's lb arguments changed"; exit 1; }
   moved_sum=0 broken_sum=0
   echo
   echo "--table-grace $grace:"
   for i in $(seq 1 "$runs"); do
     export LAB_ARTIFACTS="$work/run-$grace-$i"
-    "$lab" run "$work/churn.toml" >"$work/out.txt" 2>&1 || {
-      echo "run $i failed:"; tail -20 "$work/out.txt"; exit 1; }
+    # Its last expectation (0 broken) fails without the grace: what counts here is the tally.
+    "$lab" run "$work/churn.toml" >"$work/out.txt" 2>&1 || true
+    grep -q 'tally `after` of connections `long`: ok' "$work/out.txt" || {
+      echo "run $i did not get to its last tally:"; tail -20 "$work/out.txt"; exit 1; }
     moved=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tracked_flows"])' "$LAB_ARTIFACTS"/*/lb2-lb2-state.log)
     broken=$(sed -n 's/.*tally `after` of connections `long`: ok: open [0-9]*, failed [0-9]*, broken \([0-9]*\),.*/\1/p' "$work/out.txt")
     moved_sum=$((moved_sum + moved)) broken_sum=$((broken_sum + broken))

@@ -21,6 +21,26 @@ use std::time::{Duration, Instant};
 /// How long a poll waits at most, so that sends stay on time and the stop flag is seen.
 const POLL: Duration = Duration::from_millis(5);
 
+/// Raises this process's soft limit of open files to its hard limit, once: a connections group
+/// and the echo servers it talks to hold two descriptors per connection in this process, and
+/// several scenarios run at once; an ordinary user's soft limit is often 1024.
+fn raise_open_files_limit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit with a valid pointer to a struct we own.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+        }
+    });
+}
+
 /// Starts a TCP echo server in `host`: every line received is answered with `<host>: <line>`.
 pub fn tcp_echo(
     lab: &Lab,
@@ -29,6 +49,7 @@ pub fn tcp_echo(
     addr: SocketAddrV4,
     log: Log,
 ) -> Result<Task<ListenerStats>, String> {
+    raise_open_files_limit();
     let listener = lab
         .run_in(host, || TcpListener::bind(addr))
         .map_err(|e| e.to_string())?
@@ -157,6 +178,7 @@ pub fn connections(
     spec: &ConnectionsSpec,
     log: Log,
 ) -> Result<(Task<ConnStats>, String), String> {
+    raise_open_files_limit();
     let (to, count, timeout) = (SocketAddr::V4(spec.to), spec.count, spec.timeout);
     let opened: Vec<io::Result<TcpStream>> = lab
         .run_in(host, move || {
