@@ -20,15 +20,7 @@ fn client(i: u32) -> Ipv4Addr {
 
 /// SYNs of `n` flows at `now`; returns each flow's backend.
 fn open_flows(state: &mut State, n: u32, now: Nanos) -> Vec<BackendId> {
-    (0..n)
-        .map(|i| {
-            backend_of(decide(
-                state,
-                now,
-                &tcp(client(i), 40000, 80, Seg::Syn, None, &[]),
-            ))
-        })
-        .collect()
+    open_flows_from(state, 0, n, now)
 }
 
 /// SYNs of `n` flows from clients `first..first + n` at `now`; returns each flow's backend.

@@ -226,20 +226,23 @@ pub(crate) fn agent_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     a
 }
 
+/// The server of these tests: registration on 10.0.0.1:1338, agents cut after 1.5 s of silence.
+pub(crate) const SERVER_ARGS: [&str; 9] = [
+    "server",
+    "--vip",
+    "10.0.0.50",
+    "--control",
+    "10.0.0.1",
+    "--read-timeout",
+    "1500ms",
+    // Only checked against read_timeout here: the agents' beat is theirs.
+    "--health-interval",
+    "250ms",
+];
+
 pub(crate) fn setup(server_extra: &[&str], agent_extra: &[&str], agents: &[&'static str]) -> Setup {
     let mut lab = up();
-    let mut args = vec![
-        "server",
-        "--vip",
-        "10.0.0.50",
-        "--control",
-        "10.0.0.1",
-        "--read-timeout",
-        "1500ms",
-        // Only checked against read_timeout here: the agents' beat is theirs.
-        "--health-interval",
-        "250ms",
-    ];
+    let mut args = SERVER_ARGS.to_vec();
     args.extend_from_slice(server_extra);
     let server = start(&mut lab, "h1", "server", &args);
     let mut echos = BTreeMap::new();

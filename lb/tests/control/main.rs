@@ -323,17 +323,7 @@ fn agents_register_again_when_the_server_restarts() {
         return;
     }
     let mut s = setup(&[], &[], &["h2", "h4"]);
-    let args = [
-        "server",
-        "--vip",
-        "10.0.0.50",
-        "--control",
-        "10.0.0.1",
-        "--read-timeout",
-        "1500ms",
-        "--health-interval",
-        "250ms",
-    ];
+    let args = SERVER_ARGS;
     s.lab.stop(&s.server.p).unwrap();
     for a in s.agents.values() {
         let deadline = Instant::now() + Duration::from_secs(10);
