@@ -214,11 +214,12 @@ fn locked<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     f()
 }
 
-async fn del_rules(handle: &Handle, vip: Ipv4Addr) -> Result<usize> {
+/// Deletes the balancer's rules for `vip`, only backend `b`'s if given; returns how many.
+async fn del_rules(handle: &Handle, vip: Ipv4Addr, b: Option<Ipv4Addr>) -> Result<usize> {
     let stale: Vec<Rule> = rules(handle)
         .await?
         .into_iter()
-        .filter(|r| r.is_ours(Some(vip)))
+        .filter(|r| r.is_ours(Some(vip)) && b.is_none_or(|b| r.mark == Some(backend_mark(b))))
         .collect();
     for r in &stale {
         handle
@@ -291,7 +292,7 @@ impl MarkRoutes {
         locked(|| {
             set_forwarding(ifname)?;
             block_on(|handle| async move {
-                let stale = del_rules(&handle, vip).await?;
+                let stale = del_rules(&handle, vip, None).await?;
                 if stale > 0 {
                     tracing::warn!(rules = stale, "removed stale dsr-kernel rules of an earlier run");
                 }
@@ -337,21 +338,7 @@ impl MarkRoutes {
         let vip = self.vip;
         locked(|| {
             block_on(|handle| async move {
-                let ours: Vec<Rule> = rules(&handle)
-                    .await?
-                    .into_iter()
-                    .filter(|r| r.is_ours(Some(vip)) && r.mark == Some(backend_mark(b)))
-                    .collect();
-                for r in &ours {
-                    handle
-                        .rule()
-                        .del(r.msg.clone())
-                        .execute()
-                        .await
-                        .with_context(|| {
-                            format!("remove the rule for fwmark {:#x}", backend_mark(b))
-                        })?;
-                }
+                del_rules(&handle, vip, Some(b)).await?;
                 del_orphan_routes(&handle).await.map(|_| ())
             })
         })
@@ -365,7 +352,7 @@ impl MarkRoutes {
         let vip = self.vip;
         locked(|| {
             let last = block_on(|handle| async move {
-                del_rules(&handle, vip).await?;
+                del_rules(&handle, vip, None).await?;
                 del_orphan_routes(&handle).await?;
                 let left = rules(&handle).await?;
                 if left.iter().any(|r| r.is_ours(None)) {

@@ -7,7 +7,7 @@
 //! close breaks it; an answer later than `stall` (or none while overdue) marks it stalled. The
 //! counts are what a `tally` step reads.
 
-use super::tasks::{Log, Task, poll_readable_for, printable, update};
+use super::tasks::{Log, Task, bind_error, poll_readable_for, printable, update};
 use crate::Lab;
 use crate::backend::{ConnectionsSpec, Counters, ListenerStats};
 use crate::cancel::cancelled;
@@ -53,7 +53,7 @@ pub fn tcp_echo(
     let listener = lab
         .run_in(host, || TcpListener::bind(addr))
         .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot listen on {addr} in {host}: {e}"))?;
+        .map_err(|e| bind_error("listen on", addr, host, e))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     log.line(&format!("echoing on tcp {addr}"));
     let prefix = format!("{host}: ");
@@ -108,6 +108,9 @@ pub fn tcp_echo(
                             continue;
                         }
                     }
+                }
+                if c.output.is_empty() {
+                    continue;
                 }
                 match c.stream.write(&c.output) {
                     Ok(n) => {

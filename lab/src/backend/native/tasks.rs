@@ -310,7 +310,7 @@ pub fn udp_listener(
     .map_err(|e| e.to_string())
 }
 
-fn bind_error(what: &str, addr: SocketAddrV4, host: &str, e: io::Error) -> String {
+pub(super) fn bind_error(what: &str, addr: SocketAddrV4, host: &str, e: io::Error) -> String {
     let hint = if e.kind() == io::ErrorKind::AddrNotAvailable {
         format!(" ({} is not an address of {host} at this point)", addr.ip())
     } else {

@@ -2,7 +2,7 @@
 //! the run's own control (sleep, stop, exec). A new step kind is one arm here.
 
 use super::{Runtime, tail};
-use crate::backend::{CONNECTIONS_COUNTERS, Probe, TelnetOutcome};
+use crate::backend::{CONNECTIONS_COUNTERS, Probe, Started, TelnetOutcome};
 use crate::scenario::model::{StepKind, WaitFor};
 use std::time::Duration;
 
@@ -20,10 +20,7 @@ impl Runtime<'_> {
                 program,
             } => {
                 let started = self.net.start(host, name, program)?;
-                if let Some(log) = started.log {
-                    self.artifacts.push((format!("{name} log"), log));
-                }
-                Ok((true, started.detail))
+                Ok((true, self.keep_log(name, started)))
             }
             StepKind::Wait { until, timeout } => self.wait(until, *timeout),
             StepKind::Telnet { host, name, spec } => {
@@ -46,10 +43,7 @@ impl Runtime<'_> {
             }
             StepKind::Connections { host, name, spec } => {
                 let started = self.net.connections(host, name, spec)?;
-                if let Some(log) = started.log {
-                    self.artifacts.push((format!("{name} log"), log));
-                }
-                Ok((true, started.detail))
+                Ok((true, self.keep_log(name, started)))
             }
             StepKind::Tally { name, group } => {
                 let counters = self.net.tally(group)?;
@@ -124,6 +118,14 @@ impl Runtime<'_> {
                 }
             }
         }
+    }
+
+    /// Keeps what started as `name` logs as an artifact; returns the step's detail.
+    fn keep_log(&mut self, name: &str, started: Started) -> String {
+        if let Some(log) = started.log {
+            self.artifacts.push((format!("{name} log"), log));
+        }
+        started.detail
     }
 
     /// A `wait` step: polls in the network's time until `until` holds or `timeout` passes.
