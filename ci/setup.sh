@@ -8,6 +8,7 @@
 #   iproute2             `ip netns exec` for users; `ip` in a few tests
 #   telnet, netcat       what the seed post types by hand, for interactive labs
 #   curl                 scrapes `lb server --metrics` in a test, as Prometheus would
+#   iputils-ping, iperf3 measure link impairments (ci/impair-measure.sh: RTT, throughput)
 #   python3              ci/check-layout.py (the tree's shape, checked by .ci/run)
 #   mininet, bridge-utils  the Mininet backend (`--backend mininet`, `--custom FILE.py`):
 #                        Debian's Mininet 2.3 for the system python3, and brctl for its
@@ -16,7 +17,7 @@
 set -euo pipefail
 
 packages=(iptables nftables tcpdump conntrack iproute2 telnet netcat-openbsd curl python3
-  mininet bridge-utils)
+  mininet bridge-utils iputils-ping iperf3)
 
 if [[ $(id -u) -ne 0 ]]; then
   echo "ci/setup.sh: run as root (it installs packages)" >&2

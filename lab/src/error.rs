@@ -116,6 +116,14 @@ pub enum LabError {
     /// Something the topology asks for that this builder cannot do.
     #[error("{0}")]
     Unsupported(String),
+    /// A link's impairment could not be applied.
+    #[error("link {link}: impairment: {message}")]
+    Impair {
+        /// The direction, `h1-eth0>s1-eth1`.
+        link: String,
+        /// What failed.
+        message: String,
+    },
     /// Mininet could not build the lab (the helper's own message).
     #[error("mininet: {0}")]
     Mininet(String),

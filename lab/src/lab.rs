@@ -137,7 +137,15 @@ impl Lab {
                 }
                 None
             }
-            Builder::Mininet(switch) => Some(mininet::record_for(&plan, switch)?),
+            Builder::Mininet(switch) => {
+                if let Some(l) = plan.links.iter().find(|l| l.impair.is_some()) {
+                    return Err(LabError::Unsupported(format!(
+                        "link {} <-> {}: impairments are applied by lab's own engine, on native labs only (Mininet's switches live in the root namespace, where the engine's rules may not go): use --backend native, or Mininet's tc = {{ delay = …, loss = … }} where the kernel has netem",
+                        l.a.iface, l.b.iface
+                    )));
+                }
+                Some(mininet::record_for(&plan, switch)?)
+            }
         };
         // Mininet's switches live in the root namespace: only hosts have namespaces then.
         let nodes: Vec<&str> = match mininet {
@@ -199,6 +207,7 @@ impl Lab {
             let path = etc.join(file);
             std::fs::write(&path, text).map_err(|e| LabError::io(&path, e))?;
         }
+        crate::impair::apply::start_all(&mut lab)?;
         lab.record.status = Status::Up;
         lab.record.save()?;
         Ok(lab)
@@ -290,6 +299,26 @@ impl Lab {
     /// The resolved topology.
     pub fn plan(&self) -> &Plan {
         &self.record.plan
+    }
+
+    /// Replaces the resolved topology (a link's impairments changed) and saves the record.
+    pub fn set_plan(&mut self, plan: Plan) -> Result<(), LabError> {
+        self.record.plan = plan;
+        self.record.save()
+    }
+
+    /// The background processes the record lists.
+    pub fn processes(&self) -> Vec<Process> {
+        self.record
+            .processes
+            .iter()
+            .map(|r| Process {
+                id: r.id,
+                host: r.host.clone(),
+                name: r.name.clone(),
+                log: r.log.clone(),
+            })
+            .collect()
     }
 
     /// The state record.
@@ -468,6 +497,44 @@ impl Lab {
             let _ = c.wait();
         }
         r
+    }
+}
+
+impl crate::impair::apply::Target for Lab {
+    fn plan(&self) -> &Plan {
+        &self.record.plan
+    }
+
+    fn set_plan(&mut self, plan: Plan) -> Result<(), LabError> {
+        Lab::set_plan(self, plan)
+    }
+
+    fn command(&self, node: &str, program: &str) -> Result<Command, LabError> {
+        Lab::command(self, node, program)
+    }
+
+    fn netns_path(&self, node: &str) -> Result<PathBuf, LabError> {
+        Lab::netns_path(self, node)
+    }
+
+    fn start(
+        &mut self,
+        node: &str,
+        name: &str,
+        argv: &[String],
+    ) -> Result<(ProcessId, PathBuf), LabError> {
+        self.spawn(node, name, argv).map(|p| (p.id, p.log))
+    }
+
+    fn stop(&mut self, node: &str, name: &str) -> Result<(), LabError> {
+        let found = self
+            .processes()
+            .into_iter()
+            .find(|p| p.host == node && p.name == name);
+        match found {
+            Some(p) => Lab::stop(self, &p),
+            None => Ok(()),
+        }
     }
 }
 

@@ -7,11 +7,13 @@
 //! diagrams, and asserted with [`snapshot`]s.
 
 pub mod backend;
+pub mod bins;
 pub mod cancel;
 pub mod capture;
 pub mod check;
 pub mod deploy;
 pub mod error;
+pub mod impair;
 pub mod input;
 pub mod kernel;
 pub mod lab;

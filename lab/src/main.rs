@@ -9,7 +9,7 @@ use std::process::ExitCode;
 mod cli;
 
 use cli::rootless::Need;
-use cli::{capture, doctor, lifecycle, list, rootless, run};
+use cli::{capture, doctor, impair, lifecycle, list, rootless, run};
 
 /// A network namespace test lab: hosts, switches and links from a topology file.
 #[derive(Parser)]
@@ -71,6 +71,11 @@ enum Cmd {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Show or change a link's impairments: `lab impair h3:eth0 delay=50ms loss=20%`.
+    Impair(impair::ImpairArgs),
+    /// One impaired direction's engine (started by the lab itself).
+    #[command(hide = true)]
+    ImpairEngine(impair::EngineArgs),
     /// Check that every host of a lab reaches every other host.
     Check {
         /// Lab name (optional when only one lab is up).
@@ -164,6 +169,9 @@ fn need(cmd: &Cmd) -> Need {
         Cmd::Up { hold: true, .. } | Cmd::Run(_) | Cmd::Doctor => Need::Private,
         Cmd::Exec { lab, .. } | Cmd::Check { lab } => Need::Join(lab.clone()),
         Cmd::Capture(args) => Need::Join(args.lab.clone()),
+        Cmd::Impair(args) => Need::Join(args.lab.clone()),
+        // Started by a lab, inside its namespaces already.
+        Cmd::ImpairEngine(_) => Need::Nothing,
         Cmd::Down {
             name: Some(name),
             all: false,
@@ -206,6 +214,8 @@ fn dispatch(cli: Cli, rootless_failure: Option<String>) -> Result<ExitCode> {
         Cmd::Clean { all, artifacts } => lifecycle::clean(all, artifacts),
         Cmd::Doctor => Ok(doctor::doctor(rootless_failure)),
         Cmd::Capture(args) => capture::run(args),
+        Cmd::Impair(args) => impair::impair(args),
+        Cmd::ImpairEngine(args) => impair::engine(args),
         Cmd::Run(args) => run::run(args),
     }
 }

@@ -4,6 +4,7 @@
 //! Naming follows Mininet: host interfaces are `<host>-<iface>` (`h1-eth0`), switch ports
 //! `<switch>-eth<N>` numbered from 1 in link order, the bridge is named after its switch.
 
+use crate::impair::LinkImpairment;
 use crate::net::Ipv4Cidr;
 use crate::topology::{Origin, TcSpec, Topology, TopologyError, TopologyErrorKind as K};
 use serde::{Deserialize, Serialize};
@@ -112,6 +113,9 @@ pub struct LinkPlan {
     /// Mininet `TCLink` parameters (the Mininet backend applies them; others refuse them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tc: Option<TcSpec>,
+    /// Impairments per direction ([`crate::impair`]); `None` when the link has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impair: Option<LinkImpairment>,
 }
 
 /// A name for an address in traces.
@@ -340,6 +344,16 @@ pub fn resolve(t: &Topology) -> Result<Plan, TopologyError> {
                 Some(v.clone())
             }
         };
+        let written = match &spec.impair {
+            None => None,
+            Some(t) => Some(crate::impair::from_table(t.get_ref()).map_err(|e| {
+                let f = match e.key.as_str() {
+                    "" => field.clone(),
+                    k => format!("{field}.{k}"),
+                };
+                cx.at(t, f, K::BadImpairment(e.to_string()))
+            })?),
+        };
         let mut ends = Vec::with_capacity(2);
         for ep in &spec.endpoints {
             let text = ep.get_ref();
@@ -408,10 +422,29 @@ pub fn resolve(t: &Topology) -> Result<Plan, TopologyError> {
         if a.node == b.node {
             return Err(cx.at(link, field, K::SelfLink(a.node)));
         }
-        if b.kind == NodeKind::Switch && a.kind == NodeKind::Host {
+        let swapped = b.kind == NodeKind::Switch && a.kind == NodeKind::Host;
+        if swapped {
             std::mem::swap(&mut a, &mut b);
         }
-        links.push(LinkPlan { a, b, mtu, tc });
+        let impair = written
+            .map(|(forward, reverse)| match swapped {
+                false => LinkImpairment {
+                    a_to_b: forward,
+                    b_to_a: reverse,
+                },
+                true => LinkImpairment {
+                    a_to_b: reverse,
+                    b_to_a: forward,
+                },
+            })
+            .filter(|i| !i.is_empty());
+        links.push(LinkPlan {
+            a,
+            b,
+            mtu,
+            tc,
+            impair,
+        });
     }
 
     let mut seen_addr: HashMap<Ipv4Addr, String> = HashMap::new();

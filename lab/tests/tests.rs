@@ -6,6 +6,7 @@ lab::rootless_test_binary!();
 
 mod capture;
 mod capture_cli;
+mod impair;
 mod mininet;
 mod rootless;
 mod run_cli;

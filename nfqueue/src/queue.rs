@@ -460,6 +460,22 @@ impl Queue {
         r
     }
 
+    /// One `NFQNL_MSG_VERDICT` per `(id, verdict)`, all in one `sendmsg` (netlink handles a
+    /// datagram's messages in order), built in `buf`. For programs that answer packets out of
+    /// their arrival order, where a batch verdict would also cover packets still held.
+    pub fn verdicts_each(&self, list: &[(u32, Verdict)], buf: &mut Vec<u8>) -> Result<(), Error> {
+        // 512 verdicts of 28 bytes stay well inside the socket's send buffer.
+        for chunk in list.chunks(512) {
+            buf.clear();
+            for (id, v) in chunk {
+                let r = wire::verdict_request(self.num, *id, v.code(), None, false, 0);
+                buf.extend_from_slice(r.bytes());
+            }
+            self.send(Op::Verdict, &[buf])?;
+        }
+        Ok(())
+    }
+
     /// [`verdict_batch`](Queue::verdict_batch) that also sets the mark of every packet.
     pub fn verdict_batch_with_mark(&self, max_id: u32, v: Verdict, mark: u32) -> Result<(), Error> {
         let r = wire::verdict_request(self.num, max_id, v.code(), Some(mark), true, 0);

@@ -18,6 +18,7 @@
 //! | [`addr`] | [`MacAddr`], [`Ipv4Net`] |
 //! | [`spec`] | [`NetSpec`]: hosts, bridges, links, routes, sysctls; [`SpecError`] |
 //! | [`frame`] | Ethernet/ARP/IPv4/UDP/ICMP bytes through etherparse |
+//! | [`impair`] | link impairments: [`impair::Impairment`], the seeded [`impair::Decider`], [`impair::Shaper`] |
 //! | [`link`] | [`Attach`], [`Link`]: veth pairs |
 //! | [`bridge`] | [`Bridge`]: FDB learning, flooding, ageing |
 //! | [`neigh`] | [`NeighTable`]: the ARP cache, waiting packets, retries |
@@ -51,6 +52,7 @@ mod flowmap;
 pub mod frame;
 mod hooks;
 pub mod host;
+pub mod impair;
 pub mod ipv4;
 pub mod kernel;
 pub mod link;

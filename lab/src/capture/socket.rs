@@ -191,6 +191,25 @@ impl PacketSocket {
         }))
     }
 
+    /// Reads one frame without blocking (`None`: nothing queued); `snaplen` bytes at most.
+    pub fn try_recv(&self, snaplen: usize) -> io::Result<Option<Frame>> {
+        match self.recv(snaplen)? {
+            Received::Frame(f) => Ok(Some(f)),
+            Received::LoopbackOutgoing | Received::WouldBlock => Ok(None),
+        }
+    }
+
+    /// Transmits one whole Ethernet frame out of the bound interface (not through its qdisc's
+    /// netfilter: it leaves as it is). Needs a socket bound to one interface.
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: the buffer is valid for its length; the socket is bound to an interface.
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Kernel counters since the previous call: (packets, drops). `packets` includes drops.
     pub(super) fn statistics(&self) -> io::Result<(u64, u64)> {
         let mut st = TpacketStats::default();

@@ -3,6 +3,7 @@
 pub mod capture;
 pub mod doctor;
 pub mod explore;
+pub mod impair;
 pub mod lifecycle;
 pub mod list;
 pub mod rootless;

@@ -151,6 +151,9 @@ pub enum TopologyErrorKind {
     /// Traffic control parameters out of range.
     #[error("bad tc parameter: {0}")]
     BadTc(String),
+    /// Link impairments that do not parse or do not fit together.
+    #[error("bad impairment: {0}")]
+    BadImpairment(String),
     /// A MAC address that is not six hex bytes, or multicast.
     #[error("bad MAC address `{0}`: write six hex bytes, 00:00:00:00:00:01, not multicast")]
     BadMac(String),

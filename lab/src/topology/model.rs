@@ -118,7 +118,8 @@ impl<'de> Deserialize<'de> for SysctlValue {
     }
 }
 
-/// A link: `["h1:eth0", "s1"]` or `{ endpoints = [...], mtu = 1400 }`.
+/// A link: `["h1:eth0", "s1"]`, `["h1:eth0", "s1", { delay = "50ms" }]` or
+/// `{ endpoints = [...], mtu = 1400, impair = { loss = "1%" } }`.
 #[derive(Debug, Clone, Default)]
 pub struct LinkSpec {
     /// The two ends, each `node` or `node:iface`.
@@ -127,6 +128,39 @@ pub struct LinkSpec {
     pub mtu: Option<Spanned<i64>>,
     /// Traffic control of both ends, as Mininet's `TCLink` takes it (`tc = { bw = 10 }`).
     pub tc: Option<Spanned<TcSpec>>,
+    /// Impairments (`{ delay = "50ms", loss = "20%" }` or `{ forward = {…}, reverse = {…} }`):
+    /// the third element of the short form, `impair` in the long one. Resolve reads the keys.
+    pub impair: Option<Spanned<toml::Table>>,
+}
+
+/// One element of a link's short form: an endpoint, or (third) the impairments.
+enum LinkElement {
+    End(String),
+    Impair(toml::Table),
+}
+
+impl<'de> Deserialize<'de> for LinkElement {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = LinkElement;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(r#"an endpoint ("h1:eth0") or impairments ({ delay = "50ms" })"#)
+            }
+            fn visit_str<E>(self, v: &str) -> Result<LinkElement, E> {
+                Ok(LinkElement::End(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<LinkElement, A::Error> {
+                let t =
+                    toml::Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(LinkElement::Impair(t))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Mininet `TCLink` parameters: applied by Mininet's `TCIntf` (htb/tbf for `bw`, netem for
@@ -179,14 +213,25 @@ impl<'de> Deserialize<'de> for LinkSpec {
                 self,
                 mut seq: A,
             ) -> Result<LinkSpec, A::Error> {
-                let mut endpoints = Vec::new();
-                while let Some(e) = seq.next_element()? {
-                    endpoints.push(e);
+                let mut link = LinkSpec::default();
+                while let Some(e) = seq.next_element::<Spanned<LinkElement>>()? {
+                    let span = e.span();
+                    match e.into_inner() {
+                        LinkElement::End(_) if link.impair.is_some() => {
+                            return Err(serde::de::Error::custom(
+                                "the impairments come last in a link, after its two ends",
+                            ));
+                        }
+                        LinkElement::End(s) => link.endpoints.push(Spanned::new(span, s)),
+                        LinkElement::Impair(_) if link.impair.is_some() => {
+                            return Err(serde::de::Error::custom(
+                                "a link has one table of impairments",
+                            ));
+                        }
+                        LinkElement::Impair(t) => link.impair = Some(Spanned::new(span, t)),
+                    }
                 }
-                Ok(LinkSpec {
-                    endpoints,
-                    ..Default::default()
-                })
+                Ok(link)
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
@@ -198,10 +243,11 @@ impl<'de> Deserialize<'de> for LinkSpec {
                         "endpoints" => link.endpoints = map.next_value()?,
                         "mtu" => link.mtu = Some(map.next_value()?),
                         "tc" => link.tc = Some(map.next_value()?),
+                        "impair" => link.impair = Some(map.next_value()?),
                         other => {
                             return Err(serde::de::Error::unknown_field(
                                 other,
-                                &["endpoints", "mtu", "tc"],
+                                &["endpoints", "mtu", "tc", "impair"],
                             ));
                         }
                     }

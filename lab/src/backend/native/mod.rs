@@ -506,21 +506,7 @@ pub fn find_lb(explicit: Option<&Path>) -> Result<PathBuf, String> {
     }
     let exe = std::env::current_exe()
         .map_err(|e| format!("cannot locate the running executable: {e}"))?;
-    let mut looked = Vec::new();
-    if let Some(dir) = exe.parent() {
-        looked.push(dir.join("lb"));
-        if dir.file_name().is_some_and(|n| n == "deps")
-            && let Some(up) = dir.parent()
-        {
-            looked.push(up.join("lb"));
-        }
-    }
-    looked.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-        format!(
-            "the `lb` binary was not found (looked at {}; or set LB_BIN): build it with `cargo build -p lb`",
-            looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-        )
-    })
+    crate::bins::sibling_bin(&exe, "lb", "LB_BIN", "cargo build -p lb")
 }
 
 /// A lab name for `scenario`: `<name, shortened>-<6 hex>`, valid and unique.

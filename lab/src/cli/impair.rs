@@ -1,0 +1,163 @@
+//! `lab impair`: show or change a running lab's link impairments; and `lab impair-engine`, the
+//! hidden per-direction engine process the lab starts.
+
+use anyhow::{Context, Result, bail};
+use lab::Lab;
+use lab::impair::engine::{DuplicatePath, EngineConfig};
+use lab::impair::{Impairment, LinkImpairment, Way, from_words};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// `lab impair [--lab N] HOST:IF [--egress|--ingress] [PARAM=VALUE…|none]`.
+#[derive(clap::Args, Debug)]
+pub struct ImpairArgs {
+    /// Lab name (optional when only one lab is up).
+    #[arg(long = "lab")]
+    pub lab: Option<String>,
+    /// One end of the link: `h3:eth0`, or a switch port `s1:eth3`.
+    pub endpoint: String,
+    /// Only packets leaving this end.
+    #[arg(long, conflicts_with = "ingress")]
+    pub egress: bool,
+    /// Only packets arriving at this end.
+    #[arg(long)]
+    pub ingress: bool,
+    /// The new impairment, replacing the old one: delay=50ms jitter=5ms loss=20% (or
+    /// loss="20% 25%" with a correlation) duplicate=1% reorder=25% rate=10mbit seed=7; `none`
+    /// clears. Without any, the link's impairments are shown.
+    pub params: Vec<String>,
+}
+
+/// The hidden `lab impair-engine`: one direction's NFQUEUE engine (see `lab::impair::engine`).
+#[derive(clap::Args, Debug)]
+pub struct EngineArgs {
+    /// The queue to bind.
+    #[arg(long)]
+    pub queue: u16,
+    /// The decider's stream seed.
+    #[arg(long)]
+    pub stream: u64,
+    /// The impairment, as JSON.
+    #[arg(long)]
+    pub impair: String,
+    /// The receiving interface (for duplicates).
+    #[arg(long, requires_all = ["sender_netns", "sender_iface"])]
+    pub watch: Option<String>,
+    /// The sending end's namespace (for duplicates).
+    #[arg(long)]
+    pub sender_netns: Option<std::path::PathBuf>,
+    /// The sending end's interface (for duplicates).
+    #[arg(long)]
+    pub sender_iface: Option<String>,
+    /// The interface packets leave by (for duplicates of packets queued on their way out).
+    #[arg(long, conflicts_with = "watch")]
+    pub resend: Option<String>,
+}
+
+pub fn engine(args: EngineArgs) -> Result<ExitCode> {
+    let impairment: Impairment =
+        serde_json::from_str(&args.impair).context("--impair is not an impairment")?;
+    let duplicates = match (
+        args.watch,
+        args.sender_netns,
+        args.sender_iface,
+        args.resend,
+    ) {
+        (Some(receiving), Some(sender_netns), Some(sending), _) => Some(DuplicatePath::Requeue {
+            receiving,
+            sender_netns,
+            sending,
+        }),
+        (_, _, _, Some(iface)) => Some(DuplicatePath::Resend { iface }),
+        _ => None,
+    };
+    let cfg = EngineConfig {
+        queue: args.queue,
+        impairment,
+        stream: args.stream,
+        duplicates,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("signal handler")?;
+    }
+    let stats = lab::impair::engine::run(&cfg, &stop, || {
+        println!("queue {}: {}", cfg.queue, cfg.impairment);
+    })?;
+    println!("queue {}: {stats}", cfg.queue);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn impair(args: ImpairArgs) -> Result<ExitCode> {
+    let mut lab = Lab::attach_or_only(args.lab.as_deref())?;
+    let Some((node, short)) = args.endpoint.split_once(':') else {
+        bail!(
+            "`{}`: name one end of a link as HOST:IF (h3:eth0) or SWITCH:PORT (s1:eth3)",
+            args.endpoint
+        );
+    };
+    let iface = format!("{node}-{short}");
+    let plan = lab.plan();
+    let Some((link, ours)) = plan.links.iter().enumerate().find_map(|(i, l)| {
+        if l.a.node == node && l.a.iface == iface {
+            Some((i, Way::Forward))
+        } else if l.b.node == node && l.b.iface == iface {
+            Some((i, Way::Reverse))
+        } else {
+            None
+        }
+    }) else {
+        let ends: Vec<String> = plan
+            .links
+            .iter()
+            .flat_map(|l| [&l.a, &l.b])
+            .filter(|e| e.node == node)
+            .map(|e| format!("{node}:{}", e.iface.trim_start_matches(&format!("{node}-"))))
+            .collect();
+        bail!(
+            "lab {}: no link ends at {} ({})",
+            lab.name(),
+            args.endpoint,
+            if ends.is_empty() {
+                format!("no node {node} with links")
+            } else {
+                format!("{node}'s links: {}", ends.join(", "))
+            }
+        );
+    };
+    let l = &plan.links[link];
+    let (here, there) = match ours {
+        Way::Forward => (&l.a, &l.b),
+        Way::Reverse => (&l.b, &l.a),
+    };
+    let egress = ours;
+    let ingress = match ours {
+        Way::Forward => Way::Reverse,
+        Way::Reverse => Way::Forward,
+    };
+    let out_label = format!("{} -> {}", here.iface, there.iface);
+    let in_label = format!("{} -> {}", there.iface, here.iface);
+    if args.params.is_empty() {
+        let cur = l.impair.clone().unwrap_or_default();
+        println!("{out_label}: {}", cur.way(egress));
+        println!("{in_label}: {}", cur.way(ingress));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let new = from_words(&args.params).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut imp: LinkImpairment = l.impair.clone().unwrap_or_default();
+    let ways: &[(Way, &str)] = match (args.egress, args.ingress) {
+        (true, _) => &[(egress, &out_label)],
+        (_, true) => &[(ingress, &in_label)],
+        _ => &[(egress, &out_label), (ingress, &in_label)],
+    };
+    for (way, _) in ways {
+        *imp.way_mut(*way) = new.clone();
+    }
+    lab::impair::apply::set(&mut lab, link, imp)?;
+    for (way, label) in ways {
+        let now = lab.plan().links[link].impair.clone().unwrap_or_default();
+        println!("{label}: {}", now.way(*way));
+    }
+    Ok(ExitCode::SUCCESS)
+}

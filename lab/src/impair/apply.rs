@@ -1,0 +1,211 @@
+//! Starting, changing and stopping a lab's impairments: per impaired direction, the engine
+//! process (`lab impair-engine`, recorded with the lab's processes and stopped with them), its
+//! queue rule once it has bound the queue, and `tbf` for a rate.
+
+use super::rules::{self, Direction};
+use super::{LinkImpairment, stream_seed};
+use crate::error::LabError;
+use crate::resolve::{NodeKind, Plan};
+use crate::state::ProcessId;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// What applying impairments needs of a lab (`Lab` implements it).
+pub trait Target {
+    /// The resolved topology.
+    fn plan(&self) -> &Plan;
+    /// Replaces it and saves the lab's record.
+    fn set_plan(&mut self, plan: Plan) -> Result<(), LabError>;
+    /// A command that runs in `node`.
+    fn command(&self, node: &str, program: &str) -> Result<Command, LabError>;
+    /// The namespace of `node`.
+    fn netns_path(&self, node: &str) -> Result<PathBuf, LabError>;
+    /// Starts a recorded background process in `node`: its identity and log.
+    fn start(
+        &mut self,
+        node: &str,
+        name: &str,
+        argv: &[String],
+    ) -> Result<(ProcessId, PathBuf), LabError>;
+    /// Stops the recorded process `name` of `node`, if there is one.
+    fn stop(&mut self, node: &str, name: &str) -> Result<(), LabError>;
+}
+
+fn in_ns<T>(lab: &impl Target, node: &str, f: impl FnOnce() -> T) -> Result<T, LabError> {
+    let path = lab.netns_path(node)?;
+    crate::netns::run_in(&path, f).map_err(|e| LabError::Namespace {
+        node: node.into(),
+        netns: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// How long an engine gets to bind its queue.
+const BIND_WAIT: Duration = Duration::from_secs(5);
+
+/// The `lab` executable that runs engines: `LAB_BIN`, else this program when it is `lab`,
+/// else `lab` beside it (or one directory up, for a test in `target/<profile>/deps/`).
+pub fn lab_bin() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("LAB_BIN") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("LAB_BIN={} does not exist", p.display()))
+        };
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot locate the running executable: {e}"))?;
+    if exe.file_name().is_some_and(|n| n == "lab") {
+        return Ok(exe);
+    }
+    crate::bins::sibling_bin(&exe, "lab", "LAB_BIN", "cargo build -p lab")
+}
+
+/// Starts every impaired direction of the lab's plan (at `lab up`).
+pub fn start_all(lab: &mut impl Target) -> Result<(), LabError> {
+    let plan = lab.plan().clone();
+    for d in rules::directions(&plan) {
+        start(lab, &d)?;
+    }
+    Ok(())
+}
+
+fn fail(d: &Direction, message: impl Into<String>) -> LabError {
+    LabError::Impair {
+        link: d.label(),
+        message: message.into(),
+    }
+}
+
+/// Runs `program args` in `node`, failing with its first line of stderr.
+fn run(
+    lab: &impl Target,
+    d: &Direction,
+    node: &str,
+    program: &str,
+    args: &[String],
+) -> Result<(), LabError> {
+    let out = lab
+        .command(node, program)?
+        .args(args)
+        .output()
+        .map_err(|e| fail(d, format!("{node}: {program}: {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(fail(
+            d,
+            format!(
+                "{node}: {program} {}: {}",
+                args.join(" "),
+                err.lines().next().unwrap_or("failed")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn start(lab: &mut impl Target, d: &Direction) -> Result<(), LabError> {
+    if d.imp.needs_engine() {
+        let node = d.queue_end().node.clone();
+        if d.queue_end().kind == NodeKind::Switch {
+            // The lab turns bridge netfilter off in switches; this port's packets need it.
+            let key = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+            in_ns(lab, &node, || std::fs::write(key, "1"))?
+                .map_err(|e| fail(d, format!("{node}: {key}: {e}")))?;
+        }
+        let bin = lab_bin().map_err(|e| fail(d, e))?;
+        let seed = stream_seed(d.imp.seed.unwrap_or(0), d.link, d.way);
+        let mut argv: Vec<String> = vec![
+            bin.display().to_string(),
+            "impair-engine".into(),
+            "--queue".into(),
+            d.queue().to_string(),
+            "--stream".into(),
+            seed.to_string(),
+            "--impair".into(),
+            serde_json::to_string(d.imp).unwrap_or_default(),
+        ];
+        if !d.imp.duplicate.is_zero() && d.queued_on_arrival() {
+            argv.extend([
+                "--watch".into(),
+                d.to.iface.clone(),
+                "--sender-netns".into(),
+                lab.netns_path(&d.from.node)?.display().to_string(),
+                "--sender-iface".into(),
+                d.from.iface.clone(),
+            ]);
+        } else if !d.imp.duplicate.is_zero() {
+            argv.extend(["--resend".into(), d.from.iface.clone()]);
+        }
+        let (id, log) = lab.start(&node, &d.process_name(), &argv)?;
+        let deadline = Instant::now() + BIND_WAIT;
+        loop {
+            let bound = in_ns(lab, &node, || nfqueue::QueueStats::read(d.queue()))?
+                .ok()
+                .flatten()
+                .is_some();
+            if bound {
+                break;
+            }
+            if !id.alive() || Instant::now() > deadline {
+                let log = std::fs::read_to_string(Path::new(&log)).unwrap_or_default();
+                let _ = lab.stop(&node, &d.process_name());
+                return Err(fail(
+                    d,
+                    format!(
+                        "the engine did not bind queue {}: {}",
+                        d.queue(),
+                        log.lines().last().unwrap_or("no output")
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        run(lab, d, &node, "iptables", &rules::queue_rule(d, true))?;
+    }
+    if let Some(args) = rules::tbf(d) {
+        run(lab, d, &d.from.node, "tc", &args)?;
+    }
+    tracing::debug!(link = %d.label(), impairment = %d.imp, "impaired");
+    Ok(())
+}
+
+fn stop(lab: &mut impl Target, d: &Direction) -> Result<(), LabError> {
+    if d.imp.needs_engine() {
+        let node = &d.queue_end().node;
+        run(lab, d, node, "iptables", &rules::queue_rule(d, false))?;
+        lab.stop(node, &d.process_name())?;
+    }
+    if d.imp.rate.is_some() {
+        run(lab, d, &d.from.node, "tc", &rules::tbf_remove(d))?;
+    }
+    Ok(())
+}
+
+/// Gives link `link` the impairment `new`: the directions that change are stopped and started
+/// again, and the lab's record keeps the new values.
+pub fn set(lab: &mut impl Target, link: usize, new: LinkImpairment) -> Result<(), LabError> {
+    let before = lab.plan().clone();
+    let mut after = before.clone();
+    after.links[link].impair = Some(new).filter(|i| !i.is_empty());
+    let changed = |p: &Plan, d: &Direction| {
+        let other = p.links[d.link].impair.clone().unwrap_or_default();
+        other.way(d.way) != d.imp
+    };
+    for d in rules::directions(&before)
+        .iter()
+        .filter(|d| d.link == link && changed(&after, d))
+    {
+        stop(lab, d)?;
+    }
+    lab.set_plan(after.clone())?;
+    for d in rules::directions(&after)
+        .iter()
+        .filter(|d| d.link == link && changed(&before, d))
+    {
+        start(lab, d)?;
+    }
+    Ok(())
+}
