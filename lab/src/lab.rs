@@ -526,14 +526,14 @@ impl crate::impair::apply::Target for Lab {
         self.spawn(node, name, argv).map(|p| (p.id, p.log))
     }
 
-    fn stop(&mut self, node: &str, name: &str) -> Result<(), LabError> {
+    fn stop(&mut self, node: &str, name: &str) -> Result<bool, LabError> {
         let found = self
             .processes()
             .into_iter()
             .find(|p| p.host == node && p.name == name);
         match found {
-            Some(p) => Lab::stop(self, &p),
-            None => Ok(()),
+            Some(p) => Lab::stop(self, &p).map(|()| true),
+            None => Ok(false),
         }
     }
 }

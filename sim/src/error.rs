@@ -13,6 +13,12 @@ pub enum SimError {
     /// A host's rule the simulator cannot evaluate (or the kernel would refuse).
     #[error(transparent)]
     Rule(#[from] netfilter_model::HostRuleError),
+    /// A link index past the world's links.
+    #[error("no link {link}")]
+    NoSuchLink {
+        /// The index.
+        link: usize,
+    },
     /// NFQUEUE `queue` of `host` has a program bound already.
     #[error("host {host:?}: queue {queue} is bound already")]
     QueueBound {

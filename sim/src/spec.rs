@@ -231,11 +231,22 @@ pub struct LinkSpec {
     pub a: Endpoint,
     /// The other end.
     pub b: Endpoint,
+    /// Impairments from `a` to `b` and from `b` to `a`, each with its decider's stream
+    /// ([`crate::impair::stream_seed`]).
+    pub impair: [Option<(crate::impair::Impairment, u64)>; 2],
 }
 
 /// What is wrong with a spec; each variant names the host, bridge, interface or link.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
+    /// A link index past the links added.
+    #[error("no link {link}: {count} links were added")]
+    NoSuchLink {
+        /// The index asked for.
+        link: usize,
+        /// How many links there are.
+        count: usize,
+    },
     /// A second host or bridge with a name already taken.
     #[error("name {name:?} is already used by a host or bridge")]
     DuplicateName {
@@ -368,6 +379,25 @@ impl NetSpec {
     /// The bridges, in the order they were added.
     pub fn bridges(&self) -> &[BridgeSpec] {
         &self.bridges
+    }
+
+    /// Impairs link `link` (its index in the order links were added) in the direction `way`
+    /// (`Forward`: from its `a` to its `b`), drawing fates from the stream `stream`.
+    pub fn impair_link(
+        &mut self,
+        link: usize,
+        way: crate::impair::Way,
+        imp: crate::impair::Impairment,
+        stream: u64,
+    ) -> Result<&mut NetSpec, SpecError> {
+        let count = self.links.len();
+        let l = self
+            .links
+            .get_mut(link)
+            .ok_or(SpecError::NoSuchLink { link, count })?;
+        let slot = usize::from(way == crate::impair::Way::Reverse);
+        l.impair[slot] = (!imp.is_empty()).then_some((imp, stream));
+        Ok(self)
     }
 
     /// The links, in the order they were added.
@@ -537,7 +567,11 @@ impl NetSpec {
                 }
             }
         }
-        self.links.push(LinkSpec { a, b });
+        self.links.push(LinkSpec {
+            a,
+            b,
+            impair: [None, None],
+        });
         Ok(self)
     }
 
@@ -644,7 +678,8 @@ mod tests {
             spec.links()[1],
             LinkSpec {
                 a: Endpoint::host("h2", "h2-eth0"),
-                b: Endpoint::bridge("s1", "s1-eth2")
+                b: Endpoint::bridge("s1", "s1-eth2"),
+                impair: [None, None],
             }
         );
         assert_eq!(spec.validate(), Ok(()));

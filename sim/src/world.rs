@@ -72,6 +72,44 @@ impl SimConfig {
     }
 }
 
+/// One impaired direction of a link: the lab's engine and `tbf`, in virtual time.
+#[derive(Debug)]
+struct Impaired {
+    decider: Option<crate::impair::Decider>,
+    shaper: Option<crate::impair::Shaper>,
+}
+
+impl Impaired {
+    fn new(p: &crate::impair::Impairment, stream: u64) -> Impaired {
+        Impaired {
+            decider: p
+                .needs_engine()
+                .then(|| crate::impair::Decider::new(p, stream)),
+            shaper: p.rate.map(crate::impair::Shaper::new),
+        }
+    }
+
+    /// A frame of `len` bytes sent at `now`: `None` when it is lost, else how much later it
+    /// arrives and in how many copies.
+    fn fate(&mut self, now: SimTime, len: usize) -> Option<(Duration, usize)> {
+        let mut wait = match self.shaper.as_mut() {
+            Some(s) => s.admit(now.as_nanos(), len)?,
+            None => Duration::ZERO,
+        };
+        let mut copies = 1;
+        if let Some(d) = self.decider.as_mut() {
+            match d.fate() {
+                crate::impair::Fate::Drop => return None,
+                crate::impair::Fate::Deliver { after, twice } => {
+                    wait += after;
+                    copies += usize::from(twice);
+                }
+            }
+        }
+        Some((wait, copies))
+    }
+}
+
 /// A simulated network: hosts, bridges, links, sockets and taps in virtual time.
 #[derive(Debug)]
 pub struct World {
@@ -82,7 +120,10 @@ pub struct World {
     pub(crate) bridges: Vec<Bridge>,
     links: Vec<Link>,
     wiring: BTreeMap<Attach, usize>,
-    in_flight: BTreeMap<Attach, VecDeque<Vec<u8>>>,
+    /// Frames on their way to each link end, in arrival-time order.
+    in_flight: BTreeMap<Attach, VecDeque<(SimTime, Vec<u8>)>>,
+    /// Each link's impairment state per direction (`[a→b, b→a]`), by link index.
+    impaired: BTreeMap<usize, [Option<Impaired>; 2]>,
     pub(crate) sockets: SocketTable,
     taps: Vec<Tap>,
     config: SimConfig,
@@ -125,6 +166,7 @@ impl World {
             links: Vec::new(),
             wiring: BTreeMap::new(),
             in_flight: BTreeMap::new(),
+            impaired: BTreeMap::new(),
             sockets: SocketTable::default(),
             taps: Vec::new(),
             config,
@@ -145,11 +187,36 @@ impl World {
                 a: world.attach(&l.a)?,
                 b: world.attach(&l.b)?,
             };
+            if l.impair.iter().any(Option::is_some) {
+                let state = l
+                    .impair
+                    .clone()
+                    .map(|w| w.map(|(p, s)| Impaired::new(&p, s)));
+                world.impaired.insert(world.links.len(), state);
+            }
             world.wiring.insert(link.a, world.links.len());
             world.wiring.insert(link.b, world.links.len());
             world.links.push(link);
         }
         Ok(world)
+    }
+
+    /// Changes the impairment of link `link` in the way `way` from now on (a fresh decider on
+    /// `stream`, as the lab starts a fresh engine).
+    pub fn impair_link(
+        &mut self,
+        link: usize,
+        way: crate::impair::Way,
+        imp: &crate::impair::Impairment,
+        stream: u64,
+    ) -> Result<(), SimError> {
+        if link >= self.links.len() {
+            return Err(SimError::NoSuchLink { link });
+        }
+        let slot = usize::from(way == crate::impair::Way::Reverse);
+        let state = self.impaired.entry(link).or_insert([None, None]);
+        state[slot] = (!imp.is_empty()).then(|| Impaired::new(imp, stream));
+        Ok(())
     }
 
     /// Where an endpoint of the (validated) spec is in this world.
@@ -308,7 +375,8 @@ impl World {
     fn dispatch(&mut self, event: Event) {
         match event {
             Event::Arrive { at } => {
-                if let Some(frame) = self.in_flight.get_mut(&at).and_then(VecDeque::pop_front) {
+                if let Some((_, frame)) = self.in_flight.get_mut(&at).and_then(VecDeque::pop_front)
+                {
                     self.arrive(at, frame);
                 }
             }
@@ -362,16 +430,40 @@ impl World {
         if let Attach::Host { host, iface } = from {
             self.record(host, iface, Direction::Outgoing, &frame);
         }
-        let Some(peer) = self
+        let Some((link, peer)) = self
             .wiring
             .get(&from)
-            .and_then(|l| self.links[*l].peer(from))
+            .and_then(|l| Some((*l, self.links[*l].peer(from)?)))
         else {
             return;
         };
-        let at = self.now.saturating_add(self.config.link_latency);
-        self.in_flight.entry(peer).or_default().push_back(frame);
-        self.queue.push(at, Event::Arrive { at: peer });
+        let way = usize::from(self.links[link].a != from);
+        let mut at = self.now.saturating_add(self.config.link_latency);
+        let mut copies = 1;
+        // Only IPv4 crosses the lab's impairment engine (its rules are iptables'): ARP passes.
+        let ip = frame.get(12..14) == Some(&[0x08, 0x00]);
+        if let Some(state) = self.impaired.get_mut(&link).and_then(|s| s[way].as_mut())
+            && ip
+        {
+            match state.fate(self.now, frame.len()) {
+                None => return,
+                Some((after, n)) => {
+                    at = at.saturating_add(after);
+                    copies = n;
+                }
+            }
+        }
+        for copy in 0..copies {
+            // The lab's engine sends a copy again from the sending end: a capture there sees
+            // it leave too.
+            if let (1, Attach::Host { host, iface }) = (copy, from) {
+                self.record(host, iface, Direction::Outgoing, &frame);
+            }
+            let queue = self.in_flight.entry(peer).or_default();
+            let pos = queue.partition_point(|(t, _)| *t <= at);
+            queue.insert(pos, (at, frame.clone()));
+            self.queue.push(at, Event::Arrive { at: peer });
+        }
     }
 
     /// Schedules `event` now, ahead of the events already due now.

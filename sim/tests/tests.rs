@@ -2,6 +2,8 @@
 
 #[path = "suite/determinism.rs"]
 mod determinism;
+#[path = "suite/impair.rs"]
+mod impair;
 #[path = "suite/lan.rs"]
 mod lan;
 #[path = "suite/netfilter.rs"]

@@ -118,6 +118,14 @@ pub trait Network {
     /// The counters of connections group `name` now ([`CONNECTIONS_COUNTERS`]).
     fn tally(&mut self, name: &str) -> Result<Counters, String>;
 
+    /// Gives link `link` the impairment `imp` in the way `way` (`Forward`: the plan's a→b).
+    fn impair(
+        &mut self,
+        link: usize,
+        way: crate::impair::Way,
+        imp: &crate::impair::Impairment,
+    ) -> Result<(), String>;
+
     /// Stops every program and removes the network.
     fn down(self: Box<Self>) -> Result<(), String>;
 }

@@ -121,8 +121,16 @@ pub struct BurstSpec {
     pub count: usize,
     /// Gap between datagrams (zero: back to back).
     pub interval: Duration,
-    /// Payload; `{n}` becomes the datagram's number (1-based).
+    /// Payload; `{n}` becomes the datagram's number (1-based), `{dots}` that many dots (each
+    /// datagram a length of its own, so a trace shows the order they arrive in).
     pub payload: String,
+}
+
+/// Datagram `n`'s payload from a [`BurstSpec::payload`] template.
+pub fn burst_payload(template: &str, n: usize) -> String {
+    template
+        .replace("{n}", &n.to_string())
+        .replace("{dots}", &".".repeat(n))
 }
 
 /// Long-lived TCP connections from one host (`connections` step): each connects to `to`, then

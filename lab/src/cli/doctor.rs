@@ -99,6 +99,42 @@ fn tool_version(program: &str, arg: &str) -> Option<String> {
     Some(text.lines().next().unwrap_or("").trim().to_string())
 }
 
+/// The probe the lab's impairment engine needs (an NFQUEUE rule on a bridge port).
+const IMPAIR_PROBE: &str =
+    "NFQUEUE rules on bridge ports (iptables NFQUEUE + physdev): the lab's impairment engine";
+
+/// Which engine each link impairment will use on this machine.
+fn impairment_finding(netem: bool, engine: bool, tbf: bool) -> Finding {
+    let var = lab::impair::apply::ENGINE_VAR;
+    let rate = if tbf {
+        "rate: tbf"
+    } else {
+        "rate: none (no tbf)"
+    };
+    let what = match (netem, engine) {
+        (true, true) => format!(
+            "link impairments: netem for delay, jitter, loss, duplicate, reorder (and rate) without a seed; the lab's NFQUEUE engine for seeded ones (the simulator's drop pattern) and everything with {var}=nfqueue; {rate}"
+        ),
+        (false, true) => format!(
+            "link impairments: no netem here: the lab's NFQUEUE engine applies delay, jitter, loss, duplicate and reorder (seeded: the simulator's drop pattern); {rate}"
+        ),
+        (true, false) => format!(
+            "link impairments: netem only (seedless); seeded impairments fail: the engine's NFQUEUE rules are refused; {rate}"
+        ),
+        (false, false) => {
+            return absent(
+                "link impairments: neither netem nor the engine's NFQUEUE rules work: labs with impairments fail",
+                "a kernel with NFQUEUE and physdev (or netem)",
+            );
+        }
+    };
+    Finding {
+        level: Level::Info,
+        what,
+        fix: None,
+    }
+}
+
 fn findings(rootless_failure: Option<String>) -> Vec<Finding> {
     let mut f = Vec::new();
     let root = nix::unistd::geteuid().is_root();
@@ -177,6 +213,27 @@ fn findings(rootless_failure: Option<String>) -> Vec<Finding> {
                 "modprobe sch_netem, or a kernel with CONFIG_NET_SCH_NETEM",
             ),
             (
+                IMPAIR_PROBE,
+                &[
+                    "iptables",
+                    "-w",
+                    "-t",
+                    "raw",
+                    "-A",
+                    "PREROUTING",
+                    "-m",
+                    "physdev",
+                    "--physdev-in",
+                    "d0",
+                    "-j",
+                    "NFQUEUE",
+                    "--queue-num",
+                    "40000",
+                ],
+                "a kernel with CONFIG_NETFILTER_XT_TARGET_NFQUEUE and CONFIG_NETFILTER_XT_MATCH_PHYSDEV \
+                 (bridge netfilter), and iptables (ci/setup.sh)",
+            ),
+            (
                 "IPIP tunnels",
                 &[
                     "ip", "link", "add", "t0", "type", "ipip", "local", "10.9.9.1", "remote",
@@ -219,6 +276,15 @@ fn findings(rootless_failure: Option<String>) -> Vec<Finding> {
             )),
             Ok(results) => {
                 f.push(ok("network namespaces"));
+                let passed = |name: &str| {
+                    probes
+                        .iter()
+                        .chain(optional)
+                        .zip(&results)
+                        .any(|(p, r)| p.0.starts_with(name) && r.is_ok())
+                };
+                let impair =
+                    impairment_finding(passed("netem"), passed(IMPAIR_PROBE), passed("tbf"));
                 for ((what, _, fix), r) in probes.iter().chain(optional).zip(results) {
                     let required = probes.iter().any(|p| p.0 == *what);
                     match (r, required) {
@@ -230,6 +296,7 @@ fn findings(rootless_failure: Option<String>) -> Vec<Finding> {
                         )),
                     }
                 }
+                f.push(impair);
             }
         }
     }

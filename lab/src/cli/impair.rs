@@ -1,7 +1,7 @@
 //! `lab impair`: show or change a running lab's link impairments; and `lab impair-engine`, the
 //! hidden per-direction engine process the lab starts.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use lab::Lab;
 use lab::impair::engine::{DuplicatePath, EngineConfig};
 use lab::impair::{Impairment, LinkImpairment, Way, from_words};
@@ -91,51 +91,16 @@ pub fn engine(args: EngineArgs) -> Result<ExitCode> {
 
 pub fn impair(args: ImpairArgs) -> Result<ExitCode> {
     let mut lab = Lab::attach_or_only(args.lab.as_deref())?;
-    let Some((node, short)) = args.endpoint.split_once(':') else {
-        bail!(
-            "`{}`: name one end of a link as HOST:IF (h3:eth0) or SWITCH:PORT (s1:eth3)",
-            args.endpoint
-        );
-    };
-    let iface = format!("{node}-{short}");
     let plan = lab.plan();
-    let Some((link, ours)) = plan.links.iter().enumerate().find_map(|(i, l)| {
-        if l.a.node == node && l.a.iface == iface {
-            Some((i, Way::Forward))
-        } else if l.b.node == node && l.b.iface == iface {
-            Some((i, Way::Reverse))
-        } else {
-            None
-        }
-    }) else {
-        let ends: Vec<String> = plan
-            .links
-            .iter()
-            .flat_map(|l| [&l.a, &l.b])
-            .filter(|e| e.node == node)
-            .map(|e| format!("{node}:{}", e.iface.trim_start_matches(&format!("{node}-"))))
-            .collect();
-        bail!(
-            "lab {}: no link ends at {} ({})",
-            lab.name(),
-            args.endpoint,
-            if ends.is_empty() {
-                format!("no node {node} with links")
-            } else {
-                format!("{node}'s links: {}", ends.join(", "))
-            }
-        );
-    };
+    let (link, ours) = lab::impair::rules::link_end(plan, &args.endpoint)
+        .map_err(|e| anyhow::anyhow!("lab {}: {e}", lab.name()))?;
     let l = &plan.links[link];
     let (here, there) = match ours {
         Way::Forward => (&l.a, &l.b),
         Way::Reverse => (&l.b, &l.a),
     };
     let egress = ours;
-    let ingress = match ours {
-        Way::Forward => Way::Reverse,
-        Way::Reverse => Way::Forward,
-    };
+    let ingress = lab::impair::rules::opposite(ours);
     let out_label = format!("{} -> {}", here.iface, there.iface);
     let in_label = format!("{} -> {}", there.iface, here.iface);
     if args.params.is_empty() {

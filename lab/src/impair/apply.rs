@@ -28,8 +28,8 @@ pub trait Target {
         name: &str,
         argv: &[String],
     ) -> Result<(ProcessId, PathBuf), LabError>;
-    /// Stops the recorded process `name` of `node`, if there is one.
-    fn stop(&mut self, node: &str, name: &str) -> Result<(), LabError>;
+    /// Stops the recorded process `name` of `node`; false when there was none.
+    fn stop(&mut self, node: &str, name: &str) -> Result<bool, LabError>;
 }
 
 fn in_ns<T>(lab: &impl Target, node: &str, f: impl FnOnce() -> T) -> Result<T, LabError> {
@@ -43,6 +43,34 @@ fn in_ns<T>(lab: &impl Target, node: &str, f: impl FnOnce() -> T) -> Result<T, L
 
 /// How long an engine gets to bind its queue.
 const BIND_WAIT: Duration = Duration::from_secs(5);
+
+/// Which engine applies a direction's delay, jitter, loss, duplication and reordering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// The kernel's netem qdisc on the sending end.
+    Netem,
+    /// The lab's NFQUEUE engine ([`super::engine`]).
+    Nfqueue,
+}
+
+/// The environment variable that chooses: `nfqueue` always takes the lab's engine; unset
+/// (or `auto`), netem is tried for impairments without a seed.
+pub const ENGINE_VAR: &str = "LAB_IMPAIR_ENGINE";
+
+/// False once a netem qdisc was refused in this process (the kernel has none).
+static NETEM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// The engine a direction with impairment `imp` gets first: a seed asks for the drop
+/// pattern the simulator shares, which only the lab's engine gives; so does
+/// `LAB_IMPAIR_ENGINE=nfqueue`, and a kernel without netem.
+pub fn engine_for(imp: &super::Impairment) -> Engine {
+    let forced = std::env::var(ENGINE_VAR).is_ok_and(|v| v == "nfqueue");
+    if imp.seed.is_some() || forced || !NETEM.load(std::sync::atomic::Ordering::Relaxed) {
+        Engine::Nfqueue
+    } else {
+        Engine::Netem
+    }
+}
 
 /// The `lab` executable that runs engines: `LAB_BIN`, else this program when it is `lab`,
 /// else `lab` beside it (or one directory up, for a test in `target/<profile>/deps/`).
@@ -107,6 +135,31 @@ fn run(
 }
 
 fn start(lab: &mut impl Target, d: &Direction) -> Result<(), LabError> {
+    if d.imp.needs_engine() && engine_for(d.imp) == Engine::Netem {
+        let out = lab
+            .command(&d.from.node, "tc")?
+            .args(rules::netem(d))
+            .output()
+            .map_err(|e| fail(d, format!("{}: tc: {e}", d.from.node)))?;
+        if out.status.success() {
+            tracing::debug!(link = %d.label(), impairment = %d.imp, "impaired by netem");
+            return Ok(());
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !err.contains("unknown") {
+            return Err(fail(
+                d,
+                format!(
+                    "{}: tc {}: {}",
+                    d.from.node,
+                    rules::netem(d).join(" "),
+                    err.trim()
+                ),
+            ));
+        }
+        // No netem in this kernel: the engine, from now on.
+        NETEM.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
     if d.imp.needs_engine() {
         let node = d.queue_end().node.clone();
         if d.queue_end().kind == NodeKind::Switch {
@@ -173,12 +226,20 @@ fn start(lab: &mut impl Target, d: &Direction) -> Result<(), LabError> {
 }
 
 fn stop(lab: &mut impl Target, d: &Direction) -> Result<(), LabError> {
+    let mut netem = false;
     if d.imp.needs_engine() {
+        // The rule first, so nothing is queued to an engine that is gone; then the engine,
+        // which releases what it holds. Neither: netem had it.
         let node = &d.queue_end().node;
-        run(lab, d, node, "iptables", &rules::queue_rule(d, false))?;
-        lab.stop(node, &d.process_name())?;
+        let rule = run(lab, d, node, "iptables", &rules::queue_rule(d, false));
+        let engine = lab.stop(node, &d.process_name())?;
+        match (rule, engine) {
+            (Err(e), true) => return Err(e),
+            (_, engine) => netem = !engine,
+        }
     }
-    if d.imp.rate.is_some() {
+    // A rate (tbf), or netem: both are the sending end's root qdisc.
+    if d.imp.rate.is_some() || netem {
         run(lab, d, &d.from.node, "tc", &rules::tbf_remove(d))?;
     }
     Ok(())

@@ -107,7 +107,8 @@ pub fn from_table(t: &toml::Table) -> Result<(Impairment, Impairment), TableErro
     Ok(ways)
 }
 
-fn one_way(t: &toml::Table, prefix: &str) -> Result<Impairment, TableError> {
+/// One direction's `{ delay = "50ms", loss = 20 }`; `prefix` names where it sits in errors.
+pub fn one_way(t: &toml::Table, prefix: &str) -> Result<Impairment, TableError> {
     let mut imp = Impairment::default();
     let at = |key: &str, error| TableError {
         key: format!("{prefix}{key}"),

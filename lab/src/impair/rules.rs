@@ -21,6 +21,49 @@
 use crate::resolve::{Endpoint, NodeKind, Plan};
 use sim::impair::{Impairment, Way};
 
+/// The link that ends at `endpoint` (`h3:eth0`, a switch port `s1:eth3`) and the way out of
+/// that end: `(link index, egress way)`.
+pub fn link_end(plan: &Plan, endpoint: &str) -> Result<(usize, Way), String> {
+    let Some((node, short)) = endpoint.split_once(':') else {
+        return Err(format!(
+            "`{endpoint}`: name one end of a link as HOST:IF (h3:eth0) or SWITCH:PORT (s1:eth3)"
+        ));
+    };
+    let iface = format!("{node}-{short}");
+    for (i, l) in plan.links.iter().enumerate() {
+        if l.a.node == node && l.a.iface == iface {
+            return Ok((i, Way::Forward));
+        }
+        if l.b.node == node && l.b.iface == iface {
+            return Ok((i, Way::Reverse));
+        }
+    }
+    let prefix = format!("{node}-");
+    let ends: Vec<String> = plan
+        .links
+        .iter()
+        .flat_map(|l| [&l.a, &l.b])
+        .filter(|e| e.node == node)
+        .map(|e| format!("{node}:{}", e.iface.trim_start_matches(&prefix)))
+        .collect();
+    Err(if ends.is_empty() {
+        format!("no link ends at {endpoint} (no node {node} with links)")
+    } else {
+        format!(
+            "no link ends at {endpoint} ({node}'s links: {})",
+            ends.join(", ")
+        )
+    })
+}
+
+/// The other way along a link.
+pub fn opposite(way: Way) -> Way {
+    match way {
+        Way::Forward => Way::Reverse,
+        Way::Reverse => Way::Forward,
+    }
+}
+
 /// The first queue number impairment engines use.
 pub const QUEUE_BASE: u16 = 40_000;
 
@@ -173,6 +216,37 @@ pub fn tbf(d: &Direction) -> Option<Vec<String>> {
     )
 }
 
+/// The tc arguments that give the sending end a netem qdisc doing all of the direction's
+/// impairment (rate included), for kernels that have netem. netem draws from its own
+/// generator: no seed is passed (iproute2 before 6.3 does not know `seed`).
+pub fn netem(d: &Direction) -> Vec<String> {
+    let p = d.imp;
+    let us = |t: std::time::Duration| format!("{}us", t.as_micros());
+    let mut v: Vec<String> = ["qdisc", "replace", "dev", &d.from.iface, "root", "netem"]
+        .map(String::from)
+        .to_vec();
+    if !p.delay.is_zero() {
+        v.extend(["delay".into(), us(p.delay)]);
+        if !p.jitter.is_zero() {
+            v.push(us(p.jitter));
+        }
+    }
+    for (name, c) in [
+        ("loss", p.loss),
+        ("duplicate", p.duplicate),
+        ("reorder", p.reorder),
+    ] {
+        if !c.is_zero() {
+            v.push(name.into());
+            v.extend(c.to_string().split(' ').map(String::from));
+        }
+    }
+    if let Some(r) = p.rate {
+        v.extend(["rate".into(), format!("{}bit", r.bits_per_sec)]);
+    }
+    v
+}
+
 /// The tc arguments that remove the sending end's shaper.
 pub fn tbf_remove(d: &Direction) -> Vec<String> {
     ["qdisc", "del", "dev", &d.from.iface, "root"]
@@ -237,6 +311,32 @@ interfaces = { eth0 = "10.0.0.2/24" }
             "qdisc replace dev s1-eth1 root tbf rate 10000000bit burst 5000 latency 100ms"
         );
         assert_eq!(tbf(delayed), None);
+        assert_eq!(
+            netem(delayed).join(" "),
+            "qdisc replace dev h1-eth0 root netem delay 50000us"
+        );
+    }
+
+    #[test]
+    fn netem_takes_every_parameter_but_the_seed() {
+        let p = plan(
+            r#"
+links = [["h1:eth0", "h2:eth0", { delay = "10ms", jitter = "1ms", loss = "1% 25%", duplicate = "2%", reorder = "3%", rate = "5mbit", seed = 4 }]]
+[hosts.h1]
+interfaces = { eth0 = "10.0.0.1/24" }
+[hosts.h2]
+interfaces = { eth0 = "10.0.0.2/24" }
+"#,
+        );
+        let d = &directions(&p)[0];
+        assert_eq!(
+            netem(d).join(" "),
+            "qdisc replace dev h1-eth0 root netem delay 10000us 1000us loss 1% 25% duplicate 2% reorder 3% rate 5000000bit"
+        );
+        assert_eq!(
+            queue_rule(d, true).join(" "),
+            "-w -t mangle -I POSTROUTING -o h1-eth0 -m comment --comment lab-impair -j NFQUEUE --queue-num 40000"
+        );
     }
 
     #[test]

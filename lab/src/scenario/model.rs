@@ -192,6 +192,15 @@ pub enum StepKind {
         /// The signal.
         signal: StopSignal,
     },
+    /// Changes a link's impairments (`impair = "h1:eth0"`, with `egress`/`ingress`/`both`).
+    Impair {
+        /// The end as written (`h1:eth0`).
+        end: String,
+        /// The link's index in the plan.
+        link: usize,
+        /// The new impairment of each way that changes (`Forward` is the plan's a→b).
+        ways: Vec<(crate::impair::Way, crate::impair::Impairment)>,
+    },
     /// Runs a command in a host to completion; its output goes to a log.
     Exec {
         /// Host.
@@ -265,6 +274,7 @@ impl StepKind {
             StepKind::Sleep { .. } => "sleep",
             StepKind::Stop { .. } => "stop",
             StepKind::Exec { .. } => "exec",
+            StepKind::Impair { .. } => "impair",
         }
     }
 
@@ -381,6 +391,10 @@ impl fmt::Display for StepKind {
             }
             StepKind::Sleep { duration, .. } => write!(f, "sleep {} ms", duration.as_millis()),
             StepKind::Stop { process, signal } => write!(f, "stop {process} with {signal}"),
+            StepKind::Impair { end, ways, .. } => {
+                let shown: Vec<String> = ways.iter().map(|(w, p)| format!("{w} {p}")).collect();
+                write!(f, "impair the link at {end}: {}", shown.join("; "))
+            }
             StepKind::Exec { host, spec, .. } => {
                 write!(f, "exec in {host}: {}", spec.argv.join(" "))
             }

@@ -196,6 +196,16 @@ impl Network for Recording {
         Err("the recorder opens no connections".into())
     }
 
+    fn impair(
+        &mut self,
+        link: usize,
+        way: lab::impair::Way,
+        imp: &lab::impair::Impairment,
+    ) -> Result<(), String> {
+        self.note(format!("impair link {link} {way}: {imp}"));
+        Ok(())
+    }
+
     fn down(self: Box<Self>) -> Result<(), String> {
         self.note("down".into());
         Ok(())

@@ -393,6 +393,20 @@ impl Network for NativeNetwork {
         })
     }
 
+    fn impair(
+        &mut self,
+        link: usize,
+        way: crate::impair::Way,
+        imp: &crate::impair::Impairment,
+    ) -> Result<(), String> {
+        let mut now = self.lab.plan().links[link]
+            .impair
+            .clone()
+            .unwrap_or_default();
+        *now.way_mut(way) = imp.clone();
+        crate::impair::apply::set(&mut self.lab, link, now).map_err(|e| e.to_string())
+    }
+
     fn nfqueue(&mut self, host: &str, queue: u16) -> Result<Counters, String> {
         let all = self
             .lab

@@ -461,7 +461,7 @@ pub fn udp_burst(
         if n > 1 && !interval.is_zero() && !pause(interval) {
             break;
         }
-        let data = payload.replace("{n}", &n.to_string());
+        let data = crate::backend::program::burst_payload(payload, n);
         sock.send_to(data.as_bytes(), to)
             .map_err(|e| format!("send datagram {n} to {to}: {e}"))?;
         sent += 1;

@@ -600,7 +600,7 @@ impl Network for SimNetwork {
             if n > 1 && !spec.interval.is_zero() && !self.sleep(spec.interval) {
                 break;
             }
-            let data = spec.payload.replace("{n}", &n.to_string());
+            let data = crate::backend::program::burst_payload(&spec.payload, n);
             self.world
                 .udp_send_to(socket, spec.to, data.as_bytes())
                 .map_err(|e| format!("send datagram {n} to {}: {e}", spec.to))?;
@@ -643,6 +643,18 @@ impl Network for SimNetwork {
 
     fn tally(&mut self, name: &str) -> Result<Counters, String> {
         Err(format!("no connections named `{name}` were opened"))
+    }
+
+    fn impair(
+        &mut self,
+        link: usize,
+        way: crate::impair::Way,
+        imp: &crate::impair::Impairment,
+    ) -> Result<(), String> {
+        let stream = crate::impair::stream_seed(imp.seed.unwrap_or(0), link, way);
+        self.world
+            .impair_link(link, way, imp, stream)
+            .map_err(|e| e.to_string())
     }
 
     fn nfqueue(&mut self, host: &str, queue: u16) -> Result<Counters, String> {

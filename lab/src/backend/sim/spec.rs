@@ -3,6 +3,7 @@
 //! that `lab up` creates. What the simulator does not model is refused here, with the host (or
 //! link) and what it is, never dropped.
 
+use crate::impair::{Way, stream_seed};
 use crate::resolve::{NodeKind, Plan};
 use sim::{Endpoint, IfScope, Ipv4Net, MacAddr, NetSpec, Sysctl};
 
@@ -70,7 +71,7 @@ pub fn net_spec(plan: &Plan) -> Result<NetSpec, String> {
     for s in &plan.switches {
         spec.add_bridge(&s.name).map_err(|e| e.to_string())?;
     }
-    for l in &plan.links {
+    for (i, l) in plan.links.iter().enumerate() {
         if let Some(mtu) = l.mtu.filter(|m| *m != SIM_MTU) {
             return Err(format!(
                 "link {}:{} - {}:{}: mtu {mtu}: the simulator's links have mtu {SIM_MTU}",
@@ -99,6 +100,13 @@ pub fn net_spec(plan: &Plan) -> Result<NetSpec, String> {
         };
         spec.add_link(end(&l.a), end(&l.b))
             .map_err(|e| e.to_string())?;
+        // The same streams as the lab's engines: one seed, one drop pattern in both.
+        for way in [Way::Forward, Way::Reverse] {
+            let p = l.impair.clone().unwrap_or_default().way(way).clone();
+            let stream = stream_seed(p.seed.unwrap_or(0), i, way);
+            spec.impair_link(i, way, p, stream)
+                .map_err(|e| e.to_string())?;
+        }
     }
     spec.validate().map_err(|e| e.to_string())?;
     Ok(spec)

@@ -184,6 +184,15 @@ pub(super) struct RawExec {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawImpair {
+    pub(super) impair: String,
+    pub(super) egress: Option<toml::Table>,
+    pub(super) ingress: Option<toml::Table>,
+    pub(super) both: Option<toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawExpect {
     pub(super) telnet: Option<String>,
     pub(super) listener: Option<String>,
@@ -220,4 +229,5 @@ pub(super) const STEP_ACTIONS: &[&str] = &[
     "sleep",
     "stop",
     "exec",
+    "impair",
 ];

@@ -4,8 +4,8 @@
 
 use super::context::{convert, socket_addr};
 use super::raw::{
-    RawBurst, RawConnections, RawConntrack, RawDuration, RawExec, RawNfqueue, RawSleep, RawStart,
-    RawStop, RawTally, RawTelnet, RawWait, STEP_ACTIONS,
+    RawBurst, RawConnections, RawConntrack, RawDuration, RawExec, RawImpair, RawNfqueue, RawSleep,
+    RawStart, RawStop, RawTally, RawTelnet, RawWait, STEP_ACTIONS,
 };
 use super::validator::{Named, Validator};
 use crate::backend::{
@@ -79,6 +79,7 @@ impl Validator<'_> {
             "sleep" => self.sleep(index, line, &ctx, t),
             "stop" => self.stop(index, line, &ctx, t),
             "exec" => self.exec(index, line, &ctx, t),
+            "impair" => self.impair(line, &ctx, t),
             _ => unreachable!("action list and match agree"),
         }
     }
@@ -564,6 +565,53 @@ impl Validator<'_> {
                 timeout: duration(&r.timeout, WAIT_DEFAULT).map_err(&e)?,
             },
             status: r.status.unwrap_or(0),
+        })
+    }
+
+    /// `impair = "HOST:IF"` with `egress = {…}`, `ingress = {…}` or `both = {…}`: the link's
+    /// new impairments in those ways (`{}` clears), as `lab impair` sets them.
+    fn impair(
+        &mut self,
+        line: Option<usize>,
+        ctx: &str,
+        t: &toml::Table,
+    ) -> Result<StepKind, ScenarioError> {
+        let e = |m: String| self.cx.err(line, ctx, m);
+        let r: RawImpair = convert(t).map_err(&e)?;
+        let (link, out) = crate::impair::rules::link_end(self.plan, &r.impair).map_err(&e)?;
+        let back = crate::impair::rules::opposite(out);
+        let parse = |key: &str, t: &toml::Table| {
+            crate::impair::one_way(t, &format!("{key}.")).map_err(|err| e(err.to_string()))
+        };
+        let mut ways = Vec::new();
+        match (&r.egress, &r.ingress, &r.both) {
+            (None, None, None) => {
+                return Err(e(
+                    "say what changes: egress = {…}, ingress = {…} or both = {…} ({} clears)"
+                        .into(),
+                ));
+            }
+            (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+                return Err(e("`both` stands alone: egress and ingress are in it".into()));
+            }
+            (_, _, Some(both)) => {
+                let p = parse("both", both)?;
+                ways.push((out, p.clone()));
+                ways.push((back, p));
+            }
+            (egress, ingress, None) => {
+                if let Some(t) = egress {
+                    ways.push((out, parse("egress", t)?));
+                }
+                if let Some(t) = ingress {
+                    ways.push((back, parse("ingress", t)?));
+                }
+            }
+        }
+        Ok(StepKind::Impair {
+            end: r.impair,
+            link,
+            ways,
         })
     }
 }

@@ -186,3 +186,31 @@ fn durations_are_lbs_grammar() {
     let e = sleep("\"2 fortnights\"").unwrap_err().to_string();
     assert!(e.contains("unknown unit"), "{e}");
 }
+
+#[test]
+fn impair_steps_name_a_link_end_and_the_ways_they_change() {
+    let s =
+        parse("[[step]]\nimpair = \"h3:eth0\"\negress = { loss = \"30%\", seed = 3 }\n").unwrap();
+    let StepKind::Impair { link, ways, .. } = &s.steps[0].kind else {
+        panic!("{:?}", s.steps[0].kind);
+    };
+    // single,3: h3's link is the third; s1 is its first end, so h3's egress is the reverse.
+    assert_eq!(*link, 2);
+    assert_eq!(ways.len(), 1);
+    assert_eq!(ways[0].0, crate::impair::Way::Reverse);
+    assert_eq!(ways[0].1.to_string(), "loss 30% seed 3");
+    let e = err("[[step]]\nimpair = \"h3:eth7\"\nboth = {}\n");
+    assert_eq!(
+        e,
+        "scenarios/t.toml:1: step 1 (impair): no link ends at h3:eth7 (h3's links: h3:eth0)"
+    );
+    let e = err("[[step]]\nimpair = \"h3:eth0\"\n");
+    assert!(e.contains("say what changes: egress"), "{e}");
+    let e = err("[[step]]\nimpair = \"h3:eth0\"\nboth = {}\negress = {}\n");
+    assert!(e.contains("`both` stands alone"), "{e}");
+    let e = err("[[step]]\nimpair = \"h3:eth0\"\ningress = { loss = \"x\" }\n");
+    assert!(
+        e.contains("step 1 (impair): loss = \"x\": expected a percentage"),
+        "{e}"
+    );
+}

@@ -93,6 +93,19 @@ impl Runtime<'_> {
                     None => Err(format!("{process} still runs 5 s after {signal}")),
                 }
             }
+            StepKind::Impair { link, ways, .. } => {
+                let mut shown = Vec::new();
+                for (way, imp) in ways {
+                    self.net.impair(*link, *way, imp)?;
+                    let l = &self.s.plan.links[*link];
+                    let (from, to) = match way {
+                        crate::impair::Way::Forward => (&l.a.iface, &l.b.iface),
+                        crate::impair::Way::Reverse => (&l.b.iface, &l.a.iface),
+                    };
+                    shown.push(format!("{from} -> {to}: {imp}"));
+                }
+                Ok((true, shown.join("; ")))
+            }
             StepKind::Exec {
                 host,
                 name,
