@@ -118,19 +118,24 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    // The simulator skips what it cannot run yet, by the scenario's own word, and says so.
-    let (scenarios, unsimulated): (Vec<Scenario>, Vec<Scenario>) = match &sim {
-        Some(_) => scenarios
-            .into_iter()
-            .partition(|s| s.not_simulated.is_none()),
-        None => (scenarios, Vec::new()),
+    // The simulator and Mininet skip what they cannot run, by the scenario's own word, and
+    // say so.
+    let mininet = sim.is_none() && matches!(args.build.builder(), Ok(lab::Builder::Mininet(_)));
+    let why_not = |s: &Scenario| match (&sim, mininet) {
+        (Some(_), _) => s
+            .not_simulated
+            .as_ref()
+            .map(|w| format!("not simulated: {w}")),
+        (None, true) => s
+            .not_mininet
+            .as_ref()
+            .map(|w| format!("not with Mininet: {w}")),
+        (None, false) => None,
     };
+    let (scenarios, unsimulated): (Vec<Scenario>, Vec<Scenario>) =
+        scenarios.into_iter().partition(|s| why_not(s).is_none());
     for s in &unsimulated {
-        println!(
-            "SKIP {}: not simulated: {}",
-            s.name,
-            s.not_simulated.as_deref().unwrap_or_default()
-        );
+        println!("SKIP {}: {}", s.name, why_not(s).unwrap_or_default());
     }
     if sim.is_none() && !lab::lab::is_root() {
         return Ok(bad_input(

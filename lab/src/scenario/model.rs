@@ -52,6 +52,9 @@ pub struct Scenario {
     /// Why the simulator cannot run it yet (`not-simulated`): `lab run --sim` skips it, saying
     /// so; the test suite checks that the simulator still refuses it.
     pub not_simulated: Option<String>,
+    /// Why Mininet cannot build its lab (`not-mininet`): `lab run --backend mininet` skips it,
+    /// saying so; the test suite checks that the Mininet backend still refuses it.
+    pub not_mininet: Option<String>,
     /// The resolved topology.
     pub plan: Plan,
     /// Capture points, in trace order.

@@ -219,6 +219,7 @@ impl Scenario {
             path: path.to_path_buf(),
             summary: raw.summary,
             not_simulated: raw.not_simulated.filter(|w| !w.trim().is_empty()),
+            not_mininet: raw.not_mininet.filter(|w| !w.trim().is_empty()),
             plan,
             captures,
             trace,

@@ -13,6 +13,8 @@ pub(super) struct RawFile {
     pub(super) summary: Option<String>,
     #[serde(rename = "not-simulated")]
     pub(super) not_simulated: Option<String>,
+    #[serde(rename = "not-mininet")]
+    pub(super) not_mininet: Option<String>,
     pub(super) topology: Option<Spanned<toml::Value>>,
     #[serde(default)]
     pub(super) capture: Vec<Spanned<String>>,
