@@ -310,13 +310,10 @@ pub fn run(
             stats.max_late_us = stats.max_late_us.max(late);
             verdicts.push((id, Verdict::Accept));
         }
-        if !verdicts.is_empty() {
-            q.verdicts_each(&verdicts, &mut buf)
-                .map_err(err("verdict"))?;
-            verdicts.clear();
-            if let Some(c) = copies.as_mut() {
-                stats.duplicated += c.drain();
-            }
+        if flush(&q, &mut verdicts, &mut buf).map_err(err("verdict"))?
+            && let Some(c) = copies.as_mut()
+        {
+            stats.duplicated += c.drain();
         }
         let wait = held
             .peek()
@@ -369,11 +366,7 @@ pub fn run(
                     }
                 }
             }
-            if !verdicts.is_empty() {
-                q.verdicts_each(&verdicts, &mut buf)
-                    .map_err(err("verdict"))?;
-                verdicts.clear();
-            }
+            flush(&q, &mut verdicts, &mut buf).map_err(err("verdict"))?;
         }
         if let Some(c) = copies.as_mut() {
             stats.duplicated += c.drain();
@@ -386,6 +379,20 @@ pub fn run(
     q.verdicts_each(&verdicts, &mut buf)
         .map_err(err("verdict"))?;
     Ok(stats)
+}
+
+/// Sends and clears the verdicts gathered; true when there were any.
+fn flush(
+    q: &Queue,
+    verdicts: &mut Vec<(u32, Verdict)>,
+    buf: &mut Vec<u8>,
+) -> Result<bool, nfqueue::Error> {
+    if verdicts.is_empty() {
+        return Ok(false);
+    }
+    q.verdicts_each(verdicts, buf)?;
+    verdicts.clear();
+    Ok(true)
 }
 
 /// Waits until `fd` is readable or `timeout` passes (nanosecond resolution, unlike `poll`).

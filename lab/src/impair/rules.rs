@@ -260,16 +260,16 @@ mod tests {
     use crate::resolve::resolve;
     use crate::topology::{Origin, Topology};
 
+    fn resolved(text: &str) -> Result<Plan, crate::topology::TopologyError> {
+        let origin = Origin::File {
+            path: "t.toml".into(),
+            text: text.into(),
+        };
+        resolve(&Topology::parse(text, origin)?)
+    }
+
     fn plan(text: &str) -> Plan {
-        let t = Topology::parse(
-            text,
-            Origin::File {
-                path: "t.toml".into(),
-                text: text.into(),
-            },
-        )
-        .unwrap();
-        resolve(&t).unwrap()
+        resolved(text).unwrap()
     }
 
     const TOPO: &str = r#"
@@ -342,15 +342,7 @@ interfaces = { eth0 = "10.0.0.2/24" }
     #[test]
     fn a_bad_impairment_names_its_line_and_key() {
         let text = "links = [\n  [\"h1:eth0\", \"s1\", { loss = \"lots\" }],\n]\n[switches.s1]\n[hosts.h1]\ninterfaces = { eth0 = \"10.0.0.1/24\" }\n";
-        let t = Topology::parse(
-            text,
-            Origin::File {
-                path: "t.toml".into(),
-                text: text.into(),
-            },
-        )
-        .unwrap();
-        let e = resolve(&t).unwrap_err().to_string();
+        let e = resolved(text).unwrap_err().to_string();
         assert!(
             e.starts_with("t.toml:2: links[0].loss: bad impairment: loss = \"lots\""),
             "{e}"
