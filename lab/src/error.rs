@@ -116,6 +116,9 @@ pub enum LabError {
     /// Something the topology asks for that this builder cannot do.
     #[error("{0}")]
     Unsupported(String),
+    /// `lab impair`'s arguments: no such link end, or parameters that do not parse.
+    #[error("{0}")]
+    BadImpairment(String),
     /// A link's impairment could not be applied.
     #[error("link {link}: impairment: {message}")]
     Impair {

@@ -109,7 +109,7 @@ fn generated_name() -> String {
 impl Lab {
     /// Deploys `plan` as a new lab. On any failure everything created so far is removed and
     /// the error names the node, link or rule that failed.
-    pub fn up(plan: Plan, opts: &LabOptions) -> Result<Lab, LabError> {
+    pub fn up(mut plan: Plan, opts: &LabOptions) -> Result<Lab, LabError> {
         if !is_root() {
             return Err(LabError::NotRoot);
         }
@@ -127,13 +127,9 @@ impl Lab {
         };
         let mininet = match opts.builder {
             Builder::Native => {
-                if let Some(l) = plan.links.iter().find(|l| l.tc.is_some()) {
-                    return Err(LabError::Unsupported(format!(
-                        "link {} <-> {}: tc ({}) is applied by Mininet's TCLink: use --backend mininet (the native backend has no traffic control)",
-                        l.a.iface,
-                        l.b.iface,
-                        l.tc.as_ref().map(|t| t.names()).unwrap_or_default()
-                    )));
+                // Mininet's TCLink parameters become impairments, which the lab applies.
+                for l in plan.links.iter_mut() {
+                    l.impair = crate::impair::of_link(l).map_err(LabError::Unsupported)?;
                 }
                 None
             }

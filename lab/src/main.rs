@@ -151,6 +151,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 | LabError::NoSuchNode { .. }
                 | LabError::RootSwitch { .. }
                 | LabError::Unsupported(_)
+                | LabError::BadImpairment(_)
                 | LabError::Ambiguous(_)
                 | LabError::NotRoot => 2,
                 _ => 1,

@@ -110,7 +110,8 @@ pub struct LinkPlan {
     pub b: Endpoint,
     /// MTU of both ends.
     pub mtu: Option<u32>,
-    /// Mininet `TCLink` parameters (the Mininet backend applies them; others refuse them).
+    /// Mininet `TCLink` parameters (the Mininet backend applies them; the native backend and
+    /// the simulator take them as impairments, [`crate::impair::from_tclink`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tc: Option<TcSpec>,
     /// Impairments per direction ([`crate::impair`]); `None` when the link has none.

@@ -2,9 +2,9 @@
 //! hidden per-direction engine process the lab starts.
 
 use anyhow::{Context, Result};
-use lab::Lab;
 use lab::impair::engine::{DuplicatePath, EngineConfig};
 use lab::impair::{Impairment, LinkImpairment, Way, from_words};
+use lab::{Lab, LabError};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -93,7 +93,7 @@ pub fn impair(args: ImpairArgs) -> Result<ExitCode> {
     let mut lab = Lab::attach_or_only(args.lab.as_deref())?;
     let plan = lab.plan();
     let (link, ours) = lab::impair::rules::link_end(plan, &args.endpoint)
-        .map_err(|e| anyhow::anyhow!("lab {}: {e}", lab.name()))?;
+        .map_err(|e| LabError::BadImpairment(format!("lab {}: {e}", lab.name())))?;
     let l = &plan.links[link];
     let (here, there) = match ours {
         Way::Forward => (&l.a, &l.b),
@@ -109,7 +109,7 @@ pub fn impair(args: ImpairArgs) -> Result<ExitCode> {
         println!("{in_label}: {}", cur.way(ingress));
         return Ok(ExitCode::SUCCESS);
     }
-    let new = from_words(&args.params).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let new = from_words(&args.params).map_err(|e| LabError::BadImpairment(e.to_string()))?;
     let mut imp: LinkImpairment = l.impair.clone().unwrap_or_default();
     let ways: &[(Way, &str)] = match (args.egress, args.ingress) {
         (true, _) => &[(egress, &out_label)],

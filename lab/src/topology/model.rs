@@ -164,7 +164,7 @@ impl<'de> Deserialize<'de> for LinkElement {
 }
 
 /// Mininet `TCLink` parameters: applied by Mininet's `TCIntf` (htb/tbf for `bw`, netem for
-/// `delay`, `jitter`, `loss`), so only the Mininet backend honours them.
+/// `delay`, `jitter`, `loss`) with the Mininet backend; elsewhere as impairments.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TcSpec {

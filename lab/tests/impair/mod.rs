@@ -173,3 +173,90 @@ fn a_jittered_link_reorders_and_a_change_at_run_time_leaves_nothing_behind() {
     assert_eq!(got.iter().filter(|&&i| i != u32::MAX).count(), 50);
     assert!(got.windows(2).all(|w| w[0] < w[1] || w[0] == u32::MAX));
 }
+
+fn lab_cli() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lab"))
+}
+
+/// `lab down NAME` when dropped, so a failing test leaves no lab behind.
+struct Down(String);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = lab_cli().args(["down", &self.0]).output();
+    }
+}
+
+#[test]
+fn lab_impair_changes_a_running_lab_and_rejects_bad_input_in_one_line() {
+    if !privileged("lab_impair_changes_a_running_lab_and_rejects_bad_input_in_one_line") {
+        return;
+    }
+    let name = format!("imp{}", std::process::id() % 100_000);
+    let up = lab_cli()
+        .args(["up", "single,2", "--name", &name])
+        .output()
+        .unwrap();
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let _down = Down(name.clone());
+    let run = |args: &[&str]| {
+        let o = lab_cli()
+            .args(["impair", "--lab", &name])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        )
+    };
+    assert_eq!(
+        run(&["h1:eth9", "delay=1ms"]),
+        (
+            Some(2),
+            String::new(),
+            format!("lab: lab {name}: no link ends at h1:eth9 (h1's links: h1:eth0)")
+        )
+    );
+    let (code, _, err) = run(&["h1:eth0", "loss=lots"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.starts_with("lab: loss = \"lots\": expected a percentage"),
+        "{err}"
+    );
+    assert_eq!(
+        run(&["h1:eth0", "--egress", "delay=40ms"]),
+        (
+            Some(0),
+            "h1-eth0 -> s1-eth1: delay 40ms\n".to_string(),
+            String::new()
+        )
+    );
+    let ping = lab_cli()
+        .args([
+            "exec", "--lab", &name, "h1", "--", "ping", "-c", "3", "-i", "0.2", "-q",
+        ])
+        .arg("10.0.0.2")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&ping.stdout);
+    let avg: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("rtt min/avg/max/mdev = "))
+        .and_then(|v| v.split('/').nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("no RTT in {text}"));
+    assert!(
+        (40.0..48.0).contains(&avg),
+        "RTT {avg} ms with 40 ms one way"
+    );
+    assert_eq!(
+        run(&["h1:eth0"]).1,
+        "h1-eth0 -> s1-eth1: delay 40ms\ns1-eth1 -> h1-eth0: none\n"
+    );
+    assert_eq!(run(&["h1:eth0", "none"]).0, Some(0));
+}

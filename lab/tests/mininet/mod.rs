@@ -263,10 +263,10 @@ fn convert_prints_the_custom_topology_as_a_topology_file() {
 }
 
 /// `tc = { bw = 10 }` is Mininet's TCLink: htb at 10 Mbit/s on the host's end with the Mininet
-/// backend; the native backend refuses it, naming the link and the parameter, and builds nothing.
+/// backend; the native backend takes it as `rate = "10mbit"` both ways (tbf on both ends).
 #[test]
-fn tclink_bandwidth_through_the_mininet_backend_only() {
-    let Some(_alone) = ready_alone("tclink_bandwidth_through_the_mininet_backend_only") else {
+fn tclink_bandwidth_through_both_backends() {
+    let Some(_alone) = ready_alone("tclink_bandwidth_through_both_backends") else {
         return;
     };
     let file = concat!(
@@ -274,14 +274,19 @@ fn tclink_bandwidth_through_the_mininet_backend_only() {
         "/../fixtures/topologies/tclink.toml"
     );
     let name = format!("tc{}", std::process::id() % 100_000);
-    let o = lab_bin()
-        .args(["up", file, "--name", &name])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
+    run_ok(lab_bin().args(["up", file, "--name", &name]));
+    let shown = run_ok(lab_bin().args(["impair", "--lab", &name, "h1:eth0"]));
+    let qdisc = run_ok(lab_bin().args([
+        "exec", "--lab", &name, "h1", "--", "tc", "qdisc", "show", "dev", "h1-eth0",
+    ]));
+    run_ok(lab_bin().args(["down", &name]));
     assert_eq!(
-        String::from_utf8_lossy(&o.stderr).trim(),
-        "lab: cannot create the lab: link s1-eth1 <-> h1-eth0: tc (bw) is applied by Mininet's TCLink: use --backend mininet (the native backend has no traffic control)"
+        shown,
+        "h1-eth0 -> s1-eth1: rate 10mbit\ns1-eth1 -> h1-eth0: rate 10mbit\n"
+    );
+    assert!(
+        qdisc.contains("tbf") && qdisc.contains("rate 10Mbit"),
+        "{qdisc}"
     );
     assert_eq!(namespaces_of(&name), Vec::<String>::new());
     run_ok(lab_bin().args(["up", file, "--backend", "mininet", "--name", &name]));

@@ -78,16 +78,7 @@ pub fn net_spec(plan: &Plan) -> Result<NetSpec, String> {
                 l.a.node, l.a.iface, l.b.node, l.b.iface
             ));
         }
-        if let Some(tc) = &l.tc {
-            return Err(format!(
-                "link {}:{} - {}:{}: tc ({}) cannot be simulated yet",
-                l.a.node,
-                l.a.iface,
-                l.b.node,
-                l.b.iface,
-                tc.names()
-            ));
-        }
+        let impair = crate::impair::of_link(l)?;
         if let Some(e) = [&l.a, &l.b].into_iter().find(|e| e.mac.is_some()) {
             return Err(format!(
                 "{}:{}: a chosen MAC address cannot be simulated yet",
@@ -102,7 +93,7 @@ pub fn net_spec(plan: &Plan) -> Result<NetSpec, String> {
             .map_err(|e| e.to_string())?;
         // The same streams as the lab's engines: one seed, one drop pattern in both.
         for way in [Way::Forward, Way::Reverse] {
-            let p = l.impair.clone().unwrap_or_default().way(way).clone();
+            let p = impair.clone().unwrap_or_default().way(way).clone();
             let stream = stream_seed(p.seed.unwrap_or(0), i, way);
             spec.impair_link(i, way, p, stream)
                 .map_err(|e| e.to_string())?;
