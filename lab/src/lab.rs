@@ -129,7 +129,7 @@ impl Lab {
             Builder::Native => {
                 // Mininet's TCLink parameters become impairments, which the lab applies.
                 for l in plan.links.iter_mut() {
-                    l.impair = crate::impair::of_link(l).map_err(LabError::Unsupported)?;
+                    l.impair = crate::impair::tclink::of_link(l).map_err(LabError::Unsupported)?;
                 }
                 None
             }

@@ -111,7 +111,7 @@ pub struct LinkPlan {
     /// MTU of both ends.
     pub mtu: Option<u32>,
     /// Mininet `TCLink` parameters (the Mininet backend applies them; the native backend and
-    /// the simulator take them as impairments, [`crate::impair::from_tclink`]).
+    /// the simulator take them as impairments, [`crate::impair::tclink::from_tclink`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tc: Option<TcSpec>,
     /// Impairments per direction ([`crate::impair`]); `None` when the link has none.

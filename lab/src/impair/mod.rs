@@ -11,6 +11,7 @@
 pub mod apply;
 pub mod engine;
 pub mod rules;
+pub mod tclink;
 
 use serde::{Deserialize, Serialize};
 pub use sim::impair::{Decider, Fate, ImpairError, Impairment, Way, stream_seed};
@@ -47,60 +48,6 @@ impl LinkImpairment {
             Way::Forward => &mut self.a_to_b,
             Way::Reverse => &mut self.b_to_a,
         }
-    }
-}
-
-/// Mininet's `TCLink` parameters (`tc = { bw, delay, jitter, loss }`) as the lab's impairment:
-/// TCLink shapes and delays both ends' egress, so both ways alike: `bw` Mbit/s is the rate.
-/// `max_queue_size` and `use_htb` have no equivalent here and are refused by name.
-pub fn from_tclink(tc: &crate::topology::TcSpec) -> Result<LinkImpairment, String> {
-    let mut refused = Vec::new();
-    if tc.max_queue_size.is_some() {
-        refused.push("max_queue_size");
-    }
-    if tc.use_htb.is_some() {
-        refused.push("use_htb");
-    }
-    if !refused.is_empty() {
-        return Err(format!(
-            "tc {}: Mininet's htb and queue options have no equivalent here (the rate is tbf's): drop them, or use --backend mininet",
-            refused.join(", ")
-        ));
-    }
-    let mut imp = Impairment::default();
-    let mut set = |k: &str, v: String| imp.set(k, &v).map_err(|e| format!("tc {e}"));
-    if let Some(bw) = tc.bw {
-        set("rate", format!("{bw}mbit"))?;
-    }
-    if let Some(d) = &tc.delay {
-        set("delay", d.clone())?;
-    }
-    if let Some(j) = &tc.jitter {
-        set("jitter", j.clone())?;
-    }
-    if let Some(l) = tc.loss {
-        set("loss", l.to_string())?;
-    }
-    imp.validate().map_err(|e| format!("tc: {e}"))?;
-    Ok(LinkImpairment {
-        a_to_b: imp.clone(),
-        b_to_a: imp,
-    })
-}
-
-/// A link's impairment on the backends that do not run Mininet: `impair`, or its `tc`
-/// translated ([`from_tclink`]); both on one link is refused.
-pub fn of_link(l: &crate::resolve::LinkPlan) -> Result<Option<LinkImpairment>, String> {
-    match (&l.impair, &l.tc) {
-        (Some(_), Some(_)) => Err(format!(
-            "link {} <-> {}: both tc and impairments: write the impairments alone",
-            l.a.iface, l.b.iface
-        )),
-        (Some(i), None) => Ok(Some(i.clone())),
-        (None, Some(tc)) => from_tclink(tc)
-            .map(Some)
-            .map_err(|e| format!("link {} <-> {}: {e}", l.a.iface, l.b.iface)),
-        (None, None) => Ok(None),
     }
 }
 
@@ -240,19 +187,6 @@ mod tests {
         let e = from_table(&table("reorder = 5")).unwrap_err();
         assert!(e.to_string().contains("reorder needs a delay"), "{e}");
         assert!(from_words(&["delay=5ms", "loss"]).is_err());
-        let tc = crate::topology::TcSpec {
-            bw: Some(10.0),
-            delay: Some("5ms".into()),
-            ..Default::default()
-        };
-        let both = from_tclink(&tc).unwrap();
-        assert_eq!(both.a_to_b.to_string(), "delay 5ms rate 10mbit");
-        assert_eq!(both.a_to_b, both.b_to_a);
-        let htb = crate::topology::TcSpec {
-            use_htb: Some(true),
-            ..tc
-        };
-        assert!(from_tclink(&htb).unwrap_err().starts_with("tc use_htb: "));
         assert!(from_words(&["none"]).unwrap().is_empty());
     }
 }

@@ -78,7 +78,7 @@ pub fn net_spec(plan: &Plan) -> Result<NetSpec, String> {
                 l.a.node, l.a.iface, l.b.node, l.b.iface
             ));
         }
-        let impair = crate::impair::of_link(l)?;
+        let impair = crate::impair::tclink::of_link(l)?;
         if let Some(e) = [&l.a, &l.b].into_iter().find(|e| e.mac.is_some()) {
             return Err(format!(
                 "{}:{}: a chosen MAC address cannot be simulated yet",
