@@ -513,6 +513,10 @@ impl crate::impair::apply::Target for Lab {
         Lab::netns_path(self, node)
     }
 
+    fn run_in<T>(&self, node: &str, f: impl FnOnce() -> T) -> Result<T, LabError> {
+        Lab::run_in(self, node, f)
+    }
+
     fn start(
         &mut self,
         node: &str,

@@ -229,6 +229,12 @@ impl Impairment {
         Ok(())
     }
 
+    /// The stream of this impairment's decider on link `link` (its index in the topology),
+    /// way `way`: [`stream_seed`] of its seed, 0 when it has none.
+    pub fn stream(&self, link: usize, way: Way) -> u64 {
+        stream_seed(self.seed.unwrap_or(0), link, way)
+    }
+
     /// Checks combinations: jitter and reorder need a delay, jitter at most the delay.
     pub fn validate(&self) -> Result<(), ImpairError> {
         if !self.reorder.is_zero() && self.delay.is_zero() {

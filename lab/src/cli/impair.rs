@@ -3,7 +3,8 @@
 
 use anyhow::{Context, Result};
 use lab::impair::engine::{DuplicatePath, EngineConfig};
-use lab::impair::{Impairment, LinkImpairment, Way, from_words};
+use lab::impair::rules::way_label;
+use lab::impair::{Impairment, Way, from_words};
 use lab::{Lab, LabError};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -95,34 +96,28 @@ pub fn impair(args: ImpairArgs) -> Result<ExitCode> {
     let (link, ours) = lab::impair::rules::link_end(plan, &args.endpoint)
         .map_err(|e| LabError::BadImpairment(format!("lab {}: {e}", lab.name())))?;
     let l = &plan.links[link];
-    let (here, there) = match ours {
-        Way::Forward => (&l.a, &l.b),
-        Way::Reverse => (&l.b, &l.a),
-    };
     let egress = ours;
     let ingress = lab::impair::rules::opposite(ours);
-    let out_label = format!("{} -> {}", here.iface, there.iface);
-    let in_label = format!("{} -> {}", there.iface, here.iface);
     if args.params.is_empty() {
         let cur = l.impair.clone().unwrap_or_default();
-        println!("{out_label}: {}", cur.way(egress));
-        println!("{in_label}: {}", cur.way(ingress));
+        for way in [egress, ingress] {
+            println!("{}: {}", way_label(l, way), cur.way(way));
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let new = from_words(&args.params).map_err(|e| LabError::BadImpairment(e.to_string()))?;
-    let mut imp: LinkImpairment = l.impair.clone().unwrap_or_default();
-    let ways: &[(Way, &str)] = match (args.egress, args.ingress) {
-        (true, _) => &[(egress, &out_label)],
-        (_, true) => &[(ingress, &in_label)],
-        _ => &[(egress, &out_label), (ingress, &in_label)],
+    let ways: &[Way] = match (args.egress, args.ingress) {
+        (true, _) => &[egress],
+        (_, true) => &[ingress],
+        _ => &[egress, ingress],
     };
-    for (way, _) in ways {
-        *imp.way_mut(*way) = new.clone();
+    for way in ways {
+        lab::impair::apply::set_way(&mut lab, link, *way, &new)?;
     }
-    lab::impair::apply::set(&mut lab, link, imp)?;
-    for (way, label) in ways {
-        let now = lab.plan().links[link].impair.clone().unwrap_or_default();
-        println!("{label}: {}", now.way(*way));
+    let l = &lab.plan().links[link];
+    let now = l.impair.clone().unwrap_or_default();
+    for way in ways {
+        println!("{}: {}", way_label(l, *way), now.way(*way));
     }
     Ok(ExitCode::SUCCESS)
 }

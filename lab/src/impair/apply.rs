@@ -3,7 +3,7 @@
 //! queue rule once it has bound the queue, and `tbf` for a rate.
 
 use super::rules::{self, Direction};
-use super::{LinkImpairment, stream_seed};
+use super::{Impairment, LinkImpairment, Way};
 use crate::error::LabError;
 use crate::resolve::{NodeKind, Plan};
 use crate::state::ProcessId;
@@ -21,6 +21,8 @@ pub trait Target {
     fn command(&self, node: &str, program: &str) -> Result<Command, LabError>;
     /// The namespace of `node`.
     fn netns_path(&self, node: &str) -> Result<PathBuf, LabError>;
+    /// Runs `f` on this thread inside `node`'s namespace.
+    fn run_in<T>(&self, node: &str, f: impl FnOnce() -> T) -> Result<T, LabError>;
     /// Starts a recorded background process in `node`: its identity and log.
     fn start(
         &mut self,
@@ -30,15 +32,6 @@ pub trait Target {
     ) -> Result<(ProcessId, PathBuf), LabError>;
     /// Stops the recorded process `name` of `node`; false when there was none.
     fn stop(&mut self, node: &str, name: &str) -> Result<bool, LabError>;
-}
-
-fn in_ns<T>(lab: &impl Target, node: &str, f: impl FnOnce() -> T) -> Result<T, LabError> {
-    let path = lab.netns_path(node)?;
-    crate::netns::run_in(&path, f).map_err(|e| LabError::Namespace {
-        node: node.into(),
-        netns: path.display().to_string(),
-        message: e.to_string(),
-    })
 }
 
 /// How long an engine gets to bind its queue.
@@ -63,32 +56,13 @@ static NETEM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new
 /// The engine a direction with impairment `imp` gets first: a seed asks for the drop
 /// pattern the simulator shares, which only the lab's engine gives; so does
 /// `LAB_IMPAIR_ENGINE=nfqueue`, and a kernel without netem.
-pub fn engine_for(imp: &super::Impairment) -> Engine {
+pub fn engine_for(imp: &Impairment) -> Engine {
     let forced = std::env::var(ENGINE_VAR).is_ok_and(|v| v == "nfqueue");
     if imp.seed.is_some() || forced || !NETEM.load(std::sync::atomic::Ordering::Relaxed) {
         Engine::Nfqueue
     } else {
         Engine::Netem
     }
-}
-
-/// The `lab` executable that runs engines: `LAB_BIN`, else this program when it is `lab`,
-/// else `lab` beside it (or one directory up, for a test in `target/<profile>/deps/`).
-pub fn lab_bin() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("LAB_BIN") {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!("LAB_BIN={} does not exist", p.display()))
-        };
-    }
-    let exe = std::env::current_exe()
-        .map_err(|e| format!("cannot locate the running executable: {e}"))?;
-    if exe.file_name().is_some_and(|n| n == "lab") {
-        return Ok(exe);
-    }
-    crate::bins::sibling_bin(&exe, "lab", "LAB_BIN", "cargo build -p lab")
 }
 
 /// Starts every impaired direction of the lab's plan (at `lab up`).
@@ -107,6 +81,25 @@ fn fail(d: &Direction, message: impl Into<String>) -> LabError {
     }
 }
 
+/// Runs `program args` in `node`: `Ok(Err(stderr))` when it fails.
+fn attempt(
+    lab: &impl Target,
+    d: &Direction,
+    node: &str,
+    program: &str,
+    args: &[String],
+) -> Result<Result<(), String>, LabError> {
+    let out = lab
+        .command(node, program)?
+        .args(args)
+        .output()
+        .map_err(|e| fail(d, format!("{node}: {program}: {e}")))?;
+    Ok(match out.status.success() {
+        true => Ok(()),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    })
+}
+
 /// Runs `program args` in `node`, failing with its first line of stderr.
 fn run(
     lab: &impl Target,
@@ -115,61 +108,51 @@ fn run(
     program: &str,
     args: &[String],
 ) -> Result<(), LabError> {
-    let out = lab
-        .command(node, program)?
-        .args(args)
-        .output()
-        .map_err(|e| fail(d, format!("{node}: {program}: {e}")))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        return Err(fail(
+    attempt(lab, d, node, program, args)?.map_err(|err| {
+        fail(
             d,
             format!(
                 "{node}: {program} {}: {}",
                 args.join(" "),
                 err.lines().next().unwrap_or("failed")
             ),
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 fn start(lab: &mut impl Target, d: &Direction) -> Result<(), LabError> {
     if d.imp.needs_engine() && engine_for(d.imp) == Engine::Netem {
-        let out = lab
-            .command(&d.from.node, "tc")?
-            .args(rules::netem(d))
-            .output()
-            .map_err(|e| fail(d, format!("{}: tc: {e}", d.from.node)))?;
-        if out.status.success() {
-            tracing::debug!(link = %d.label(), impairment = %d.imp, "impaired by netem");
-            return Ok(());
+        match attempt(lab, d, &d.from.node, "tc", &rules::netem(d))? {
+            Ok(()) => {
+                tracing::debug!(link = %d.label(), impairment = %d.imp, "impaired by netem");
+                return Ok(());
+            }
+            Err(err) if !err.contains("unknown") => {
+                return Err(fail(
+                    d,
+                    format!(
+                        "{}: tc {}: {}",
+                        d.from.node,
+                        rules::netem(d).join(" "),
+                        err.trim()
+                    ),
+                ));
+            }
+            // No netem in this kernel: the engine, from now on.
+            Err(_) => NETEM.store(false, std::sync::atomic::Ordering::Relaxed),
         }
-        let err = String::from_utf8_lossy(&out.stderr);
-        if !err.contains("unknown") {
-            return Err(fail(
-                d,
-                format!(
-                    "{}: tc {}: {}",
-                    d.from.node,
-                    rules::netem(d).join(" "),
-                    err.trim()
-                ),
-            ));
-        }
-        // No netem in this kernel: the engine, from now on.
-        NETEM.store(false, std::sync::atomic::Ordering::Relaxed);
     }
     if d.imp.needs_engine() {
         let node = d.queue_end().node.clone();
         if d.queue_end().kind == NodeKind::Switch {
             // The lab turns bridge netfilter off in switches; this port's packets need it.
             let key = "/proc/sys/net/bridge/bridge-nf-call-iptables";
-            in_ns(lab, &node, || std::fs::write(key, "1"))?
+            lab.run_in(&node, || std::fs::write(key, "1"))?
                 .map_err(|e| fail(d, format!("{node}: {key}: {e}")))?;
         }
-        let bin = lab_bin().map_err(|e| fail(d, e))?;
-        let seed = stream_seed(d.imp.seed.unwrap_or(0), d.link, d.way);
+        let bin = crate::bins::workspace_bin("lab", "LAB_BIN", "cargo build -p lab")
+            .map_err(|e| fail(d, e))?;
+        let seed = d.imp.stream(d.link, d.way);
         let mut argv: Vec<String> = vec![
             bin.display().to_string(),
             "impair-engine".into(),
@@ -195,7 +178,8 @@ fn start(lab: &mut impl Target, d: &Direction) -> Result<(), LabError> {
         let (id, log) = lab.start(&node, &d.process_name(), &argv)?;
         let deadline = Instant::now() + BIND_WAIT;
         loop {
-            let bound = in_ns(lab, &node, || nfqueue::QueueStats::read(d.queue()))?
+            let bound = lab
+                .run_in(&node, || nfqueue::QueueStats::read(d.queue()))?
                 .ok()
                 .flatten()
                 .is_some();
@@ -243,6 +227,19 @@ fn stop(lab: &mut impl Target, d: &Direction) -> Result<(), LabError> {
         run(lab, d, &d.from.node, "tc", &rules::tbf_remove(d))?;
     }
     Ok(())
+}
+
+/// Gives link `link` the impairment `imp` in the way `way` (`Forward`: the plan's a→b), the
+/// other way as it was.
+pub fn set_way(
+    lab: &mut impl Target,
+    link: usize,
+    way: Way,
+    imp: &Impairment,
+) -> Result<(), LabError> {
+    let mut now = lab.plan().links[link].impair.clone().unwrap_or_default();
+    *now.way_mut(way) = imp.clone();
+    set(lab, link, now)
 }
 
 /// Gives link `link` the impairment `new`: the directions that change are stopped and started

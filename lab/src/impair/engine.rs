@@ -278,8 +278,13 @@ pub fn run(
     };
     let qcfg = QueueConfig {
         queue_len: 65_536,
-        // Copies are recognised by their bytes; otherwise the header is enough.
-        copy_range: if copies.is_some() { 0xffff } else { 64 },
+        // Copies that come back through the queue are recognised by all their bytes;
+        // otherwise the IP header is enough.
+        copy_range: if copies.as_ref().is_some_and(|c| c.send.is_some()) {
+            0xffff
+        } else {
+            64
+        },
         ..QueueConfig::default()
     };
     let mut q = Queue::bind(cfg.queue, &qcfg).map_err(err("bind"))?;

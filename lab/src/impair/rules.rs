@@ -18,7 +18,7 @@
 //! xtables `NFQUEUE` target, which iptables-nft loads through nft's compat layer. Queue numbers
 //! are [`QUEUE_BASE`]` + 2·link + way`: per namespace, far above the balancer's.
 
-use crate::resolve::{Endpoint, NodeKind, Plan};
+use crate::resolve::{Endpoint, LinkPlan, NodeKind, Plan};
 use sim::impair::{Impairment, Way};
 
 /// The link that ends at `endpoint` (`h3:eth0`, a switch port `s1:eth3`) and the way out of
@@ -54,6 +54,20 @@ pub fn link_end(plan: &Plan, endpoint: &str) -> Result<(usize, Way), String> {
             ends.join(", ")
         )
     })
+}
+
+/// The sending and the receiving end of `l` in the way `way` (`Forward`: a→b).
+pub fn ends(l: &LinkPlan, way: Way) -> (&Endpoint, &Endpoint) {
+    match way {
+        Way::Forward => (&l.a, &l.b),
+        Way::Reverse => (&l.b, &l.a),
+    }
+}
+
+/// A way of `l` as messages show it: `h3-eth0 -> s1-eth3`.
+pub fn way_label(l: &LinkPlan, way: Way) -> String {
+    let (from, to) = ends(l, way);
+    format!("{} -> {}", from.iface, to.iface)
 }
 
 /// The other way along a link.
@@ -127,7 +141,8 @@ pub fn directions(plan: &Plan) -> Vec<Direction<'_>> {
     let mut out = Vec::new();
     for (i, l) in plan.links.iter().enumerate() {
         let Some(imp) = &l.impair else { continue };
-        for (way, from, to) in [(Way::Forward, &l.a, &l.b), (Way::Reverse, &l.b, &l.a)] {
+        for way in [Way::Forward, Way::Reverse] {
+            let (from, to) = ends(l, way);
             let p = imp.way(way);
             if !p.is_empty() {
                 out.push(Direction {

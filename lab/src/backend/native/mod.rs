@@ -399,12 +399,7 @@ impl Network for NativeNetwork {
         way: crate::impair::Way,
         imp: &crate::impair::Impairment,
     ) -> Result<(), String> {
-        let mut now = self.lab.plan().links[link]
-            .impair
-            .clone()
-            .unwrap_or_default();
-        *now.way_mut(way) = imp.clone();
-        crate::impair::apply::set(&mut self.lab, link, now).map_err(|e| e.to_string())
+        crate::impair::apply::set_way(&mut self.lab, link, way, imp).map_err(|e| e.to_string())
     }
 
     fn nfqueue(&mut self, host: &str, queue: u16) -> Result<Counters, String> {
@@ -510,17 +505,7 @@ pub fn find_lb(explicit: Option<&Path>) -> Result<PathBuf, String> {
             Err(format!("the `lb` binary {} does not exist", p.display()))
         };
     }
-    if let Some(p) = std::env::var_os("LB_BIN") {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!("LB_BIN={} does not exist", p.display()))
-        };
-    }
-    let exe = std::env::current_exe()
-        .map_err(|e| format!("cannot locate the running executable: {e}"))?;
-    crate::bins::sibling_bin(&exe, "lb", "LB_BIN", "cargo build -p lb")
+    crate::bins::workspace_bin("lb", "LB_BIN", "cargo build -p lb")
 }
 
 /// A lab name for `scenario`: `<name, shortened>-<6 hex>`, valid and unique.

@@ -651,9 +651,8 @@ impl Network for SimNetwork {
         way: crate::impair::Way,
         imp: &crate::impair::Impairment,
     ) -> Result<(), String> {
-        let stream = crate::impair::stream_seed(imp.seed.unwrap_or(0), link, way);
         self.world
-            .impair_link(link, way, imp, stream)
+            .impair_link(link, way, imp, imp.stream(link, way))
             .map_err(|e| e.to_string())
     }
 

@@ -3,7 +3,7 @@
 //! that `lab up` creates. What the simulator does not model is refused here, with the host (or
 //! link) and what it is, never dropped.
 
-use crate::impair::{Way, stream_seed};
+use crate::impair::Way;
 use crate::resolve::{NodeKind, Plan};
 use sim::{Endpoint, IfScope, Ipv4Net, MacAddr, NetSpec, Sysctl};
 
@@ -94,7 +94,7 @@ pub fn net_spec(plan: &Plan) -> Result<NetSpec, String> {
         // The same streams as the lab's engines: one seed, one drop pattern in both.
         for way in [Way::Forward, Way::Reverse] {
             let p = impair.clone().unwrap_or_default().way(way).clone();
-            let stream = stream_seed(p.seed.unwrap_or(0), i, way);
+            let stream = p.stream(i, way);
             spec.impair_link(i, way, p, stream)
                 .map_err(|e| e.to_string())?;
         }

@@ -98,11 +98,10 @@ impl Runtime<'_> {
                 for (way, imp) in ways {
                     self.net.impair(*link, *way, imp)?;
                     let l = &self.s.plan.links[*link];
-                    let (from, to) = match way {
-                        crate::impair::Way::Forward => (&l.a.iface, &l.b.iface),
-                        crate::impair::Way::Reverse => (&l.b.iface, &l.a.iface),
-                    };
-                    shown.push(format!("{from} -> {to}: {imp}"));
+                    shown.push(format!(
+                        "{}: {imp}",
+                        crate::impair::rules::way_label(l, *way)
+                    ));
                 }
                 Ok((true, shown.join("; ")))
             }
